@@ -1,0 +1,1 @@
+"""The faces of the catalog: the `visionledger` command line and, later, the Streamlit app."""

@@ -1,0 +1,1 @@
+"""Dagster software-defined assets: dataset versions, training, engines, evaluations (later issues)."""

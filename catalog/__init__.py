@@ -1,0 +1,144 @@
+"""The catalog: visionledger's system of record, an append-only event log on PostgreSQL with the read models,
+the Parquet mirror and the DuckDB views derived from it.
+
+    import catalog
+    from datetime import datetime, UTC
+    from catalog.events import OntologyPublished
+
+    with catalog.open() as cat:  # starts the embedded PostgreSQL unless VISIONLEDGER_DATABASE_URL is set
+        cat.record(OntologyPublished(version=1, classes=["ok", "scratch"]), occurred_at=datetime.now(UTC))
+        print(cat.head())
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from catalog.database import ConnectionUrls, connection_urls, current_revision, make_engine, upgrade
+from catalog.errors import (
+    CatalogError,
+    ConcurrencyError,
+    EventIdConflict,
+    EventValidationError,
+    ImmutableEventError,
+)
+from catalog.events import EventData
+from catalog.lake import Lake, SyncReport
+from catalog.projections import ProjectionRunner, RebuildReport, labels_as_of, rebuild
+from catalog.settings import Settings
+from catalog.store import AppendResult, EventStore, NewEvent, PermissionDenied, RecordedEvent, event_id_for
+
+__all__ = [
+    "AppendResult", "Catalog", "CatalogError", "ConcurrencyError", "EventIdConflict", "EventStore",
+    "EventValidationError", "ImmutableEventError", "NewEvent", "PermissionDenied", "RecordedEvent", "Settings",
+    "event_id_for", "open",
+]
+
+HEAD_REVISION = "0002"
+
+
+class Catalog:
+    """One open catalog: its event store, projections and lake, as one role (``app`` writes; readers read)."""
+
+    def __init__(self, settings: Settings, urls: ConnectionUrls, *, role: str = "app"):
+        self.settings = settings
+        self.urls = urls
+        self.role = role
+        url = urls.app if role == "app" else urls.readers.get(role)
+        if url is None:
+            raise CatalogError(f"unknown role {role!r}: use 'app' or one of {sorted(urls.readers)}")
+        self.engine: Engine = make_engine(url)
+        self.store = EventStore(self.engine)
+        self.projections = ProjectionRunner(self.engine)
+        self.lake = Lake(settings.lake_root)
+
+    # -- writing -----------------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[NewEvent], *, expected_versions: Mapping[str, int] | None = None,
+               catch_up: bool = True) -> AppendResult:
+        """Append events atomically (see :meth:`EventStore.append`), then bring the projections up to date
+        unless ``catch_up`` is False (bulk loaders catch up once at the end)."""
+        result = self.store.append(events, expected_versions=expected_versions)
+        if catch_up and result.appended:
+            self.projections.catch_up()
+        return result
+
+    def record(self, data: EventData, *, occurred_at: datetime, actor: str | None = None, source: str | None = None,
+               event_id: uuid.UUID | None = None, causation_id: str | None = None,
+               correlation_id: str | None = None, expected_version: int | None = None) -> AppendResult:
+        """Append one event, with who (``actor``) and what (``source``) caused it in its metadata."""
+        metadata = {"actor": actor, "source": source, "causation_id": causation_id, "correlation_id": correlation_id}
+        event = NewEvent(data=data, occurred_at=occurred_at, event_id=event_id or uuid.uuid4(),
+                         metadata={k: v for k, v in metadata.items() if v is not None})
+        expected = {event.stream_id: expected_version} if expected_version is not None else None
+        return self.append([event], expected_versions=expected)
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def head(self) -> int:
+        """The position of the last event."""
+        return self.store.head()
+
+    def catch_up(self) -> int:
+        """Apply pending events to every projection; returns the position they reached."""
+        return self.projections.catch_up()
+
+    def position_at(self, moment: datetime) -> int:
+        return self.store.position_at(moment)
+
+    def labels_as_of(self, *, position: int | None = None, at: datetime | None = None,
+                     sha256s: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Current labels as the catalog knew them at a position or a (timezone-aware) time."""
+        if (position is None) == (at is None):
+            raise CatalogError("give exactly one of position= or at=")
+        if at is not None:
+            position = self.position_at(at)
+        if self.role == "app":
+            self.projections.catch_up(upto=None)
+        return labels_as_of(self.engine, position, sha256s=sha256s)
+
+    def rebuild_projections(self, *, check_only: bool = False, progress=None) -> RebuildReport:
+        return rebuild(self.engine, check_only=check_only, progress=progress)
+
+    def sync_lake(self, *, chunk: int = 100_000, progress=None) -> SyncReport:
+        """Mirror new events into the lake's Parquet files (see :class:`catalog.lake.Lake`)."""
+        return self.lake.sync(self.engine, chunk=chunk, progress=progress)
+
+    def duckdb(self):
+        """A DuckDB connection with an ``events`` view over the lake."""
+        return self.lake.duckdb()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(settings: Settings | None = None, *, role: str = "app", database: str | None = None,
+         migrate: bool | None = None) -> Catalog:  # noqa: A001 - `catalog.open()` reads best
+    """Open the catalog described by ``settings`` (default: the environment).
+
+    Without ``VISIONLEDGER_DATABASE_URL`` the embedded PostgreSQL is started and migrated. With it, nothing
+    is started, and migrations run only when ``migrate=True``; an outdated schema is reported.
+    """
+    settings = settings or Settings.from_env()
+    urls = connection_urls(settings, database=database)
+    migrate = settings.embedded if migrate is None else migrate
+    if migrate:
+        if current_revision(urls.owner) != HEAD_REVISION:
+            upgrade(urls.owner)
+    elif current_revision(urls.app) != HEAD_REVISION:
+        raise CatalogError(
+            f"the catalog schema at {settings.database_url or 'the embedded server'} is not at revision "
+            f"{HEAD_REVISION}: run `visionledger db upgrade` (as the schema owner)"
+        )
+    return Catalog(settings, urls, role=role)

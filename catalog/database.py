@@ -1,0 +1,92 @@
+"""Connections to the catalog's PostgreSQL: which server and roles to use, engines, and schema migrations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
+
+from catalog.embedded_postgres import ADMIN_ROLE, LOGIN_ROLES, OWNER_ROLE, EmbeddedPostgres
+from catalog.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class ConnectionUrls:
+    """SQLAlchemy URLs per role. ``app`` appends and maintains projections; ``owner`` runs migrations;
+    ``admin`` (embedded server only) creates databases; ``readers`` are read-only logins."""
+
+    app: str
+    owner: str
+    admin: str | None = None
+    readers: dict[str, str] = field(default_factory=dict)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Spell out the psycopg 3 driver for plain ``postgresql://`` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def libpq_dsn(url: str) -> str:
+    """A DSN that psql and psycopg.connect accept (no SQLAlchemy driver suffix)."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgresql") else url
+
+
+def connection_urls(settings: Settings, *, start: bool = True, database: str | None = None) -> ConnectionUrls:
+    """Resolve the URLs: the configured server, or the embedded one (started unless ``start`` is False)."""
+    if not settings.embedded:
+        app = sqlalchemy_url(settings.database_url)
+        return ConnectionUrls(app=app, owner=sqlalchemy_url(settings.admin_database_url or settings.database_url))
+    server = EmbeddedPostgres(settings.home, pg_bin=settings.pg_bin)
+    info = server.start() if start else server.info()
+    db = {"database": database} if database else {}
+    return ConnectionUrls(
+        app=info.url("visionledger_app", **db),
+        owner=info.url(OWNER_ROLE, **db),
+        admin=info.url(ADMIN_ROLE, database="postgres"),
+        readers={role.removeprefix("visionledger_"): info.url(role, **db) for role, group in LOGIN_ROLES.items()
+                 if group == "visionledger_reader"},
+    )
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine whose sessions speak UTC and survive a server restart (stale connections are re-opened)."""
+    return create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args={"options": "-c timezone=UTC"},
+    )
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(owner_url: str, revision: str = "head") -> None:
+    """Apply the migrations as the schema owner."""
+    command.upgrade(alembic_config(owner_url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as conn:
+            exists = conn.exec_driver_sql("SELECT to_regclass('catalog.alembic_version')").scalar()
+            if exists is None:
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM catalog.alembic_version").scalar()
+    finally:
+        engine.dispose()

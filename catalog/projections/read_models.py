@@ -1,0 +1,208 @@
+"""The catalog's read models: images, parts, current labels and their history, corrections, latest
+predictions and part dispositions, each a set of fold functions over the events it cares about.
+
+The current label of an image is the latest human verdict on it: a LabelRecorded, or a CorrectionRecorded
+of a label or of a prediction (a reviewer saying "this is a crack" is a label, whatever it corrected).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from catalog.projections.framework import Projection, Row
+from catalog.store import RecordedEvent
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _by_image(event: RecordedEvent, payload: dict[str, Any]) -> tuple[str]:
+    return (payload["sha256"],)
+
+
+# -- images ---------------------------------------------------------------------------------------------------
+
+IMAGE_COLUMNS = (
+    "sha256", "part_id", "line", "station", "camera", "captured_at", "width", "height", "channels", "bit_depth",
+    "byte_size", "blob_uri", "thumbnail_uri", "source_path", "metadata", "sightings", "excluded",
+    "exclusion_reason", "ingested_position", "last_position",
+)
+
+
+def _image_ingested(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+    if row is not None:  # the same bytes seen again (another path or part): one image, one more sighting
+        return row | {"sightings": row["sightings"] + 1, "last_position": e.position}
+    return {
+        "sha256": p["sha256"], "part_id": p["part_id"], "line": p["line"], "station": p["station"],
+        "camera": p["camera"], "captured_at": _ts(p["captured_at"]), "width": p["width"], "height": p["height"],
+        "channels": p["channels"], "bit_depth": p["bit_depth"], "byte_size": p["byte_size"],
+        "blob_uri": p["blob_uri"], "thumbnail_uri": p.get("thumbnail_uri"), "source_path": p["source_path"],
+        "metadata": p.get("metadata", {}), "sightings": 1, "excluded": False, "exclusion_reason": None,
+        "ingested_position": e.position, "last_position": e.position,
+    }
+
+
+def _image_excluded(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+    if row is None:
+        return None
+    return row | {"excluded": True, "exclusion_reason": p["reason"], "last_position": e.position}
+
+
+def _image_included(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+    if row is None:
+        return None
+    return row | {"excluded": False, "exclusion_reason": None, "last_position": e.position}
+
+
+IMAGES = Projection(
+    name="images",
+    table="images",
+    key=("sha256",),
+    columns=IMAGE_COLUMNS,
+    folds={"ImageIngested": _image_ingested, "ImageExcluded": _image_excluded, "ImageIncluded": _image_included},
+    key_of={"ImageIngested": _by_image, "ImageExcluded": _by_image, "ImageIncluded": _by_image},
+    jsonb_columns=frozenset({"metadata"}),
+)
+
+# -- parts ----------------------------------------------------------------------------------------------------
+
+
+def _part_sighted(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+    captured = _ts(p["captured_at"])
+    if row is None:
+        return {"part_id": p["part_id"], "line": p["line"], "first_captured_at": captured,
+                "last_captured_at": captured, "image_count": 1, "last_position": e.position}
+    return row | {
+        "first_captured_at": min(row["first_captured_at"], captured),
+        "last_captured_at": max(row["last_captured_at"], captured),
+        "image_count": row["image_count"] + 1,
+        "last_position": e.position,
+    }
+
+
+PARTS = Projection(
+    name="parts",
+    table="parts",
+    key=("part_id",),
+    columns=("part_id", "line", "first_captured_at", "last_captured_at", "image_count", "last_position"),
+    folds={"ImageIngested": _part_sighted},
+    key_of={"ImageIngested": lambda e, p: (p["part_id"],)},
+)
+
+# -- labels ---------------------------------------------------------------------------------------------------
+
+CURRENT_LABEL_COLUMNS = (
+    "sha256", "label", "label_id", "annotator", "ontology_version", "source", "regions", "mask_uri",
+    "labeled_at", "position",
+)
+
+
+def _label_recorded(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+    return {
+        "sha256": p["sha256"], "label": p["label"], "label_id": p["label_id"], "annotator": p["annotator"],
+        "ontology_version": p["ontology_version"], "source": "label", "regions": p.get("regions", []),
+        "mask_uri": p.get("mask_uri"), "labeled_at": e.occurred_at, "position": e.position,
+    }
+
+
+def _correction_recorded(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+    keep = row or {}
+    return {
+        "sha256": p["sha256"], "label": p["new_label"], "label_id": p.get("label_id") or keep.get("label_id"),
+        "annotator": p["corrected_by"], "ontology_version": p["ontology_version"], "source": "correction",
+        # a correction changes the class, not where the defect is: regions and mask stay
+        "regions": keep.get("regions", []), "mask_uri": keep.get("mask_uri"),
+        "labeled_at": e.occurred_at, "position": e.position,
+    }
+
+
+CURRENT_LABELS = Projection(
+    name="current_labels",
+    table="current_labels",
+    key=("sha256",),
+    columns=CURRENT_LABEL_COLUMNS,
+    folds={"LabelRecorded": _label_recorded, "CorrectionRecorded": _correction_recorded},
+    key_of={"LabelRecorded": _by_image, "CorrectionRecorded": _by_image},
+    jsonb_columns=frozenset({"regions"}),
+)
+
+
+def _history_row(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+    is_label = e.type == "LabelRecorded"
+    return {
+        "position": e.position, "sha256": p["sha256"], "label": p["label"] if is_label else p["new_label"],
+        "label_id": p.get("label_id"), "annotator": p["annotator"] if is_label else p["corrected_by"],
+        "ontology_version": p["ontology_version"], "source": "label" if is_label else "correction",
+        "labeled_at": e.occurred_at,
+    }
+
+
+LABEL_HISTORY = Projection(
+    name="label_history",
+    table="label_history",
+    key=("position",),
+    columns=("position", "sha256", "label", "label_id", "annotator", "ontology_version", "source", "labeled_at"),
+    folds={"LabelRecorded": _history_row, "CorrectionRecorded": _history_row},
+    key_of={"LabelRecorded": lambda e, p: (e.position,), "CorrectionRecorded": lambda e, p: (e.position,)},
+    append_only=True,
+)
+
+CORRECTIONS = Projection(
+    name="corrections",
+    table="corrections",
+    key=("correction_id",),
+    columns=("correction_id", "sha256", "target", "label_id", "prediction_event_id", "old_label", "new_label",
+             "corrected_by", "reason", "corrected_at", "position"),
+    folds={"CorrectionRecorded": lambda row, e, p: {
+        "correction_id": p["correction_id"], "sha256": p["sha256"], "target": p["target"],
+        "label_id": p.get("label_id"), "prediction_event_id": p.get("prediction_event_id"),
+        "old_label": p["old_label"], "new_label": p["new_label"], "corrected_by": p["corrected_by"],
+        "reason": p.get("reason", ""), "corrected_at": e.occurred_at, "position": e.position,
+    }},
+    key_of={"CorrectionRecorded": lambda e, p: (p["correction_id"],)},
+)
+
+# -- predictions and decisions --------------------------------------------------------------------------------
+
+
+def _prediction(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+    # Replays of history may arrive after newer live predictions: keep the one that happened last.
+    if row is not None and row["predicted_at"] > e.occurred_at:
+        return None
+    return {
+        "sha256": p["sha256"], "engine_id": p["engine_id"], "predicted_class": p["predicted_class"],
+        "scores": p["scores"], "part_id": p.get("part_id"), "heatmap_uri": p.get("heatmap_uri"),
+        "predicted_at": e.occurred_at, "position": e.position,
+    }
+
+
+LATEST_PREDICTIONS = Projection(
+    name="latest_predictions",
+    table="latest_predictions",
+    key=("sha256", "engine_id"),
+    columns=("sha256", "engine_id", "predicted_class", "scores", "part_id", "heatmap_uri", "predicted_at",
+             "position"),
+    folds={"PredictionRecorded": _prediction},
+    key_of={"PredictionRecorded": lambda e, p: (p["sha256"], p["engine_id"])},
+    jsonb_columns=frozenset({"scores"}),
+)
+
+PART_DISPOSITIONS = Projection(
+    name="part_dispositions",
+    table="part_dispositions",
+    key=("part_id",),
+    columns=("part_id", "decision", "decided_by", "decider", "rule", "rules_version", "engine_id", "decided_at",
+             "position"),
+    folds={"PartDispositioned": lambda row, e, p: {
+        "part_id": p["part_id"], "decision": p["decision"], "decided_by": p["decided_by"],
+        "decider": p["decider"], "rule": p["rule"], "rules_version": p.get("rules_version"),
+        "engine_id": p.get("engine_id"), "decided_at": e.occurred_at, "position": e.position,
+    }},
+    key_of={"PartDispositioned": lambda e, p: (p["part_id"],)},
+)
+
+ALL_PROJECTIONS: tuple[Projection, ...] = (
+    IMAGES, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS,
+)

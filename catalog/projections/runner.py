@@ -1,0 +1,186 @@
+"""Keeping projections up to date, rebuilding them from the log, and proving a rebuild equals the live tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import Engine
+
+from catalog.projections.framework import Projection, read_page
+from catalog.projections.read_models import ALL_PROJECTIONS
+from catalog.store import EventStore
+
+LIVE = "projections"
+SCRATCH = "projections_scratch"
+REBUILD_LOCK_KEY = 0x766C6552454255  # one rebuild at a time: they share the scratch schema
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TableComparison:
+    table: str
+    live_rows: int
+    rebuilt_rows: int
+    differing_rows: int
+
+    @property
+    def equal(self) -> bool:
+        return self.differing_rows == 0
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    position: int
+    events: int
+    seconds: float
+    tables: list[TableComparison]
+
+    @property
+    def equal(self) -> bool:
+        return all(t.equal for t in self.tables)
+
+
+class ProjectionRunner:
+    """Applies events to the projections in ``schema``, each projection from its own checkpoint."""
+
+    def __init__(self, engine: Engine, projections: Sequence[Projection] = ALL_PROJECTIONS, *, schema: str = LIVE):
+        self.engine = engine
+        self.projections = tuple(projections)
+        self.schema = schema
+
+    def checkpoints(self) -> dict[str, int]:
+        with self.engine.connect() as sa_conn:
+            conn = sa_conn.connection.driver_connection
+            rows = conn.execute(sql.SQL("SELECT name, position FROM {}.checkpoints").format(sql.Identifier(self.schema)))
+            found = dict(rows.fetchall())
+            sa_conn.rollback()
+        return {p.name: found.get(p.name, 0) for p in self.projections}
+
+    def catch_up(self, *, upto: int | None = None, page_size: int = 5_000, progress: Progress | None = None) -> int:
+        """Apply every event after each projection's checkpoint (up to ``upto``); returns the position reached.
+        Safe to run from several processes: they take turns page by page."""
+        total = upto if upto is not None else EventStore(self.engine).head()
+        reached = 0
+        while True:
+            with self.engine.begin() as sa_conn:
+                conn: psycopg.Connection = sa_conn.connection.driver_connection
+                checkpoints = self._lock_checkpoints(conn)
+                after = min(checkpoints.values())
+                page = read_page(conn, after, upto, page_size)
+                if not page:
+                    return max(after, reached)
+                for projection in self.projections:
+                    since = checkpoints[projection.name]
+                    projection.apply(conn, self.schema, (e for e in page if e.position > since))
+                reached = page[-1].position
+                conn.execute(
+                    sql.SQL("UPDATE {}.checkpoints SET position = %s WHERE name = ANY(%s) AND position < %s").format(
+                        sql.Identifier(self.schema)
+                    ),
+                    [reached, [p.name for p in self.projections], reached],
+                )
+            if progress:
+                progress(reached, max(total, reached))
+
+    def _lock_checkpoints(self, conn: psycopg.Connection) -> dict[str, int]:
+        names = [p.name for p in self.projections]
+        table = sql.SQL("{}.checkpoints").format(sql.Identifier(self.schema))
+        conn.execute(
+            sql.SQL("INSERT INTO {} (name, position) SELECT unnest(%s::text[]), 0 ON CONFLICT DO NOTHING").format(table),
+            [names],
+        )
+        rows = conn.execute(
+            sql.SQL("SELECT name, position FROM {} WHERE name = ANY(%s) ORDER BY name FOR UPDATE").format(table), [names]
+        )
+        return dict(rows.fetchall())
+
+    def reset(self) -> None:
+        """Empty the projection tables and their checkpoints."""
+        with self.engine.begin() as sa_conn:
+            conn = sa_conn.connection.driver_connection
+            tables = [sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(p.table)) for p in self.projections]
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(tables)))
+            conn.execute(
+                sql.SQL("DELETE FROM {}.checkpoints WHERE name = ANY(%s)").format(sql.Identifier(self.schema)),
+                [[p.name for p in self.projections]],
+            )
+
+
+def rebuild(engine: Engine, *, check_only: bool = False, page_size: int = 5_000,
+            progress: Progress | None = None) -> RebuildReport:
+    """Replay the whole log into the scratch schema and compare it with the live projections.
+
+    With ``check_only`` the live tables are left alone (the report says whether they equal the rebuild);
+    otherwise the rebuilt rows replace the live ones in one transaction, so readers never see a half-built
+    read model.
+    """
+    started = datetime.now()
+    live = ProjectionRunner(engine)
+    scratch = ProjectionRunner(engine, schema=SCRATCH)
+    with engine.connect() as lock_conn:
+        lock_conn.exec_driver_sql("SELECT pg_advisory_lock(%(k)s)", {"k": REBUILD_LOCK_KEY})
+        try:
+            live.catch_up(page_size=page_size)
+            scratch.reset()
+            target = min(live.checkpoints().values())
+            while True:
+                scratch.catch_up(upto=target, page_size=page_size, progress=progress)
+                with engine.begin() as sa_conn:
+                    conn = sa_conn.connection.driver_connection
+                    # Hold the live checkpoints still while comparing or swapping.
+                    now = live._lock_checkpoints(conn)
+                    if min(now.values()) != target or max(now.values()) != target:
+                        target = max(now.values())
+                        continue
+                    tables = [_compare(conn, p.table) for p in live.projections]
+                    if not check_only:
+                        _swap(conn, live.projections)
+                    break
+        finally:
+            lock_conn.exec_driver_sql("SELECT pg_advisory_unlock(%(k)s)", {"k": REBUILD_LOCK_KEY})
+            lock_conn.commit()
+    seconds = (datetime.now() - started).total_seconds()
+    return RebuildReport(position=target, events=target, seconds=seconds, tables=tables)
+
+
+def _compare(conn: psycopg.Connection, table: str) -> TableComparison:
+    live = sql.SQL("{}.{}").format(sql.Identifier(LIVE), sql.Identifier(table))
+    scratch = sql.SQL("{}.{}").format(sql.Identifier(SCRATCH), sql.Identifier(table))
+    live_rows, rebuilt_rows, differing = conn.execute(
+        sql.SQL(
+            "SELECT (SELECT count(*) FROM {live}), (SELECT count(*) FROM {scratch}),"
+            " (SELECT count(*) FROM ((TABLE {live} EXCEPT ALL TABLE {scratch})"
+            "                        UNION ALL (TABLE {scratch} EXCEPT ALL TABLE {live})) d)"
+        ).format(live=live, scratch=scratch)
+    ).fetchone()
+    return TableComparison(table, live_rows, rebuilt_rows, differing)
+
+
+def _swap(conn: psycopg.Connection, projections: Sequence[Projection]) -> None:
+    for p in projections:
+        live = sql.SQL("{}.{}").format(sql.Identifier(LIVE), sql.Identifier(p.table))
+        scratch = sql.SQL("{}.{}").format(sql.Identifier(SCRATCH), sql.Identifier(p.table))
+        conn.execute(sql.SQL("TRUNCATE {}").format(live))
+        conn.execute(sql.SQL("INSERT INTO {} TABLE {}").format(live, scratch))
+
+
+def labels_as_of(engine: Engine, position: int, *, sha256s: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Every image's label as the catalog knew it at ``position`` (from the label history projection)."""
+    query = (
+        "SELECT DISTINCT ON (sha256) sha256, label, label_id, annotator, ontology_version, source, labeled_at, position"
+        " FROM projections.label_history WHERE position <= %(p)s"
+        + (" AND sha256 = ANY(%(s)s)" if sha256s is not None else "")
+        + " ORDER BY sha256, position DESC"
+    )
+    with engine.connect() as sa_conn:
+        conn: psycopg.Connection = sa_conn.connection.driver_connection
+        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+        rows = cur.execute(query, {"p": position, "s": list(sha256s or [])}).fetchall()
+        sa_conn.rollback()
+    return rows

@@ -1,0 +1,47 @@
+"""Where the catalog lives: settings read from the environment, shared by the CLI, tests and assets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Locations and connection settings of one catalog.
+
+    ``database_url`` set means "use that server and start nothing"; unset means the
+    project runs its own PostgreSQL under ``home / "pg"``.
+    """
+
+    home: Path
+    database_url: str | None = None
+    admin_database_url: str | None = None
+    pg_bin: Path | None = None
+
+    @property
+    def lake_root(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def blob_root(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read ``VISIONLEDGER_HOME``, ``VISIONLEDGER_DATABASE_URL``, ``VISIONLEDGER_ADMIN_DATABASE_URL``
+        and ``PG_BIN``."""
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("VISIONLEDGER_HOME") or ".visionledger").expanduser().resolve()
+        pg_bin = env.get("PG_BIN")
+        return cls(
+            home=home,
+            database_url=env.get("VISIONLEDGER_DATABASE_URL") or None,
+            admin_database_url=env.get("VISIONLEDGER_ADMIN_DATABASE_URL") or None,
+            pg_bin=Path(pg_bin) if pg_bin else None,
+        )

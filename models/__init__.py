@@ -1,0 +1,1 @@
+"""Torch models, training loops, ONNX export and evaluation metrics (later issues)."""

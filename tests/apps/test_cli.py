@@ -1,0 +1,101 @@
+"""The `visionledger` command line, run as a user would: a real process against a real catalog."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import catalog
+
+GOOD = {"type": "ImageExcluded", "payload": {"sha256": "a" * 64, "reason": "fogged lens"},
+        "occurred_at": "2026-03-02T08:00:00+01:00"}
+
+
+def run_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "apps.cli", *args], env=env, capture_output=True, text=True,
+                            timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"visionledger {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_demo_appends_a_day_syncs_the_lake_and_is_idempotent(database):
+    env = database.env()
+    first = run_cli("demo", "--day", "2026-03-02", "--parts-per-line", "5", env=env)
+    appended = int(re.search(r"already stored +│ (\d+) / 0 ", first.stdout).group(1))
+    assert appended == 1 + 15 * 4 * 3 + 15 + 1  # ontology, 15 parts x 4 images x (image, label, prediction),
+    #                                             15 dispositions, and this seed's one corrected label
+    assert "ImageIngested" in first.stdout and "parts accepted / rejected" in first.stdout
+    second = run_cli("demo", "--day", "2026-03-02", "--parts-per-line", "5", env=env)
+    assert f"already stored │ 0 / {appended} " in second.stdout
+    check = run_cli("projections", "rebuild", "--check", env=env)
+    assert "rebuilt tables equal the live ones" in check.stdout
+    sql = run_cli("lake", "sql", "SELECT count(*) AS n FROM events WHERE type = 'PartDispositioned'", env=env)
+    assert "│ 15 │" in sql.stdout
+
+
+def test_events_append_then_tail_and_stream(database, tmp_path: Path):
+    env = database.env()
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "type": "ImageIncluded"}) + "\n")
+    assert "appended 2, already stored 0" in run_cli("events", "append", str(lines), "--actor", "cli-test", env=env).stdout
+    tailed = [json.loads(line) for line in run_cli("events", "tail", env=env).stdout.splitlines()]
+    assert [e["type"] for e in tailed] == ["ImageExcluded", "ImageIncluded"]
+    assert tailed[0]["metadata"] == {"actor": "cli-test", "source": "cli"}
+    assert tailed[0]["occurred_at"] == "2026-03-02T07:00:00+00:00"
+    streamed = run_cli("events", "stream", "image:" + "a" * 64, env=env).stdout.splitlines()
+    assert [json.loads(line)["version"] for line in streamed] == [1, 2]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "line 2: not JSON"),
+    (json.dumps({"type": "ImageExcluded", "payload": {}}), "line 2: missing occurred_at"),
+    (json.dumps({**GOOD, "occurred_at": "2026-03-02T08:00:00"}), "has no UTC offset"),
+    (json.dumps({**GOOD, "occurred_at": "yesterday"}), "is not ISO 8601"),
+    (json.dumps({**GOOD, "type": "ImageDeleted"}), "unknown event type 'ImageDeleted'"),
+    (json.dumps({**GOOD, "payload": {"sha256": "a" * 64}}), "invalid ImageExcluded: reason: Field required"),
+])
+def test_bad_event_lines_are_refused_whole_with_a_specific_message(database, tmp_path: Path, line, message):
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(json.dumps(GOOD) + "\n" + line + "\n")
+    result = run_cli("events", "append", str(lines), env=database.env(), check=False)
+    assert result.returncode != 0 and message in result.stderr
+    with psycopg.connect(database.dsn("visionledger_app")) as conn:
+        assert conn.execute("SELECT count(*) FROM catalog.events").fetchone() == (0,)
+
+
+def test_labels_as_of_and_projection_status(database):
+    env = database.env()
+    with catalog.open(database.settings) as cat:
+        from datetime import date
+
+        from catalog.synthetic import FactoryShape, simulated_day
+        cat.append(list(simulated_day(date(2026, 3, 2), shape=FactoryShape(lines=1, stations=1, cameras=1,
+                                                                          parts_per_line=4))))
+        first_label = next(e.position for e in cat.store.read() if e.type == "LabelRecorded")
+    rows = json.loads(run_cli("labels", "as-of", "--position", str(first_label), "--json", env=env).stdout)
+    assert len(rows) == 1 and rows[0]["position"] == first_label
+    naive = run_cli("labels", "as-of", "--at", "2026-03-02T08:00", env=env, check=False)
+    assert naive.returncode != 0 and "has no UTC offset" in naive.stderr
+    assert "label_history" in run_cli("projections", "status", env=env).stdout
+
+
+def test_embedded_server_commands(pg_server):
+    env = {**__import__("os").environ, "VISIONLEDGER_HOME": str(pg_server.home)}
+    env.pop("VISIONLEDGER_DATABASE_URL", None)
+    assert "running: 127.0.0.1" in run_cli("db", "status", env=env).stdout
+    assert "schema migrated" in run_cli("db", "start", env=env).stderr
+    dsn = run_cli("db", "url", "--role", "auditor", env=env).stdout.strip()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("visionledger_auditor",)
+
+
+def test_stop_refuses_with_an_external_server(database):
+    result = run_cli("db", "stop", env=database.env(), check=False)
+    assert result.returncode != 0 and "there is no embedded server to stop" in result.stderr
