@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from catalog.blobs import BlobStore, LocalBlobStore
 from catalog.database import ConnectionUrls, connection_urls, current_revision, make_engine, upgrade
 from catalog.errors import (
     CatalogError,
@@ -39,7 +40,7 @@ __all__ = [
     "event_id_for", "open",
 ]
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 class Catalog:
@@ -56,6 +57,7 @@ class Catalog:
         self.store = EventStore(self.engine)
         self.projections = ProjectionRunner(self.engine)
         self.lake = Lake(settings.lake_root)
+        self.blobs: BlobStore = LocalBlobStore(settings.blob_root)
 
     # -- writing -----------------------------------------------------------------------------------------
 

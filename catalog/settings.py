@@ -29,6 +29,10 @@ class Settings:
         return self.home / "blobs"
 
     @property
+    def thumbnail_root(self) -> Path:
+        return self.home / "thumbnails"
+
+    @property
     def embedded(self) -> bool:
         return self.database_url is None
 

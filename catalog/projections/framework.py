@@ -60,7 +60,8 @@ class Projection:
 
     def _load(self, conn: psycopg.Connection, schema: str, keys: set[Key]) -> dict[Key, Row | None]:
         columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
-        key_cols = sql.SQL(", ").join(map(sql.Identifier, self.key))
+        # Keys travel as text arrays (one per key column); casting the column keeps one query for any key type.
+        key_cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in self.key)
         arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in self.key)
         query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
             columns, self._qualified(schema), key_cols, arrays

@@ -1,5 +1,6 @@
-"""The catalog's read models: images, parts, current labels and their history, corrections, latest
-predictions and part dispositions, each a set of fold functions over the events it cares about.
+"""The catalog's read models: images and their sightings, parts, current labels and their history,
+corrections, curation history, the review queue, ontology versions, latest predictions and part
+dispositions, each a set of fold functions over the events it cares about.
 
 The current label of an image is the latest human verdict on it: a LabelRecorded, or a CorrectionRecorded
 of a label or of a prediction (a reviewer saying "this is a crack" is a label, whatever it corrected).
@@ -27,7 +28,7 @@ def _by_image(event: RecordedEvent, payload: dict[str, Any]) -> tuple[str]:
 IMAGE_COLUMNS = (
     "sha256", "part_id", "line", "station", "camera", "captured_at", "width", "height", "channels", "bit_depth",
     "byte_size", "blob_uri", "thumbnail_uri", "source_path", "metadata", "sightings", "excluded",
-    "exclusion_reason", "ingested_position", "last_position",
+    "exclusion_reason", "ingested_position", "last_position", "label", "label_ontology_version",
 )
 
 
@@ -40,7 +41,7 @@ def _image_ingested(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row
         "channels": p["channels"], "bit_depth": p["bit_depth"], "byte_size": p["byte_size"],
         "blob_uri": p["blob_uri"], "thumbnail_uri": p.get("thumbnail_uri"), "source_path": p["source_path"],
         "metadata": p.get("metadata", {}), "sightings": 1, "excluded": False, "exclusion_reason": None,
-        "ingested_position": e.position, "last_position": e.position,
+        "ingested_position": e.position, "last_position": e.position, "label": None, "label_ontology_version": None,
     }
 
 
@@ -56,14 +57,48 @@ def _image_included(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row
     return row | {"excluded": False, "exclusion_reason": None, "last_position": e.position}
 
 
+def _image_labelled(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+    if row is None:
+        return None
+    label = p["label"] if e.type == "LabelRecorded" else p["new_label"]
+    return row | {"label": label, "label_ontology_version": p["ontology_version"], "last_position": e.position}
+
+
 IMAGES = Projection(
     name="images",
     table="images",
     key=("sha256",),
     columns=IMAGE_COLUMNS,
-    folds={"ImageIngested": _image_ingested, "ImageExcluded": _image_excluded, "ImageIncluded": _image_included},
-    key_of={"ImageIngested": _by_image, "ImageExcluded": _by_image, "ImageIncluded": _by_image},
+    folds={"ImageIngested": _image_ingested, "ImageExcluded": _image_excluded, "ImageIncluded": _image_included,
+           "LabelRecorded": _image_labelled, "CorrectionRecorded": _image_labelled},
+    key_of=dict.fromkeys(("ImageIngested", "ImageExcluded", "ImageIncluded", "LabelRecorded", "CorrectionRecorded"),
+                         _by_image),
     jsonb_columns=frozenset({"metadata"}),
+)
+
+IMAGE_SIGHTINGS = Projection(
+    name="image_sightings",
+    table="image_sightings",
+    key=("position",),
+    columns=("position", "sha256", "source_path", "part_id", "line", "station", "camera", "captured_at"),
+    folds={"ImageIngested": lambda row, e, p: {
+        "position": e.position, "sha256": p["sha256"], "source_path": p["source_path"], "part_id": p["part_id"],
+        "line": p["line"], "station": p["station"], "camera": p["camera"], "captured_at": _ts(p["captured_at"]),
+    }},
+    key_of={"ImageIngested": lambda e, p: (e.position,)},
+    append_only=True,
+)
+
+CURATION_HISTORY = Projection(
+    name="curation_history",
+    table="curation_history",
+    key=("position",),
+    columns=("position", "sha256", "excluded", "reason"),
+    folds={t: (lambda row, e, p: {"position": e.position, "sha256": p["sha256"],
+                                  "excluded": e.type == "ImageExcluded", "reason": p["reason"]})
+           for t in ("ImageExcluded", "ImageIncluded")},
+    key_of=dict.fromkeys(("ImageExcluded", "ImageIncluded"), lambda e, p: (e.position,)),
+    append_only=True,
 )
 
 # -- parts ----------------------------------------------------------------------------------------------------
@@ -164,6 +199,33 @@ CORRECTIONS = Projection(
     key_of={"CorrectionRecorded": lambda e, p: (p["correction_id"],)},
 )
 
+# -- review queue and ontology --------------------------------------------------------------------------------
+
+REVIEW_QUEUE = Projection(
+    name="review_queue",
+    table="review_queue",
+    key=("queue", "sha256"),
+    columns=("queue", "sha256", "strategy", "score", "reason", "requested_at", "position"),
+    folds={"ReviewRequested": lambda row, e, p: {
+        "queue": p["queue"], "sha256": p["sha256"], "strategy": p["strategy"], "score": p["score"],
+        "reason": p.get("reason", ""), "requested_at": e.occurred_at, "position": e.position,
+    }},
+    key_of={"ReviewRequested": lambda e, p: (p["queue"], p["sha256"])},
+)
+
+ONTOLOGY_VERSIONS = Projection(
+    name="ontology_versions",
+    table="ontology_versions",
+    key=("version",),
+    columns=("version", "classes", "changes", "published_at", "position"),
+    folds={"OntologyPublished": lambda row, e, p: {
+        "version": p["version"], "classes": p["classes"], "changes": p.get("changes", []),
+        "published_at": e.occurred_at, "position": e.position,
+    }},
+    key_of={"OntologyPublished": lambda e, p: (p["version"],)},
+    jsonb_columns=frozenset({"classes", "changes"}),
+)
+
 # -- predictions and decisions --------------------------------------------------------------------------------
 
 
@@ -204,5 +266,6 @@ PART_DISPOSITIONS = Projection(
 )
 
 ALL_PROJECTIONS: tuple[Projection, ...] = (
-    IMAGES, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS,
+    IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
+    ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS,
 )

@@ -1,0 +1,5 @@
+"""`python -m apps.cli` runs the command line."""
+
+from apps.cli.main import main
+
+main()

@@ -1,0 +1,36 @@
+"""The root `visionledger` command, which gathers the command groups."""
+
+from __future__ import annotations
+
+import click
+
+import catalog
+from apps.cli import db, demo, events, labels, lake, projections
+from catalog.embedded_postgres import EmbeddedPostgresError
+
+
+class _Cli(click.Group):
+    """Turns the catalog's own errors into one clear line and exit status 1, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (catalog.CatalogError, EmbeddedPostgresError) as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=_Cli)
+def cli() -> None:
+    """visionledger: the system of record for industrial visual inspection."""
+
+
+cli.add_command(db.db)
+cli.add_command(events.events)
+cli.add_command(projections.projections)
+cli.add_command(labels.labels)
+cli.add_command(lake.lake)
+cli.add_command(demo.demo)
+
+
+def main() -> None:
+    cli()
