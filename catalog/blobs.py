@@ -10,6 +10,7 @@ import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,13 @@ class BlobStore(ABC):
     def read(self, sha256: str) -> bytes: ...
 
     @abstractmethod
-    def stage(self, data: bytes, sha256: str | None = None) -> Blob:
-        """Keep ``data`` aside, not yet visible; its hash is checked when given."""
+    def stage(self, data: bytes, sha256: str | None = None, *, durable: bool = True) -> Blob:
+        """Keep ``data`` aside, not yet visible; its hash is checked when given. With ``durable=False`` the
+        caller promises a :meth:`sync` before relying on it (one sync for a whole batch is much cheaper)."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Make every blob staged so far durable."""
 
     @abstractmethod
     def promote(self, sha256: str) -> None:
@@ -60,6 +66,23 @@ class BlobStore(ABC):
     @abstractmethod
     def staged(self) -> list[str]:
         """Hashes of blobs staged and neither promoted nor discarded."""
+
+    def recover(self, has_event: Callable[[str], bool]) -> tuple[int, int]:
+        """After a crash: promote staged blobs whose event was appended, discard the others (their event never
+        was; re-running the writer stages them again). Returns (promoted, discarded)."""
+        self._clear_partial_writes()
+        promoted = discarded = 0
+        for sha in self.staged():
+            if has_event(sha):
+                self.promote(sha)
+                promoted += 1
+            else:
+                self.discard(sha)
+                discarded += 1
+        return promoted, discarded
+
+    def _clear_partial_writes(self) -> None:  # noqa: B027 - a hook: backends with atomic writes have none
+        """Remove half-written staging files a killed writer left."""
 
     def put(self, data: bytes) -> Blob:
         """Store ``data`` at once (stage and promote): for blobs with no event to wait for."""
@@ -88,7 +111,7 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             raise KeyError(f"no blob {sha256} in {self.root}") from None
 
-    def stage(self, data: bytes, sha256: str | None = None) -> Blob:
+    def stage(self, data: bytes, sha256: str | None = None, *, durable: bool = True) -> Blob:
         actual = sha256_of(data)
         if sha256 is not None and sha256 != actual:
             raise ValueError(f"blob content hashes to {actual}, not the claimed {sha256}")
@@ -96,8 +119,11 @@ class LocalBlobStore(BlobStore):
         if self.exists(actual):
             return blob  # same bytes already stored: content addressing makes this one blob
         self._staging.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self._staging / actual, data)
+        _write_atomically(self._staging / actual, data, durable=durable)
         return blob
+
+    def sync(self) -> None:
+        os.sync()
 
     def promote(self, sha256: str) -> None:
         staged, final = self._staging / sha256, self.path(sha256)
@@ -116,6 +142,11 @@ class LocalBlobStore(BlobStore):
             return []
         return sorted(p.name for p in self._staging.iterdir() if len(p.name) == 64)
 
+    def _clear_partial_writes(self) -> None:
+        if self._staging.exists():
+            for partial in self._staging.glob(".tmp-*"):
+                partial.unlink(missing_ok=True)
+
     def all(self) -> list[str]:
         """Every promoted blob (for consistency checks)."""
         return sorted(p.name for p in self.root.glob("??/??/*") if len(p.name) == 64)
@@ -126,13 +157,14 @@ def _check_sha(sha256: str) -> None:
         raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 
 from catalog.embedded_postgres import ADMIN_ROLE, LOGIN_ROLES, OWNER_ROLE, EmbeddedPostgres
 from catalog.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -69,6 +71,8 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # imported here: every process imports this module, few migrate
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
@@ -77,6 +81,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(owner_url: str, revision: str = "head") -> None:
     """Apply the migrations as the schema owner."""
+    from alembic import command
+
     command.upgrade(alembic_config(owner_url), revision)
 
 

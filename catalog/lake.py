@@ -18,14 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import psycopg
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from catalog.filelock import FileLock
+
+if TYPE_CHECKING:
+    import duckdb
 
 EVENT_SCHEMA = pa.schema([
     ("position", pa.int64()),
@@ -119,6 +121,8 @@ class Lake:
             )
             staged = staging / relative
             staged.parent.mkdir(parents=True, exist_ok=True)
+            import pyarrow.parquet as pq  # noqa: PLC0415 - the writer pulls in much; only syncs need it
+
             pq.write_table(table, staged, compression="zstd")
             _fsync_file(staged)
             renames.append((str(staged.relative_to(self.root)), str(Path("events") / relative)))
@@ -153,6 +157,8 @@ class Lake:
 
     def duckdb(self, connection: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with an ``events`` view over the mirror (``type`` and ``day`` from the paths)."""
+        import duckdb  # noqa: PLC0415 - only readers of the lake need DuckDB
+
         con = connection or duckdb.connect()
         if self.files():
             pattern = str(self.events_dir / "type=*" / "day=*" / "*.parquet").replace("'", "''")

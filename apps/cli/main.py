@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 import catalog
-from apps.cli import db, demo, events, labels, lake, projections
+from apps.cli import db, demo, events, ingest, labels, lake, projections, simulate
 from catalog.embedded_postgres import EmbeddedPostgresError
 
 
@@ -30,6 +30,8 @@ cli.add_command(projections.projections)
 cli.add_command(labels.labels)
 cli.add_command(lake.lake)
 cli.add_command(demo.demo)
+cli.add_command(ingest.ingest)
+cli.add_command(simulate.simulate)
 
 
 def main() -> None:

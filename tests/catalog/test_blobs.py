@@ -49,3 +49,12 @@ class TestLocalBlobStore(BlobStoreContract):
     @pytest.fixture
     def blobs(self, tmp_path: Path) -> LocalBlobStore:
         return LocalBlobStore(tmp_path / "blobs")
+
+
+def test_recover_promotes_blobs_with_events_and_discards_the_rest(tmp_path: Path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    kept, dropped = blobs.stage(b"event appended"), blobs.stage(b"killed before its event")
+    (tmp_path / "blobs" / ".staging" / ".tmp-half").write_bytes(b"half a fi")
+    assert blobs.recover(lambda sha: sha == kept.sha256) == (1, 1)
+    assert blobs.exists(kept.sha256) and not blobs.exists(dropped.sha256)
+    assert list((tmp_path / "blobs" / ".staging").iterdir()) == []

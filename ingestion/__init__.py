@@ -1,0 +1,1 @@
+"""Getting images, labels and corrections from the line into the catalog."""

@@ -1,0 +1,1 @@
+"""The pieces of the simulated factory: surface textures, defects, drift, the production plan and the writer."""
