@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 import catalog
-from apps.cli import db, demo, events, ingest, labels, lake, projections, simulate
+from apps.cli import db, demo, events, images, ingest, labels, lake, projections, simulate
 from catalog.embedded_postgres import EmbeddedPostgresError
 
 
@@ -32,6 +32,9 @@ cli.add_command(lake.lake)
 cli.add_command(demo.demo)
 cli.add_command(ingest.ingest)
 cli.add_command(simulate.simulate)
+cli.add_command(images.images)
+cli.add_command(images.curate)
+cli.add_command(images.trace)
 
 
 def main() -> None:

@@ -1,0 +1,166 @@
+"""`visionledger images query`, `visionledger curate exclude|include` and `visionledger trace part`: the curator's
+and the auditor's view of the catalog."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import UTC, datetime, time, timedelta
+
+import click
+from rich.table import Table
+from rich.tree import Tree
+
+from apps.cli.common import open_catalog, out
+from catalog.curation import set_excluded
+from catalog.queries import RESULT_COLUMNS, ImageFilter, count_images, query_images, trace_part
+
+
+def _moment(value: str | None, *, end: bool) -> datetime | None:
+    """A date (the whole day: --to is exclusive of the next day) or a timestamp with offset."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a date (2026-03-02) nor an ISO 8601 timestamp") from None
+    if len(value) == 10:  # a bare date, read in UTC
+        moment = datetime.combine(moment.date(), time(), UTC)
+        if end:
+            moment += timedelta(days=1)
+    elif moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset; add one (e.g. 2026-03-02T08:00+01:00)")
+    return moment
+
+
+def filter_options(command):
+    """The selection options shared by `images query` and `curate`."""
+    options = [
+        click.option("--line", "lines", multiple=True, help="repeat for several"),
+        click.option("--station", "stations", multiple=True),
+        click.option("--camera", "cameras", multiple=True),
+        click.option("--part", "parts", multiple=True),
+        click.option("--from", "captured_from", help="captured at or after (date or timestamp with offset)"),
+        click.option("--to", "captured_to", help="captured before (a date includes that whole day)"),
+        click.option("--label", "labels", multiple=True, help="current class, or 'unlabelled'"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _filter(lines, stations, cameras, parts, captured_from, captured_to, labels, excluded=None) -> ImageFilter:
+    return ImageFilter(lines=lines, stations=stations, cameras=cameras, parts=parts,
+                       captured_from=_moment(captured_from, end=False), captured_to=_moment(captured_to, end=True),
+                       labels=labels, excluded=excluded)
+
+
+@click.group()
+def images() -> None:
+    """Find images."""
+
+
+@images.command("query")
+@filter_options
+@click.option("--excluded/--included", default=None, help="only excluded, or only included, images")
+@click.option("--as-of", "as_of", help="the catalog as of a position (number) or a time (ISO 8601 with offset)")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+def images_query(lines, stations, cameras, parts, captured_from, captured_to, labels, excluded, as_of, limit, offset,
+                 as_json, as_csv) -> None:
+    """Images matching the filters, by capture time."""
+    where = _filter(lines, stations, cameras, parts, captured_from, captured_to, labels, excluded)
+    with open_catalog() as cat:
+        position = None
+        if as_of is not None:
+            position = int(as_of) if as_of.isdigit() else cat.position_at(_moment(as_of, end=False))
+        cat.catch_up()
+        rows = query_images(cat.engine, where, as_of=position, limit=limit, offset=offset)
+        total = count_images(cat.engine, where, as_of=position)
+    if as_json:
+        out.print_json(json.dumps({"total": total, "offset": offset, "images": rows}, default=str))
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table("captured_at", "line", "station", "camera", "part", "label", "excluded", "sha256")
+        for r in rows:
+            table.add_row(r["captured_at"].isoformat(timespec="seconds"), r["line"], r["station"], r["camera"],
+                          r["part_id"], r["label"] or "", r["exclusion_reason"] or "", r["sha256"][:12])
+        out.print(table)
+        out.print(f"{offset + 1 if rows else 0}–{offset + len(rows)} of {total} images"
+                  + (f" (as of position {position})" if position is not None else ""))
+
+
+@click.group()
+def curate() -> None:
+    """Exclude images from every derived dataset (they stay in the catalog), or include them back."""
+
+
+def _curate_command(exclude: bool):
+    verb = "exclude" if exclude else "include"
+
+    @curate.command(verb)
+    @filter_options
+    @click.option("--reason", required=True, help="why (recorded with every event)")
+    @click.option("--actor", required=True, help="who decides (recorded with every event)")
+    def command(lines, stations, cameras, parts, captured_from, captured_to, labels, reason, actor) -> None:
+        where = _filter(lines, stations, cameras, parts, captured_from, captured_to, labels)
+        if where == ImageFilter():
+            raise click.UsageError(f"give at least one filter: {verb} every image is never what you meant")
+        with open_catalog() as cat:
+            report = set_excluded(cat, where, exclude=exclude, reason=reason, actor=actor)
+        out.print(f"{verb}d {report.changed} of {report.matched} matching images "
+                  f"({report.matched - report.changed} already were)")
+
+    command.__doc__ = f"{verb.capitalize()} every image the filters select, with a mandatory reason."
+    return command
+
+
+_curate_command(exclude=True)
+_curate_command(exclude=False)
+
+
+@click.group()
+def trace() -> None:
+    """Follow one thing through the catalog."""
+
+
+@trace.command("part")
+@click.argument("part_id")
+@click.option("--json", "as_json", is_flag=True)
+def trace_part_command(part_id: str, as_json: bool) -> None:
+    """Every image of a part with its full event history, and the part's own events."""
+    with open_catalog() as cat:
+        found = trace_part(cat.engine, part_id)
+
+    def event_json(e):
+        return {"position": e.position, "type": e.type, "occurred_at": e.occurred_at.isoformat(),
+                "recorded_at": e.recorded_at.isoformat(), "payload": e.payload, "metadata": e.metadata}
+
+    if as_json:
+        out.print_json(json.dumps({
+            "part_id": part_id,
+            "images": [{"sha256": i["sha256"], "sightings": i["sightings"], "events": [event_json(e) for e in i["events"]]}
+                       for i in found.images],
+            "part_events": [event_json(e) for e in found.part_events],
+        }, default=str))
+        return
+    tree = Tree(f"part {part_id}")
+    for image in found.images:
+        branch = tree.add(f"image {image['sha256'][:16]} ({len(image['sightings'])} sighting(s))")
+        for e in image["events"]:
+            branch.add(f"#{e.position} {e.occurred_at:%Y-%m-%d %H:%M:%S%z} {e.type} {_summary(e.payload)}")
+    for e in found.part_events:
+        tree.add(f"#{e.position} {e.occurred_at:%Y-%m-%d %H:%M:%S%z} {e.type} {_summary(e.payload)}")
+    out.print(tree)
+
+
+def _summary(payload: dict) -> str:
+    keys = ("label", "new_label", "predicted_class", "decision", "rule", "reason", "source_path", "annotator",
+            "corrected_by")
+    return " ".join(f"{k}={payload[k]}" for k in keys if payload.get(k))
