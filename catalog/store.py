@@ -93,8 +93,10 @@ class AppendResult:
         return bool(self.positions) and self.appended == 0
 
 
-def _validate(event: NewEvent) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The payload and metadata as JSON-ready dicts, or an EventValidationError saying what is wrong."""
+def _validate(event: NewEvent) -> tuple[str, str]:
+    """The payload and metadata as JSON text, or an EventValidationError saying what is wrong.
+
+    Serialised once, by pydantic's own encoder: several times cheaper than a dict and json.dumps."""
     if not isinstance(event.data, EventData):
         raise EventValidationError(f"event data must be one of the catalog's event types, not {type(event.data).__name__}")
     event_class(event.type)  # refuses unregistered subclasses
@@ -108,7 +110,16 @@ def _validate(event: NewEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     if unknown:
         raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
     metadata = {k: str(v) for k, v in event.metadata.items() if v is not None}
-    return event.data.model_dump(mode="json"), metadata
+    return event.data.model_dump_json(), json.dumps(metadata)
+
+
+def _as_json(text: str) -> Jsonb:
+    """Already-serialised JSON, passed through psycopg's jsonb dumper untouched."""
+    return Jsonb(text, dumps=_unchanged)
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 class EventStore:
@@ -166,7 +177,7 @@ class EventStore:
         for event, payload, _ in prepared:
             if event.event_id in stored:
                 _, stream, typ, stored_payload = stored[event.event_id]
-                if (stream, typ, stored_payload) != (event.stream_id, event.type, payload):
+                if (stream, typ, stored_payload) != (event.stream_id, event.type, json.loads(payload)):
                     raise EventIdConflict(
                         f"event {event.event_id} is already stored as a different {typ} on {stream}; "
                         "give a new event a new id"
@@ -185,7 +196,7 @@ class EventStore:
             versions[event.stream_id] = version
             rows.append((
                 position, event.event_id, event.stream_id, version, event.type,
-                type(event.data).schema_version, Jsonb(payload), Jsonb(metadata), event.occurred_at,
+                type(event.data).schema_version, _as_json(payload), _as_json(metadata), event.occurred_at,
             ))
         if len(rows) >= COPY_THRESHOLD:
             with cur.copy(
