@@ -339,10 +339,11 @@ def parse_event(type_name: str, payload: dict[str, Any], schema_version: int | N
     try:
         return cls.model_validate(payload)
     except ValidationError as exc:
-        raise EventValidationError(f"invalid {type_name}: {_describe(exc)}") from exc
+        raise EventValidationError(f"invalid {type_name}: {describe_validation_error(exc)}") from exc
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """A pydantic error as 'field: problem; field: problem', for messages a person reads."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "payload"

@@ -34,9 +34,14 @@ def parse_column_map(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def read_table(path: Path, *, required: Sequence[str], one_of: Sequence[Sequence[str]] = (),
-               column_map: Mapping[str, str] | None = None) -> Iterator[TableRow]:
+               column_map: Mapping[str, str] | None = None, known: Sequence[str] | None = None) -> Iterator[TableRow]:
     """Rows of a CSV file with canonical column names. ``required`` columns must all be present, and at
-    least one column of each group in ``one_of`` (e.g. ``path`` or ``sha256``)."""
+    least one column of each group in ``one_of`` (e.g. ``path`` or ``sha256``). With ``known``, a
+    ``column_map`` naming another canonical column is refused (a typo would otherwise go unnoticed)."""
+    unknown = sorted(set(column_map or {}) - set(known)) if known is not None else []
+    if unknown:
+        raise TableError(f"--map {', '.join(unknown)}: not a column of this file; the canonical columns are "
+                         f"{', '.join(known)}")
     renames = {theirs: canonical for canonical, theirs in (column_map or {}).items()}
     try:
         handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed in finally
@@ -55,7 +60,7 @@ def read_table(path: Path, *, required: Sequence[str], one_of: Sequence[Sequence
         missing = [c for c in required if c not in columns]
         missing += [" or ".join(group) for group in one_of if not any(c in columns for c in group)]
         if missing:
-            hint = " (rename with --map canonical=theirs)" if column_map is None else ""
+            hint = " (rename with --map canonical=theirs)" if not column_map else ""
             raise TableError(f"{path} lacks column(s) {', '.join(missing)}; it has {', '.join(columns)}{hint}")
         for values in reader:
             if not values or all(not v.strip() for v in values):

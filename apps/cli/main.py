@@ -5,7 +5,19 @@ from __future__ import annotations
 import click
 
 import catalog
-from apps.cli import db, demo, events, images, ingest, labels, lake, projections, simulate
+from apps.cli import (
+    corrections,
+    db,
+    demo,
+    events,
+    images,
+    ingest,
+    labels,
+    lake,
+    ontology,
+    projections,
+    simulate,
+)
 from catalog.embedded_postgres import EmbeddedPostgresError
 
 
@@ -28,6 +40,8 @@ cli.add_command(db.db)
 cli.add_command(events.events)
 cli.add_command(projections.projections)
 cli.add_command(labels.labels)
+cli.add_command(corrections.corrections)
+cli.add_command(ontology.ontology)
 cli.add_command(lake.lake)
 cli.add_command(demo.demo)
 cli.add_command(ingest.ingest)
