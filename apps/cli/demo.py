@@ -1,59 +1,76 @@
-"""The README's main job: `visionledger demo`."""
+"""The README's main job: `visionledger demo`, the whole pipeline so far on the embedded defaults."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import click
 from rich.table import Table
 
 from apps.cli.common import console, open_catalog, out, progress_bar
+from catalog.curation import set_excluded
+from catalog.queries import ImageFilter, count_images
+from ingestion.ingest import ingest
+from ingestion.labels import import_corrections, import_labels
+from ingestion.ontology_publish import publish_ontology
+from ingestion.simulated_factory import DRIFT, SIZE_PRESETS, simulate_factory
+
+START = date(2026, 3, 2)
 
 
 @click.command()
-@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None, help="the simulated day (default today, UTC)")
-@click.option("--parts-per-line", default=200, show_default=True)
-def demo(day: datetime | None, parts_per_line: int) -> None:
-    """The main job on the embedded defaults: start the catalog, append a simulated day, sync the lake,
-    print a summary. Running it twice for the same day appends nothing new (event ids are deterministic)."""
-    from catalog.synthetic import FactoryShape, ontology_event, simulated_day
-
-    the_day: date = (day or datetime.now(UTC)).date()
+@click.option("--days", default=3, show_default=True, help="days of production to simulate")
+@click.option("--size", default="small", show_default=True, type=click.Choice(sorted(SIZE_PRESETS)))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--image-size", default=512, show_default=True)
+def demo(days: int, size: str, seed: int, image_size: int) -> None:
+    """Simulate a factory, then take its deliveries through the catalog: ontology, ingestion with quarantine,
+    labels, corrections, a curator's query and exclusion, the lake. Safe to run again: nothing is doubled."""
     with open_catalog() as cat:
-        console.rule(f"visionledger demo: a simulated production day, {the_day}")
-        batch = [ontology_event(), *simulated_day(the_day, shape=FactoryShape(parts_per_line=parts_per_line))]
-        appended = duplicates = 0
-        with progress_bar("appending events") as update:
-            for start in range(0, len(batch), 5_000):
-                result = cat.append(batch[start:start + 5_000], catch_up=False)
-                appended += result.appended
-                duplicates += len(result.duplicates)
-                update(start + len(batch[start:start + 5_000]), len(batch))
-        with progress_bar("projections") as update:
-            cat.projections.catch_up(progress=update)
+        console.rule("visionledger demo")
+        factory = cat.settings.home / "factory" / f"{size}-{days}d-seed{seed}-{image_size}px"
+        if not (factory / "manifest.csv").exists():
+            with progress_bar("simulating the factory") as update:
+                simulate_factory(factory, days=days, seed=seed, size=size, start=START, image_size=image_size,
+                                 progress=update)
+        published = publish_ontology(cat, factory / "ontology.yaml", actor="demo")
+        with progress_bar("ingesting images") as update:
+            ingested = ingest(cat, factory / "manifest.csv", actor="demo", progress=update)
+        with progress_bar("importing labels") as update:
+            labels = import_labels(cat, factory / "labels.csv", actor="demo", progress=update)
+        with progress_bar("importing corrections") as update:
+            corrections = import_corrections(cat, factory / "corrections.csv", actor="demo", progress=update)
+        # A curator's day: the dimming lamp of the drift schedule spoiled one line's last day; exclude it.
+        last_day = datetime.combine(START + timedelta(days=days - 1), datetime.min.time(), UTC)
+        window = ImageFilter(lines=(DRIFT.dimming_line,), captured_from=last_day, captured_to=last_day + timedelta(days=1))
+        curated = set_excluded(cat, window, exclude=True, reason="lamp too dim: wrongly collected", actor="demo")
+        cracks = count_images(cat.engine, ImageFilter(labels=("crack",), excluded=False))
         with progress_bar("lake sync") as update:
-            report = cat.sync_lake(progress=update)
-        con = cat.duckdb()
-        by_type = con.execute(
-            "SELECT type, count(*) FROM events WHERE day = ? GROUP BY type ORDER BY 2 DESC", [the_day]
+            lake = cat.sync_lake(progress=update)
+        per_day = cat.duckdb().execute(
+            "SELECT day, count(*) FILTER (WHERE type = 'ImageIngested'), count(*) FILTER (WHERE type = 'ImageRejected'),"
+            " count(*) FILTER (WHERE type = 'LabelRecorded'), count(*) FILTER (WHERE type = 'CorrectionRecorded')"
+            " FROM events WHERE type LIKE 'Image%' OR type IN ('LabelRecorded', 'CorrectionRecorded')"
+            " GROUP BY day ORDER BY day"
         ).fetchall()
-        with cat.engine.connect() as conn:
-            decisions = dict(conn.exec_driver_sql(
-                "SELECT decision, count(*) FROM projections.part_dispositions GROUP BY decision").fetchall())
-            images, excluded = conn.exec_driver_sql(
-                "SELECT count(*), count(*) FILTER (WHERE excluded) FROM projections.images").fetchone()
-            corrected = conn.exec_driver_sql(
-                "SELECT count(*) FROM projections.current_labels WHERE source = 'correction'").scalar()
-        summary = Table(title="summary", show_header=False)
-        summary.add_row("events appended now / already stored", f"{appended:,} / {duplicates:,}")
-        summary.add_row("catalog head position", f"{cat.head():,}")
-        summary.add_row("images in the catalog", f"{images:,} ({excluded} excluded)")
-        summary.add_row("parts accepted / rejected", f"{decisions.get('accept', 0):,} / {decisions.get('reject', 0):,}")
-        summary.add_row("labels corrected by a second review", f"{corrected:,}")
-        summary.add_row("lake", f"{report.events:,} new events mirrored to {cat.lake.events_dir}")
+
+        summary = Table(title=f"the factory in {factory}", show_header=False)
+        summary.add_row("ontology", f"version {published.version}: {', '.join(published.classes)}")
+        summary.add_row("images: new / duplicate / known",
+                        f"{ingested.ingested} / {ingested.duplicates} / {ingested.already_ingested}")
+        summary.add_row("quarantined", ", ".join(f"{k} {v}" for k, v in ingested.rejected_by_reason().items()) or "none")
+        summary.add_row("labels: new / known / refused",
+                        f"{labels.recorded} / {labels.already_recorded} / {len(labels.problems)}")
+        summary.add_row("corrections: new / known / refused",
+                        f"{corrections.recorded} / {corrections.already_recorded} / {len(corrections.problems)}")
+        summary.add_row(f"excluded {DRIFT.dimming_line} {last_day:%Y-%m-%d}",
+                        f"{curated.changed} newly, {curated.matched} in all")
+        summary.add_row("crack images, curated", f"{cracks}")
+        summary.add_row("catalog / lake", f"{cat.head():,} events / {lake.end:,} mirrored")
         out.print(summary)
-        by_day = Table("event type", "count", title=f"the lake, through DuckDB, for {the_day}")
-        for event_type, count in by_type:
-            by_day.add_row(event_type, f"{count:,}")
-        out.print(by_day)
-        out.print("psql: psql \"$(visionledger db url)\"    DuckDB: visionledger lake sql \"SELECT ...\"")
+        days_table = Table("day (lake, DuckDB)", "ingested", "quarantined", "labels", "corrections")
+        for row in per_day:
+            days_table.add_row(*[str(v) for v in row])
+        out.print(days_table)
+        out.print("next: visionledger images query --label crack | visionledger trace part <id> | "
+                  "psql \"$(visionledger db url)\"")

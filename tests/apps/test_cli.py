@@ -25,19 +25,23 @@ def run_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.C
     return result
 
 
-def test_demo_appends_a_day_syncs_the_lake_and_is_idempotent(database):
+def test_demo_runs_the_pipeline_and_a_second_run_appends_nothing(database):
     env = database.env()
-    first = run_cli("demo", "--day", "2026-03-02", "--parts-per-line", "5", env=env)
-    appended = int(re.search(r"already stored +│ (\d+) / 0 ", first.stdout).group(1))
-    assert appended == 1 + 15 * 4 * 3 + 15 + 1  # ontology, 15 parts x 4 images x (image, label, prediction),
-    #                                             15 dispositions, and this seed's one corrected label
-    assert "ImageIngested" in first.stdout and "parts accepted / rejected" in first.stdout
-    second = run_cli("demo", "--day", "2026-03-02", "--parts-per-line", "5", env=env)
-    assert f"already stored │ 0 / {appended} " in second.stdout
+    args = ("demo", "--size", "tiny", "--days", "3", "--image-size", "128")
+    first = run_cli(*args, env=env)
+    ingested, duplicates, again = map(int, re.search(r"duplicate / known +│ (\d+) / (\d+) / (\d+)", first.stdout).groups())
+    assert ingested > 50 and duplicates >= 1 and again == 0
+    assert "truncated" in first.stdout and "empty" in first.stdout
+    with psycopg.connect(database.dsn("visionledger_app")) as conn:
+        head = conn.execute("SELECT max(position) FROM catalog.events").fetchone()[0]
+        excluded = conn.execute("SELECT count(*) FROM projections.images WHERE excluded").fetchone()[0]
+    assert excluded > 0 and f"{head:,} events / {head:,} mirrored" in first.stdout
+    second = run_cli(*args, env=env)
+    assert re.search(rf"duplicate / known +│ 0 / 0 / {ingested + duplicates} ", second.stdout)
+    with psycopg.connect(database.dsn("visionledger_app")) as conn:
+        assert conn.execute("SELECT max(position) FROM catalog.events").fetchone()[0] == head
     check = run_cli("projections", "rebuild", "--check", env=env)
     assert "rebuilt tables equal the live ones" in check.stdout
-    sql = run_cli("lake", "sql", "SELECT count(*) AS n FROM events WHERE type = 'PartDispositioned'", env=env)
-    assert "│ 15 │" in sql.stdout
 
 
 def test_events_append_then_tail_and_stream(database, tmp_path: Path):
