@@ -1,27 +1,84 @@
 """How read models are kept: each projection folds events into rows, a page of events at a time.
 
-For every page, a projection loads the rows the page touches, folds the events into them in position
-order (plain Python functions, easy to test), and writes the changed rows back with one COPY and one
-upsert. Its checkpoint advances in the same transaction, so each event is applied exactly once.
+For every page, a projection loads the rows the page touches (unless an earlier page of the same run left
+them in its cache), folds the events into them in position order (plain Python functions, easy to test),
+then writes rows it knows to be new with one binary COPY straight into its table, and rows that existed
+through a staging table and one upsert. Its checkpoint advances in the same transaction, so each event
+is applied exactly once.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from operator import itemgetter
+from typing import Any, NamedTuple
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from catalog.events import event_class, upcast
-from catalog.store import COLUMNS, RecordedEvent
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
+
+
+class PageEvent(NamedTuple):
+    """What a fold sees of an event (read lean: folds need no ids, stream or metadata)."""
+
+    position: int
+    type: str
+    schema_version: int
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
 # fold(current row or None, event, payload) -> the new row, or None for "this event changes nothing here"
-Fold = Callable[[Row | None, RecordedEvent, dict[str, Any]], Row | None]
+Fold = Callable[[Row | None, PageEvent, dict[str, Any]], Row | None]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of the log, grouped by event type once for all projections."""
+
+    by_type: dict[str, list[PageEvent]]
+    last: int  # position of the page's last event
+    size: int
+    current_versions: dict[str, int]  # schema version of each type present, as this code knows it
+
+    def payload(self, event: PageEvent) -> dict[str, Any]:
+        """The event's payload at the current schema version of its type (raw dict: no validation cost)."""
+        if event.schema_version == self.current_versions[event.type]:
+            return event.payload
+        return upcast(event.type, event.schema_version, event.payload)
+
+    def of_types(self, types: Iterable[str], after: int) -> Iterable[PageEvent]:
+        """The page's events of ``types`` after position ``after``, in position order."""
+        streams = [self.by_type[t] for t in types if t in self.by_type]
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e.position)
+        return (e for e in merged if e.position > after)
+
+
+def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> Page | None:
+    """The next page of events on the caller's connection (so it is read in the caller's transaction)."""
+    bound = "" if upto is None else " AND position <= %(upto)s"
+    rows = conn.execute(
+        "SELECT position, type, schema_version, payload, occurred_at FROM catalog.events"
+        f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s",
+        {"after": after, "upto": upto, "limit": limit},
+    ).fetchall()
+    if not rows:
+        return None
+    by_type: dict[str, list[PageEvent]] = {}
+    for row in rows:
+        by_type.setdefault(row[1], []).append(PageEvent(*row))
+    # Looked up once per page: a class attribute read through pydantic's metaclass costs microseconds.
+    versions = {kind: event_class(kind).schema_version for kind in by_type}
+    return Page(by_type=by_type, last=rows[-1][0], size=len(rows), current_versions=versions)
 
 
 @dataclass(frozen=True)
@@ -33,59 +90,84 @@ class Projection:
     key: tuple[str, ...]
     columns: tuple[str, ...]
     folds: Mapping[str, Fold]
-    key_of: Mapping[str, Callable[[RecordedEvent, dict[str, Any]], Key]]
+    key_of: Mapping[str, Callable[[PageEvent, dict[str, Any]], Key]]
     jsonb_columns: frozenset[str] = field(default_factory=frozenset)
-    # Rows are only ever added (one per event): no need to load existing rows first.
+    # Rows are only ever added (one per event): no need to look for existing rows first.
     append_only: bool = False
 
-    def apply(self, conn: psycopg.Connection, schema: str, events: Iterable[RecordedEvent]) -> int:
-        """Fold ``events`` into the table in ``schema``; returns the number of rows written."""
-        relevant = [(e, payload_of(e)) for e in events if e.type in self.folds]
+    def apply(self, conn: psycopg.Connection, schema: str, page: Page, *, after: int, cache: dict[Key, Row]) -> int:
+        """Fold the page's events after position ``after`` into the table in ``schema``; returns the number
+        of rows written. ``cache`` holds rows this runner wrote on earlier pages (valid while it alone
+        advanced the checkpoint); it is updated in place."""
+        relevant = [(e, page.payload(e)) for e in page.of_types(self.folds, after)]
         if not relevant:
             return 0
         keys = [self.key_of[e.type](e, p) for e, p in relevant]
-        rows: dict[Key, Row | None] = {} if self.append_only else self._load(conn, schema, set(keys))
+        existing: set[Key] = set()
+        if not self.append_only:
+            missing = {k for k in keys if k not in cache}
+            loaded = self._load(conn, schema, missing) if missing else {}
+            cache.update(loaded)
+            existing = {k for k in keys if k in cache}
         changed: dict[Key, Row] = {}
         for (event, payload), key in zip(relevant, keys, strict=True):
-            new = self.folds[event.type](rows.get(key), event, payload)
+            new = self.folds[event.type](cache.get(key), event, payload)
             if new is not None:
-                rows[key] = new
                 changed[key] = new
-        if changed:
-            self._store(conn, schema, list(changed.values()))
+                if not self.append_only:
+                    cache[key] = new
+        self._insert(conn, schema, [row for key, row in changed.items() if key not in existing])
+        self._upsert(conn, schema, [row for key, row in changed.items() if key in existing])
         return len(changed)
 
     def _qualified(self, schema: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(self.table))
 
-    def _load(self, conn: psycopg.Connection, schema: str, keys: set[Key]) -> dict[Key, Row | None]:
+    def _load(self, conn: psycopg.Connection, schema: str, keys: set[Key]) -> dict[Key, Row]:
         columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         # Keys travel as text arrays (one per key column); casting the column keeps one query for any key type.
         key_cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in self.key)
-        arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in self.key)
+        arrays = sql.SQL(", ").join(sql.SQL("%b::text[]") for _ in self.key)  # %b: sent binary, no quoting
         query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
             columns, self._qualified(schema), key_cols, arrays
         )
         key_list = sorted(keys)
         params = [[str(k[i]) for k in key_list] for i in range(len(self.key))]
-        loaded: dict[Key, Row | None] = {}
+        loaded: dict[Key, Row] = {}
         for values in conn.execute(query, params):
             row = dict(zip(self.columns, values, strict=True))
             loaded[tuple(row[k] for k in self.key)] = row
         return loaded
 
-    def _store(self, conn: psycopg.Connection, schema: str, rows: list[Row]) -> None:
-        stage = sql.Identifier(f"stage_{self.table}")
-        conn.execute(
-            sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, self._qualified(schema))
-        )
+    def _copy(self, conn: psycopg.Connection, target: sql.Composable, schema: str, rows: list[Row]) -> None:
         columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
-        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, columns)) as copy:
+        types = _column_types(conn, schema, self.table)
+        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, columns)) as copy:
+            copy.set_types([types[c] for c in self.columns])
+            values_of = itemgetter(*self.columns)
+            jsonb_at = [i for i, c in enumerate(self.columns) if c in self.jsonb_columns]
             for row in rows:
-                copy.write_row([
-                    Jsonb(row[c]) if c in self.jsonb_columns and row[c] is not None else row[c]
-                    for c in self.columns
-                ])
+                values = values_of(row)
+                if jsonb_at:
+                    values = list(values)
+                    for i in jsonb_at:
+                        if values[i] is not None:
+                            values[i] = Jsonb(values[i], dumps=_dumps)
+                copy.write_row(values)
+
+    def _insert(self, conn: psycopg.Connection, schema: str, rows: list[Row]) -> None:
+        """Rows whose keys are not in the table: straight in (only this runner may add them meanwhile,
+        since it holds the projection's checkpoint lock)."""
+        if rows:
+            self._copy(conn, self._qualified(schema), schema, rows)
+
+    def _upsert(self, conn: psycopg.Connection, schema: str, rows: list[Row]) -> None:
+        if not rows:
+            return
+        stage = sql.Identifier(f"stage_{self.table}")
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, self._qualified(schema)))
+        self._copy(conn, stage, schema, rows)
+        columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         updates = [c for c in self.columns if c not in self.key]
         conn.execute(
             sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT ({}) DO UPDATE SET {}").format(
@@ -101,22 +183,20 @@ class Projection:
         conn.execute(sql.SQL("DROP TABLE {}").format(stage))
 
 
-def payload_of(event: RecordedEvent) -> dict[str, Any]:
-    """The event's payload at the current schema version of its type (raw dict: no validation cost)."""
-    if event.schema_version == event_class(event.type).schema_version:
-        return event.payload
-    return upcast(event.type, event.schema_version, event.payload)
+_TYPES: dict[tuple[str, str], dict[str, str]] = {}
 
 
-def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> list[RecordedEvent]:
-    """A page of events on the caller's connection (so it is read in the caller's transaction)."""
-    if upto is None:
+def _column_types(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+    """Each column's type name, for binary COPY (read from the catalog once per table and process)."""
+    if (schema, table) not in _TYPES:
         rows = conn.execute(
-            f"SELECT {COLUMNS} FROM catalog.events WHERE position > %s ORDER BY position LIMIT %s", [after, limit]
+            "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            [f"{schema}.{table}"],
         )
-    else:
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM catalog.events WHERE position > %s AND position <= %s ORDER BY position LIMIT %s",
-            [after, upto, limit],
-        )
-    return [RecordedEvent(*row) for row in rows]
+        _TYPES[(schema, table)] = dict(rows.fetchall())
+    return _TYPES[(schema, table)]
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()

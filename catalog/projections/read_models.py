@@ -11,15 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from catalog.projections.framework import Projection, Row
-from catalog.store import RecordedEvent
+from catalog.projections.framework import PageEvent, Projection, Row
 
 
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _by_image(event: RecordedEvent, payload: dict[str, Any]) -> tuple[str]:
+def _by_image(event: PageEvent, payload: dict[str, Any]) -> tuple[str]:
     return (payload["sha256"],)
 
 
@@ -32,7 +31,7 @@ IMAGE_COLUMNS = (
 )
 
 
-def _image_ingested(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+def _image_ingested(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row:
     if row is not None:  # the same bytes seen again (another path or part): one image, one more sighting
         return row | {"sightings": row["sightings"] + 1, "last_position": e.position}
     return {
@@ -45,19 +44,19 @@ def _image_ingested(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row
     }
 
 
-def _image_excluded(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+def _image_excluded(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
     if row is None:
         return None
     return row | {"excluded": True, "exclusion_reason": p["reason"], "last_position": e.position}
 
 
-def _image_included(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+def _image_included(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
     if row is None:
         return None
     return row | {"excluded": False, "exclusion_reason": None, "last_position": e.position}
 
 
-def _image_labelled(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+def _image_labelled(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
     if row is None:
         return None
     label = p["label"] if e.type == "LabelRecorded" else p["new_label"]
@@ -104,7 +103,7 @@ CURATION_HISTORY = Projection(
 # -- parts ----------------------------------------------------------------------------------------------------
 
 
-def _part_sighted(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+def _part_sighted(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row:
     captured = _ts(p["captured_at"])
     if row is None:
         return {"part_id": p["part_id"], "line": p["line"], "first_captured_at": captured,
@@ -134,7 +133,7 @@ CURRENT_LABEL_COLUMNS = (
 )
 
 
-def _label_recorded(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+def _label_recorded(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row:
     return {
         "sha256": p["sha256"], "label": p["label"], "label_id": p["label_id"], "annotator": p["annotator"],
         "ontology_version": p["ontology_version"], "source": "label", "regions": p.get("regions", []),
@@ -142,7 +141,7 @@ def _label_recorded(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row
     }
 
 
-def _correction_recorded(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+def _correction_recorded(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row:
     keep = row or {}
     return {
         "sha256": p["sha256"], "label": p["new_label"], "label_id": p.get("label_id") or keep.get("label_id"),
@@ -164,7 +163,7 @@ CURRENT_LABELS = Projection(
 )
 
 
-def _history_row(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row:
+def _history_row(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row:
     is_label = e.type == "LabelRecorded"
     return {
         "position": e.position, "sha256": p["sha256"], "label": p["label"] if is_label else p["new_label"],
@@ -229,7 +228,7 @@ ONTOLOGY_VERSIONS = Projection(
 # -- predictions and decisions --------------------------------------------------------------------------------
 
 
-def _prediction(row: Row | None, e: RecordedEvent, p: dict[str, Any]) -> Row | None:
+def _prediction(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
     # Replays of history may arrive after newer live predictions: keep the one that happened last.
     if row is not None and row["predicted_at"] > e.occurred_at:
         return None
