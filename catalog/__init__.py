@@ -40,7 +40,7 @@ __all__ = [
     "event_id_for", "open",
 ]
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class Catalog:

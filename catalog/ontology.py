@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import psycopg
 from sqlalchemy import Engine
 
 from catalog.errors import CatalogError
@@ -86,13 +87,16 @@ class Ontology:
     @classmethod
     def load(cls, engine: Engine, *, as_of: int | None = None) -> Ontology:
         """The ontology from the projection (only versions published at or before ``as_of``, if given)."""
+        with engine.connect() as conn:
+            return cls.read(conn.connection.driver_connection, as_of=as_of)
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection, *, as_of: int | None = None) -> Ontology:
+        """As :meth:`load`, on a connection the caller holds (one round trip less for a query that follows)."""
         query = "SELECT version, classes, changes FROM projections.ontology_versions"
-        params: dict = {}
         if as_of is not None:
             query += " WHERE position <= %(p)s"
-            params["p"] = as_of
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql(query + " ORDER BY version", params).fetchall()
+        rows = conn.execute(query + " ORDER BY version", {"p": as_of}).fetchall()
         return cls([OntologyVersion(v, tuple(classes), tuple(OntologyChange.model_validate(c) for c in changes))
                     for v, classes, changes in rows])
 

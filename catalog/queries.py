@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine
 
 from catalog.errors import CatalogError
@@ -55,24 +56,28 @@ def query_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None
                  offset: int = 0) -> list[dict[str, Any]]:
     """Images matching ``where``, by capture time, as the catalog holds them now or as of position ``as_of``
     (then labels, exclusions and the ontology are those in force at that position)."""
-    ontology = Ontology.load(engine, as_of=as_of)
-    sql, params = _select(where, ontology, as_of)
-    sql += " ORDER BY captured_at, sha256"
-    if limit is not None:
-        sql += " LIMIT %(limit)s OFFSET %(offset)s"
-        params |= {"limit": limit, "offset": offset}
-    with engine.connect() as conn:
-        rows = [dict(zip(RESULT_COLUMNS, r, strict=True)) for r in conn.exec_driver_sql(sql, params)]
+    with engine.connect() as sa_conn:  # one connection for the ontology and the rows: the curator waits on both
+        conn: psycopg.Connection = sa_conn.connection.driver_connection
+        ontology = Ontology.read(conn, as_of=as_of)
+        sql, params = _select(where, ontology, as_of)
+        sql += " ORDER BY captured_at, sha256"
+        if limit is not None:
+            sql += " LIMIT %(limit)s OFFSET %(offset)s"
+            params |= {"limit": limit, "offset": offset}
+        rows = [dict(zip(RESULT_COLUMNS, r, strict=True)) for r in conn.execute(sql, params)]
+        sa_conn.rollback()
     for row in rows:
         row["label"] = _current_class(ontology, row["label_as_recorded"], row["label_ontology_version"])
     return rows
 
 
 def count_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None) -> int:
-    ontology = Ontology.load(engine, as_of=as_of)
-    sql, params = _select(where, ontology, as_of)
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(f"SELECT count(*) FROM ({sql}) q", params).scalar()
+    with engine.connect() as sa_conn:
+        conn: psycopg.Connection = sa_conn.connection.driver_connection
+        sql, params = _select(where, Ontology.read(conn, as_of=as_of), as_of)
+        count = conn.execute(f"SELECT count(*) FROM ({sql}) q", params).fetchone()[0]
+        sa_conn.rollback()
+    return count
 
 
 def _current_class(ontology: Ontology, label: str | None, version: int | None) -> str | None:
@@ -104,7 +109,10 @@ def _select(where: ImageFilter, ontology: Ontology, as_of: int | None) -> tuple[
     for field, column in (("lines", "i.line"), ("stations", "i.station"), ("cameras", "i.camera"),
                           ("parts", "i.part_id")):
         values = getattr(where, field)
-        if values:
+        if len(values) == 1:  # `=` rather than `= ANY`: the index then yields rows in capture order
+            conditions.append(f"{column} = %({field})s")
+            params[field] = values[0]
+        elif values:
             conditions.append(f"{column} = ANY(%({field})s)")
             params[field] = list(values)
     if where.captured_from is not None:
@@ -128,28 +136,36 @@ def _select(where: ImageFilter, ontology: Ontology, as_of: int | None) -> tuple[
 
 def _label_condition(labels: Sequence[str], ontology: Ontology, label: str, version: str,
                      params: dict[str, Any]) -> str:
+    """Rows whose recorded label now reads as one of ``labels``. A name that means the wanted class in every
+    version it exists in needs no version test; only names whose meaning changed are checked with their
+    version (which also keeps the planner's estimates, and so its use of the index, sound)."""
     alternatives = []
-    names: list[str] = []
-    pairs: list[str] = []
+    plain: set[str] = set()
+    versioned: set[str] = set()
     for wanted in labels:
         if wanted == UNLABELLED:
             alternatives.append(f"{label} IS NULL")
-            continue
-        if ontology.versions:
-            for name, v in ontology.recorded_names(wanted):
-                names.append(name)
-                pairs.append(f"{name}@{v}")
+        elif not ontology.versions:
+            plain.add(wanted)
         else:
-            names.append(wanted)
-    if names:
-        params["label_names"] = sorted(set(names))
-        if ontology.versions:
-            params["label_pairs"] = sorted(set(pairs))
-            # label = ANY lets the (line, label, captured_at) index narrow; the pair check keeps versions exact
-            alternatives.append(f"({label} = ANY(%(label_names)s) AND {label} || '@' || {version} = ANY(%(label_pairs)s))")
-        else:
-            alternatives.append(f"{label} = ANY(%(label_names)s)")
-    return "(" + " OR ".join(alternatives) + ")"
+            pairs = ontology.recorded_names(wanted)
+            for name in {n for n, _ in pairs}:
+                meanings = {ontology.resolve(name, v) for v, kind in ontology.versions.items() if name in kind.classes}
+                if meanings == {wanted}:
+                    plain.add(name)
+                else:
+                    versioned.update(f"{n}@{v}" for n, v in pairs if n == name)
+    if len(plain) == 1:  # `=` rather than `= ANY`: the index then yields rows in capture order
+        params["label_name"] = next(iter(plain))
+        alternatives.append(f"{label} = %(label_name)s")
+    elif plain:
+        params["label_names"] = sorted(plain)
+        alternatives.append(f"{label} = ANY(%(label_names)s)")
+    if versioned:
+        params["label_pairs"] = sorted(versioned)
+        params["versioned_names"] = sorted({p.split("@")[0] for p in versioned})
+        alternatives.append(f"({label} = ANY(%(versioned_names)s) AND {label} || '@' || {version} = ANY(%(label_pairs)s))")
+    return "(" + " OR ".join(alternatives) + ")" if alternatives else "false"
 
 
 @dataclass(frozen=True)
