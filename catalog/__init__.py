@@ -13,7 +13,7 @@ the Parquet mirror and the DuckDB views derived from it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 HEAD_REVISION = "0004"
+Progress = Callable[[int, int], None]  # called with (done, total) as long work advances
 
 
 class Catalog:
@@ -91,6 +92,7 @@ class Catalog:
         return self.projections.catch_up()
 
     def position_at(self, moment: datetime) -> int:
+        """The last position recorded at or before ``moment``: the catalog as it was then."""
         return self.store.position_at(moment)
 
     def labels_as_of(self, *, position: int | None = None, at: datetime | None = None,
@@ -100,14 +102,15 @@ class Catalog:
             raise CatalogError("give exactly one of position= or at=")
         if at is not None:
             position = self.position_at(at)
-        if self.role == "app":
-            self.projections.catch_up(upto=None)
+        if self.role == "app":  # readers cannot write projections: they read what the writers caught up
+            self.projections.catch_up()
         return labels_as_of(self.engine, position, sha256s=sha256s)
 
-    def rebuild_projections(self, *, check_only: bool = False, progress=None) -> RebuildReport:
+    def rebuild_projections(self, *, check_only: bool = False, progress: Progress | None = None) -> RebuildReport:
+        """Replay the log into fresh tables; compare with the live ones, and replace them unless ``check_only``."""
         return rebuild(self.engine, check_only=check_only, progress=progress)
 
-    def sync_lake(self, *, chunk: int = 100_000, progress=None) -> SyncReport:
+    def sync_lake(self, *, chunk: int = 100_000, progress: Progress | None = None) -> SyncReport:
         """Mirror new events into the lake's Parquet files (see :class:`catalog.lake.Lake`)."""
         return self.lake.sync(self.engine, chunk=chunk, progress=progress)
 
