@@ -4,6 +4,7 @@ the same files with the same number of processes, nothing else. Target: ratio >=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import multiprocessing
@@ -25,10 +26,8 @@ def decode_and_hash(path: str) -> str:
     """The floor's whole job per file: what any ingester must do at least (the delivery's few broken files
     included: decoding them fails, as it does for the ingester)."""
     data = Path(path).read_bytes()
-    try:
+    with contextlib.suppress(cv2.error):
         cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        pass
     return hashlib.sha256(data).hexdigest()
 
 
