@@ -10,6 +10,7 @@ of an append; the cost is measured in ``bench/bench_append.py``.
 from __future__ import annotations
 
 import json
+import math
 import select
 import time
 import uuid
@@ -320,7 +321,7 @@ class EventStore:
 
     def tail(self, after: int = 0, *, idle_timeout: float = 1.0, page_size: int = 1_000) -> Iterator[RecordedEvent]:
         """Follow the log from ``after``: yield every event once, in order, waiting for new ones (woken by
-        the table's NOTIFY); stop after ``idle_timeout`` seconds without a new event."""
+        the table's NOTIFY); stop after ``idle_timeout`` seconds without a new event (never, if infinite)."""
         listen_url = self.engine.url.render_as_string(hide_password=False).replace("+psycopg", "")
         with psycopg.connect(listen_url, autocommit=True) as listener:
             listener.execute("LISTEN catalog_events")
@@ -335,7 +336,7 @@ class EventStore:
                 remaining = idle_timeout - (time.monotonic() - idle_since)
                 if remaining <= 0:
                     return
-                select.select([listener.fileno()], [], [], remaining)
+                select.select([listener.fileno()], [], [], None if math.isinf(remaining) else remaining)
                 for _ in listener.notifies(timeout=0):
                     pass
 

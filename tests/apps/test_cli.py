@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -55,6 +57,25 @@ def test_events_append_then_tail_and_stream(database, tmp_path: Path):
     assert tailed[0]["occurred_at"] == "2026-03-02T07:00:00+00:00"
     streamed = run_cli("events", "stream", "image:" + "a" * 64, env=env).stdout.splitlines()
     assert [json.loads(line)["version"] for line in streamed] == [1, 2]
+
+
+def test_events_tail_follow_prints_events_as_they_arrive(database, tmp_path: Path):
+    env = database.env()
+    follower = subprocess.Popen([sys.executable, "-m", "apps.cli", "events", "tail", "--follow"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)  # let it reach its idle wait on the NOTIFY channel
+        lines = tmp_path / "events.jsonl"
+        lines.write_text(json.dumps(GOOD) + "\n")
+        run_cli("events", "append", str(lines), env=env)
+        ready, _, _ = select.select([follower.stdout], [], [], 30)
+        assert ready, "the follower printed nothing within 30 s"
+        first = json.loads(follower.stdout.readline())
+        assert (first["position"], first["type"]) == (1, "ImageExcluded")
+        assert follower.poll() is None, "--follow must keep waiting for more"
+    finally:
+        follower.kill()
+        follower.wait()
 
 
 @pytest.mark.parametrize("line, message", [
