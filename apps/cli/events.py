@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 
 import click
 
@@ -12,6 +11,7 @@ import catalog
 from apps.cli.common import open_catalog, out
 from catalog.events import parse_event
 from catalog.store import NewEvent
+from ingestion.tables import parse_aware_timestamp
 
 
 @click.group()
@@ -43,11 +43,9 @@ def _event_from_json(number: int, line: str, actor: str | None) -> NewEvent:
     if missing:
         raise click.ClickException(f"{where}: missing {', '.join(sorted(missing))}")
     try:
-        occurred_at = datetime.fromisoformat(raw["occurred_at"])
-    except (TypeError, ValueError) as exc:
-        raise click.ClickException(f"{where}: occurred_at {raw['occurred_at']!r} is not ISO 8601") from exc
-    if occurred_at.tzinfo is None:
-        raise click.ClickException(f"{where}: occurred_at {raw['occurred_at']!r} has no UTC offset; add one (e.g. +01:00)")
+        occurred_at = parse_aware_timestamp(str(raw["occurred_at"]))
+    except ValueError as exc:
+        raise click.ClickException(f"{where}: occurred_at {exc}") from exc
     try:
         data = parse_event(raw["type"], raw["payload"])
         event_id = uuid.UUID(raw["event_id"]) if raw.get("event_id") else uuid.uuid4()

@@ -6,32 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import UTC, datetime, time, timedelta
 
 import click
 from rich.table import Table
 from rich.tree import Tree
 
-from apps.cli.common import open_catalog, out
+from apps.cli.common import open_catalog, out, parse_moment
 from catalog.curation import set_excluded
 from catalog.queries import RESULT_COLUMNS, ImageFilter, count_images, query_images, trace_part
-
-
-def _moment(value: str | None, *, end: bool) -> datetime | None:
-    """A date (the whole day: --to is exclusive of the next day) or a timestamp with offset."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a date (2026-03-02) nor an ISO 8601 timestamp") from None
-    if len(value) == 10:  # a bare date, read in UTC
-        moment = datetime.combine(moment.date(), time(), UTC)
-        if end:
-            moment += timedelta(days=1)
-    elif moment.tzinfo is None:
-        raise click.BadParameter(f"{value!r} has no UTC offset; add one (e.g. 2026-03-02T08:00+01:00)")
-    return moment
 
 
 def filter_options(command):
@@ -52,7 +34,8 @@ def filter_options(command):
 
 def _filter(lines, stations, cameras, parts, captured_from, captured_to, labels, excluded=None) -> ImageFilter:
     return ImageFilter(lines=lines, stations=stations, cameras=cameras, parts=parts,
-                       captured_from=_moment(captured_from, end=False), captured_to=_moment(captured_to, end=True),
+                       captured_from=parse_moment(captured_from, option="--from"),
+                       captured_to=parse_moment(captured_to, option="--to", end_of_day=True),
                        labels=labels, excluded=excluded)
 
 
@@ -76,7 +59,7 @@ def images_query(lines, stations, cameras, parts, captured_from, captured_to, la
     with open_catalog() as cat:
         position = None
         if as_of is not None:
-            position = int(as_of) if as_of.isdigit() else cat.position_at(_moment(as_of, end=False))
+            position = int(as_of) if as_of.isdigit() else cat.position_at(parse_moment(as_of, option="--as-of"))
         cat.catch_up()
         rows = query_images(cat.engine, where, as_of=position, limit=limit, offset=offset)
         total = count_images(cat.engine, where, as_of=position)

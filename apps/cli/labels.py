@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from apps.cli.common import open_catalog, out, progress_bar
+from apps.cli.common import open_catalog, out, parse_moment, progress_bar
 from ingestion.labels import ImportReport, import_labels
 from ingestion.tables import parse_column_map
 
@@ -30,11 +29,7 @@ def labels() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def labels_as_of(position: int | None, moment: str | None, as_json: bool) -> None:
     """Every image's current label as of a position or a time."""
-    at = None
-    if moment is not None:
-        at = datetime.fromisoformat(moment)
-        if at.tzinfo is None:
-            raise click.ClickException(f"--at {moment!r} has no UTC offset; add one (e.g. 2026-03-02T08:00+01:00)")
+    at = parse_moment(moment, option="--at")
     with open_catalog() as cat:
         rows = cat.labels_as_of(position=position, at=at)
     if as_json:

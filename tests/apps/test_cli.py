@@ -82,7 +82,7 @@ def test_events_tail_follow_prints_events_as_they_arrive(database, tmp_path: Pat
     ("{not json", "line 2: not JSON"),
     (json.dumps({"type": "ImageExcluded", "payload": {}}), "line 2: missing occurred_at"),
     (json.dumps({**GOOD, "occurred_at": "2026-03-02T08:00:00"}), "has no UTC offset"),
-    (json.dumps({**GOOD, "occurred_at": "yesterday"}), "is not ISO 8601"),
+    (json.dumps({**GOOD, "occurred_at": "yesterday"}), "'yesterday' is not an ISO 8601 timestamp"),
     (json.dumps({**GOOD, "type": "ImageDeleted"}), "unknown event type 'ImageDeleted'"),
     (json.dumps({**GOOD, "payload": {"sha256": "a" * 64}}), "invalid ImageExcluded: reason: Field required"),
 ])
@@ -108,6 +108,8 @@ def test_labels_as_of_and_projection_status(database):
     assert len(rows) == 1 and rows[0]["position"] == first_label
     naive = run_cli("labels", "as-of", "--at", "2026-03-02T08:00", env=env, check=False)
     assert naive.returncode != 0 and "has no UTC offset" in naive.stderr
+    garbage = run_cli("labels", "as-of", "--at", "last tuesday", env=env, check=False)
+    assert garbage.returncode != 0 and "'last tuesday' is not an ISO 8601 timestamp" in garbage.stderr
     assert "label_history" in run_cli("projections", "status", env=env).stdout
 
 
