@@ -24,7 +24,12 @@ class Blob:
 
     @property
     def uri(self) -> str:
-        return URI_PREFIX + self.sha256
+        return uri_of(self.sha256)
+
+
+def uri_of(sha256: str) -> str:
+    """The location-independent name events give the blob of these bytes."""
+    return URI_PREFIX + sha256
 
 
 def sha256_of(data: bytes) -> str:

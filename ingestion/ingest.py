@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import catalog
+from catalog.blobs import uri_of
 from catalog.events import ImageIngested, ImageRejected, RejectReason
 from catalog.filelock import FileLock
 from catalog.store import NewEvent, event_id_for
@@ -178,7 +179,9 @@ def _record(cat: catalog.Catalog, batch: list, seen: set[str], metadata: dict[st
             continue
         kinds.append("duplicate" if verdict.already_stored or verdict.sha256 in seen else "new")
         seen.add(verdict.sha256)
-        events.append(_ingested(row, verdict, metadata))
+        # The thumbnail's path relative to the catalog's home, wherever settings put the thumbnail folder
+        thumbnail = (cat.settings.thumbnail_root / verdict.thumbnail).relative_to(cat.settings.home)
+        events.append(_ingested(row, verdict, str(thumbnail), metadata))
     cat.blobs.sync()  # staged bytes durable before any event names them
     result = cat.append(events, catch_up=False)
     stored_before = set(result.duplicates)
@@ -195,14 +198,14 @@ def _record(cat: catalog.Catalog, batch: list, seen: set[str], metadata: dict[st
         cat.blobs.promote(sha)
 
 
-def _ingested(row: _Row, found: Inspected, metadata: dict[str, str]) -> NewEvent:
+def _ingested(row: _Row, found: Inspected, thumbnail_uri: str, metadata: dict[str, str]) -> NewEvent:
     values = row.values
     extra = {k: v for k, v in values.items() if k not in MANIFEST_COLUMNS and v}
     data = ImageIngested(
         sha256=found.sha256, part_id=values["part_id"], line=values["line"], station=values["station"],
         camera=values["camera"], captured_at=row.captured_at, width=found.width, height=found.height,
         channels=found.channels, bit_depth=found.bit_depth, byte_size=found.byte_size, format=found.format,
-        blob_uri=f"blob:{found.sha256}", thumbnail_uri=f"thumbnails/{found.thumbnail}", source_path=values["path"],
+        blob_uri=uri_of(found.sha256), thumbnail_uri=thumbnail_uri, source_path=values["path"],
         metadata=extra,
     )
     event_id = event_id_for("ingested", found.sha256, values["path"], values["part_id"], values["camera"],

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from catalog import AppendResult, Catalog, CatalogError, NewEvent, event_id_for
-from catalog.blobs import URI_PREFIX, sha256_of
+from catalog.blobs import sha256_of, uri_of
 from catalog.events import CorrectionRecorded, EventData, LabelRecorded, Region, describe_validation_error
 from catalog.ontology import Ontology, OntologyVersion
 from ingestion.tables import parse_aware_timestamp, read_table
@@ -239,7 +239,7 @@ def _label_fields(state: _FileState, row: dict[str, str]) -> tuple[Fields, str, 
     fields = {"sha256": sha, "label_id": row["label_id"], "label": row["label"],
               "annotator": row["labeler"], "ontology_version": state.current.version,
               "part_id": row["part_id"] or None, "regions": _regions(row["region"]),
-              "mask_uri": URI_PREFIX + sha256_of(mask) if mask is not None else None}
+              "mask_uri": uri_of(sha256_of(mask)) if mask is not None else None}
     return fields, "labeled_at", mask
 
 
