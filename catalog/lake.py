@@ -150,6 +150,28 @@ class Lake:
         self._pending.unlink()
         shutil.rmtree(self._staging, ignore_errors=True)
 
+    # -- derived tables ----------------------------------------------------------------------------------
+
+    def write_parquet(self, relative: str | Path, table: pa.Table) -> Path:
+        """Write a derived table (a manifest, a breakdown, a report) at ``relative`` under the lake, atomically
+        and reproducibly (see :func:`parquet_bytes`)."""
+        return self.write_bytes(relative, parquet_bytes(table))
+
+    def write_bytes(self, relative: str | Path, data: bytes) -> Path:
+        """Write a file at ``relative`` under the lake root atomically (a reader sees the old file or the new)."""
+        if ".." in Path(relative).parts or Path(relative).is_absolute():
+            raise ValueError(f"{relative}: lake files live under the lake root")
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return path
+
     # -- reading -----------------------------------------------------------------------------------------
 
     def files(self) -> list[Path]:
@@ -173,6 +195,17 @@ class Lake:
             ) + ", NULL::VARCHAR AS type, NULL::DATE AS day"
             con.execute(f"CREATE OR REPLACE VIEW events AS SELECT {columns} WHERE false")
         return con
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as Parquet bytes that depend only on its content (and the pyarrow version): fixed writer
+    settings, no schema metadata, no timestamps. Their hash can name what they hold."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata(None), sink, compression="zstd", compression_level=3,
+                   row_group_size=1 << 20)
+    return sink.getvalue().to_pybytes()
 
 
 def _duck_type(arrow_type: pa.DataType) -> str:

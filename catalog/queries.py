@@ -106,6 +106,24 @@ def _select(where: ImageFilter, ontology: Ontology, as_of: int | None) -> tuple[
         excluded, reason = "coalesce(c.excluded, false)", "CASE WHEN c.excluded THEN c.reason END"
         conditions = ["i.ingested_position <= %(as_of)s"]
     params: dict[str, Any] = {"as_of": as_of}
+    conditions += where_conditions(where, params)
+    if where.labels:
+        conditions.append(_label_condition(where.labels, ontology, label, version, params))
+    if where.excluded is not None:
+        conditions.append(f"{excluded} = %(excluded)s")
+        params["excluded"] = where.excluded
+    columns = (f"i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, NULL AS label, {label},"
+               f" {version}, {excluded}, {reason}, i.width, i.height, i.source_path, i.blob_uri, i.thumbnail_uri")
+    sql = f"SELECT {columns} FROM {source}"
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    return sql, params
+
+
+def where_conditions(where: ImageFilter, params: dict[str, Any]) -> list[str]:
+    """SQL conditions on ``projections.images i`` for the filter's line, station, camera, part and capture
+    window, their values added to ``params``."""
+    conditions = []
     for field, column in (("lines", "i.line"), ("stations", "i.station"), ("cameras", "i.camera"),
                           ("parts", "i.part_id")):
         values = getattr(where, field)
@@ -121,17 +139,7 @@ def _select(where: ImageFilter, ontology: Ontology, as_of: int | None) -> tuple[
     if where.captured_to is not None:
         conditions.append("i.captured_at < %(captured_to)s")
         params["captured_to"] = where.captured_to
-    if where.labels:
-        conditions.append(_label_condition(where.labels, ontology, label, version, params))
-    if where.excluded is not None:
-        conditions.append(f"{excluded} = %(excluded)s")
-        params["excluded"] = where.excluded
-    columns = (f"i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, NULL AS label, {label},"
-               f" {version}, {excluded}, {reason}, i.width, i.height, i.source_path, i.blob_uri, i.thumbnail_uri")
-    sql = f"SELECT {columns} FROM {source}"
-    if conditions:
-        sql += " WHERE " + " AND ".join(conditions)
-    return sql, params
+    return conditions
 
 
 def _label_condition(labels: Sequence[str], ontology: Ontology, label: str, version: str,

@@ -17,6 +17,8 @@ import catalog
 from catalog.database import libpq_dsn, upgrade
 from catalog.embedded_postgres import OWNER_ROLE, EmbeddedPostgres, ServerInfo
 from catalog.settings import Settings
+from ingestion.factory_delivery import deliver_factory
+from ingestion.simulated_factory import simulate_factory
 
 TEMPLATE = "vl_test_template"
 
@@ -97,3 +99,21 @@ def database(pg_server: TestServer, tmp_path: Path) -> Iterator[TestDatabase]:
 def cat(database: TestDatabase) -> Iterator[catalog.Catalog]:
     with catalog.open(database.settings) as opened:
         yield opened
+
+
+FACTORY_DAYS = 4  # the drift schedule's dimming, stuck pixels and dust all show by the fourth day
+
+
+@pytest.fixture(scope="session")
+def factory_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny simulated factory (128 px images, 4 days), rendered once per test session."""
+    folder = tmp_path_factory.mktemp("factory") / "tiny"
+    simulate_factory(folder, days=FACTORY_DAYS, seed=3, size="tiny", image_size=128, workers=1)
+    return folder
+
+
+@pytest.fixture
+def factory_cat(cat: catalog.Catalog, factory_dir: Path) -> catalog.Catalog:
+    """A fresh catalog holding the tiny factory's ontology, images, labels and corrections."""
+    deliver_factory(cat, factory_dir, actor="test", workers=1)
+    return cat

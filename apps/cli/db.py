@@ -1,4 +1,4 @@
-"""Commands for the catalog's PostgreSQL server: start, stop, status, url, upgrade."""
+"""Commands for the catalog's PostgreSQL server: start, stop, status, url, dagster-url, upgrade."""
 
 from __future__ import annotations
 
@@ -64,6 +64,16 @@ def db_url(role: str) -> None:
     if url is None:
         raise click.ClickException(f"no {role} URL: roles other than app and owner exist only on the embedded server")
     out.print(libpq_dsn(url), soft_wrap=True)
+
+
+@db.command("dagster-url")
+@click.option("--database", default="dagster", show_default=True)
+def db_dagster_url(database: str) -> None:
+    """Print the URL for Dagster's storage on this server (dagster.postgres.yaml reads it from
+    VISIONLEDGER_DAGSTER_DATABASE_URL), creating the database on the embedded server if needed."""
+    from assets.storage import dagster_database_url  # noqa: PLC0415 - keeps Dagster out of the other commands
+
+    out.print(dagster_database_url(Settings.from_env(), database=database), soft_wrap=True)
 
 
 @db.command("upgrade")

@@ -10,9 +10,7 @@ from rich.table import Table
 from apps.cli.common import console, open_catalog, out, progress_bar
 from catalog.curation import set_excluded
 from catalog.queries import ImageFilter, count_images
-from ingestion.ingest import ingest
-from ingestion.labels import import_corrections, import_labels
-from ingestion.ontology_publish import publish_ontology
+from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import DRIFT, SIZE_PRESETS, simulate_factory
 
 START = date(2026, 3, 2)
@@ -33,13 +31,9 @@ def demo(days: int, size: str, seed: int, image_size: int) -> None:
             with progress_bar("simulating the factory") as update:
                 simulate_factory(factory, days=days, seed=seed, size=size, start=START, image_size=image_size,
                                  progress=update)
-        published = publish_ontology(cat, factory / "ontology.yaml", actor="demo")
-        with progress_bar("ingesting images") as update:
-            ingested = ingest(cat, factory / "manifest.csv", actor="demo", progress=update)
-        with progress_bar("importing labels") as update:
-            labels = import_labels(cat, factory / "labels.csv", actor="demo", progress=update)
-        with progress_bar("importing corrections") as update:
-            corrections = import_corrections(cat, factory / "corrections.csv", actor="demo", progress=update)
+        delivered = deliver_factory(cat, factory, actor="demo", progress=progress_bar)
+        published, ingested, labels, corrections = (delivered.ontology, delivered.images, delivered.labels,
+                                                    delivered.corrections)
         # A curator's day: the dimming lamp of the drift schedule spoiled one line's last day; exclude it.
         last_day = datetime.combine(START + timedelta(days=days - 1), datetime.min.time(), UTC)
         window = ImageFilter(lines=(DRIFT.dimming_line,), captured_from=last_day, captured_to=last_day + timedelta(days=1))

@@ -1,6 +1,6 @@
 """The catalog's read models: images and their sightings, parts, current labels and their history,
-corrections, curation history, the review queue, ontology versions, latest predictions and part
-dispositions, each a set of fold functions over the events it cares about.
+corrections, curation history, the review queue, ontology versions, latest predictions, part
+dispositions and dataset versions, each a set of fold functions over the events it cares about.
 
 The current label of an image is the latest human verdict on it: a LabelRecorded, or a CorrectionRecorded
 of a label or of a prediction (a reviewer saying "this is a crack" is a label, whatever it corrected).
@@ -264,7 +264,24 @@ PART_DISPOSITIONS = Projection(
     key_of={"PartDispositioned": lambda e, p: (p["part_id"],)},
 )
 
+# -- lineage --------------------------------------------------------------------------------------------------
+
+DATASET_VERSIONS = Projection(
+    name="dataset_versions",
+    table="dataset_versions",
+    key=("version_id",),
+    columns=("version_id", "dataset", "spec", "as_of_position", "counts", "manifest_hash", "manifest_uri",
+             "published_at", "position"),
+    folds={"DatasetVersionPublished": lambda row, e, p: row or {
+        "version_id": p["version_id"], "dataset": p["dataset"], "spec": p["spec"],
+        "as_of_position": p["as_of_position"], "counts": p["counts"], "manifest_hash": p["manifest_hash"],
+        "manifest_uri": p["manifest_uri"], "published_at": e.occurred_at, "position": e.position,
+    }},
+    key_of={"DatasetVersionPublished": lambda e, p: (p["version_id"],)},
+    jsonb_columns=frozenset({"spec", "counts"}),
+)
+
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
-    ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS,
+    ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS,
 )

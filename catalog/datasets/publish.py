@@ -1,0 +1,83 @@
+"""Publishing a dataset version: the manifest into the lake under its content hash, then the event.
+
+The manifest is written before the event, so a crash in between leaves a file no event names (harmless,
+and rewritten with the same bytes by the next run) rather than an event naming a missing file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from catalog import Catalog
+from catalog.datasets.build import DatasetVersion, build_dataset_version
+from catalog.datasets.spec import DatasetSpec
+from catalog.errors import CatalogError
+from catalog.events import DatasetVersionPublished
+from catalog.lake import Lake, parquet_bytes
+from catalog.store import NewEvent, event_id_for
+
+
+@dataclass(frozen=True)
+class PublishedDataset:
+    version: DatasetVersion
+    version_id: str
+    manifest_hash: str  # sha256 of the manifest file's bytes
+    manifest_uri: str  # the manifest's path relative to the lake root
+    position: int  # where DatasetVersionPublished sits in the log
+    already_published: bool
+
+
+def manifest_uri(dataset: str, version_id: str) -> str:
+    return f"datasets/{dataset}/{version_id}/manifest.parquet"
+
+
+def publish_dataset_version(cat: Catalog, spec: DatasetSpec, *, position: int | None = None,
+                            actor: str | None = None) -> PublishedDataset:
+    """Build ``spec`` as of ``position`` (default: ``spec.as_of``, else the head), write its manifest and
+    append ``DatasetVersionPublished``. Publishing the same manifest again appends nothing."""
+    if cat.role == "app":
+        cat.catch_up()
+    version = build_dataset_version(cat.engine, spec, position=position)
+    data = parquet_bytes(version.manifest)
+    digest = hashlib.sha256(data).hexdigest()
+    version_id = f"{spec.name}-{digest[:12]}"
+    uri = manifest_uri(spec.name, version_id)
+    known = _published(cat, version_id)
+    if known is not None:
+        return PublishedDataset(version, version_id, digest, uri, known, already_published=True)
+    cat.lake.write_bytes(uri, data)
+    cat.lake.write_bytes(Path(uri).with_name("spec.yaml"), yaml.safe_dump(
+        {"version_id": version_id, "as_of_position": version.position, "spec": spec.recorded()},
+        sort_keys=False).encode())
+    event = DatasetVersionPublished(
+        dataset=spec.name, version_id=version_id, spec=spec.recorded() | {"ontology_version": version.ontology_version},
+        as_of_position=version.position, counts=version.counts, manifest_hash=digest, manifest_uri=uri)
+    result = cat.append([NewEvent(event, datetime.now(UTC), event_id=event_id_for("dataset-version", version_id),
+                                  metadata={"actor": actor or "visionledger", "source": "catalog.datasets"})])
+    return PublishedDataset(version, version_id, digest, uri, result.positions[0],
+                            already_published=result.all_duplicates)
+
+
+def _published(cat: Catalog, version_id: str) -> int | None:
+    with cat.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT position FROM projections.dataset_versions WHERE version_id = %(v)s",
+                                   {"v": version_id}).fetchone()
+    return row[0] if row else None
+
+
+def load_manifest(lake: Lake, uri: str, *, expected_hash: str | None = None) -> pa.Table:
+    """A published manifest, checked against its recorded hash when one is given."""
+    path = lake.root / uri
+    if not path.is_file():
+        raise CatalogError(f"no manifest at {path}: was the lake moved, or the version never published?")
+    data = path.read_bytes()
+    if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
+        raise CatalogError(f"{path}: its content does not match the recorded manifest hash {expected_hash[:12]}…")
+    return pq.read_table(pa.BufferReader(data))
