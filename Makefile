@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench dagster
 
 $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	bash scripts/install-system-packages.sh
@@ -19,6 +19,13 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest
+
+# The Dagster UI over the assets, with its storage in .visionledger/dagster (see dagster.postgres.yaml for
+# the variant on the catalog's PostgreSQL).
+dagster: setup
+	mkdir -p .visionledger/dagster
+	cp -n dagster.yaml .visionledger/dagster/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.visionledger/dagster $(VENV)/bin/dagster dev -m assets.definitions
 
 lint: setup
 	$(VENV)/bin/ruff check .

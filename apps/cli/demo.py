@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import click
 from rich.table import Table
 
 from apps.cli.common import console, open_catalog, out, progress_bar
 from catalog.curation import set_excluded
+from catalog.datasets import DatasetSpec, publish_dataset_version
 from catalog.queries import ImageFilter, count_images
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import DRIFT, SIZE_PRESETS, simulate_factory
 
 START = date(2026, 3, 2)
+DATASET_SPEC = Path(__file__).resolve().parents[2] / "assets" / "dataset_specs" / "inspection_all.yaml"
 
 
 @click.command()
@@ -39,6 +42,8 @@ def demo(days: int, size: str, seed: int, image_size: int) -> None:
         window = ImageFilter(lines=(DRIFT.dimming_line,), captured_from=last_day, captured_to=last_day + timedelta(days=1))
         curated = set_excluded(cat, window, exclude=True, reason="lamp too dim: wrongly collected", actor="demo")
         cracks = count_images(cat.engine, ImageFilter(labels=("crack",), excluded=False))
+        with console.status("building the dataset version"):
+            dataset = publish_dataset_version(cat, DatasetSpec.from_yaml(DATASET_SPEC), actor="demo")
         with progress_bar("lake sync") as update:
             lake = cat.sync_lake(progress=update)
         per_day = cat.duckdb().execute(
@@ -60,6 +65,9 @@ def demo(days: int, size: str, seed: int, image_size: int) -> None:
         summary.add_row(f"excluded {DRIFT.dimming_line} {last_day:%Y-%m-%d}",
                         f"{curated.changed} newly, {curated.matched} in all")
         summary.add_row("crack images, curated", f"{cracks}")
+        counts = dataset.version.counts
+        summary.add_row("dataset version", f"{dataset.version_id}: {counts['images']} images, train / validation / "
+                        f"test {counts['train']} / {counts['validation']} / {counts['test']} (by part)")
         summary.add_row("catalog / lake", f"{cat.head():,} events / {lake.end:,} mirrored")
         out.print(summary)
         days_table = Table("day (lake, DuckDB)", "ingested", "quarantined", "labels", "corrections")
@@ -67,4 +75,4 @@ def demo(days: int, size: str, seed: int, image_size: int) -> None:
             days_table.add_row(*[str(v) for v in row])
         out.print(days_table)
         out.print("next: visionledger images query --label crack | visionledger trace part <id> | "
-                  "psql \"$(visionledger db url)\"")
+                  "visionledger datasets list | make dagster | psql \"$(visionledger db url)\"")

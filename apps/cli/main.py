@@ -7,6 +7,7 @@ import click
 import catalog
 from apps.cli import (
     corrections,
+    datasets,
     db,
     demo,
     events,
@@ -43,6 +44,7 @@ cli.add_command(labels.labels)
 cli.add_command(corrections.corrections)
 cli.add_command(ontology.ontology)
 cli.add_command(lake.lake)
+cli.add_command(datasets.datasets)
 cli.add_command(demo.demo)
 cli.add_command(ingest.ingest)
 cli.add_command(simulate.simulate)
