@@ -210,8 +210,8 @@ def _sample(spec: DatasetSpec, position: int, ontology_version: int, candidates:
                                 ELSE 'test' END AS split
            FROM ranked""",
         {"seed": seed, "train": shares["train"], "validation": shares["validation"]})
-    weights = _weights(dict(con.execute(
-        "SELECT class, count(*) FILTER (WHERE split = 'train') FROM selected JOIN part_split USING (part_id)"
+    weights = _weights(dict((c, (n_train, n)) for c, n_train, n in con.execute(
+        "SELECT class, count(*) FILTER (WHERE split = 'train'), count(*) FROM selected JOIN part_split USING (part_id)"
         " GROUP BY class").fetchall()))
     con.register("weights", pa.table({"class": list(weights), "weight": pa.array(list(weights.values()))}))
     manifest = con.sql(
@@ -248,11 +248,13 @@ def _apportion(total: int, shares: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def _weights(train_counts: dict[str, int]) -> dict[str, float]:
-    """Inverse class frequency in the training split, scaled so that a balanced set has weight 1."""
-    present = {c: n for c, n in train_counts.items() if n}
-    total = sum(present.values())
-    return {c: (total / (len(present) * present[c]) if c in present else 0.0) for c in train_counts}
+def _weights(counts: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Inverse class frequency in the training split, scaled so that a balanced set has weight 1. A class
+    with no training image (all its few parts drawn into other splits) is weighed by its share overall."""
+    train = {c: n for c, (n, _) in counts.items() if n}
+    total = sum(train.values()) or sum(n for _, n in counts.values())
+    present = len(train) or len(counts)
+    return {c: total / (present * (n_train or n)) for c, (n_train, n) in counts.items()}
 
 
 def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

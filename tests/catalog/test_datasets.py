@@ -51,6 +51,13 @@ def test_a_version_holds_every_curated_labelled_image_with_its_class(factory_cat
     assert manifest["sha256"].to_pylist() == sorted(manifest["sha256"].to_pylist())
     assert version.counts["images"] == manifest.num_rows
     assert version.counts["train"] + version.counts["validation"] + version.counts["test"] == manifest.num_rows
+    # class weights balance the training split: each class's images weigh the same in all
+    train = manifest.filter(pc.equal(manifest["split"], "train"))
+    per_class = {}
+    for cls, weight in zip(train["class"].to_pylist(), train["weight"].to_pylist(), strict=True):
+        per_class[cls] = per_class.get(cls, 0) + weight
+    assert max(per_class.values()) == pytest.approx(min(per_class.values()))
+    assert min(manifest["weight"].to_pylist()) > 0
     # images carry the mask and regions their label was recorded with
     with factory_cat.engine.connect() as conn:
         masks = dict(conn.exec_driver_sql("SELECT sha256, mask_uri FROM projections.current_labels").fetchall())
