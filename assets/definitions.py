@@ -2,6 +2,7 @@
 
     dagster dev -m assets.definitions
     dagster asset materialize -m assets.definitions --select dataset_inspection_all
+    dagster asset materialize -m assets.definitions --select 'classifier_model+'   # train, export, evaluate, ...
 
 Resources read the same settings as the CLI (VISIONLEDGER_HOME, VISIONLEDGER_DATABASE_URL).
 """
@@ -14,9 +15,16 @@ from assets.breakdowns import breakdowns
 from assets.datasets import dataset_assets
 from assets.drift import drift_report
 from assets.lake_snapshot import lake_snapshot
+from assets.learning.evaluation import model_evaluation
+from assets.learning.heatmaps import heatmaps
+from assets.learning.promotion import regression_replay
+from assets.learning.review import embeddings, review_queue
+from assets.learning.training import classifier_model, classifier_onnx, segmenter_model, segmenter_onnx
 from assets.resources import CatalogResource, LakeResource, LanceDBResource
 
 defs = dg.Definitions(
-    assets=[lake_snapshot, *dataset_assets, breakdowns, drift_report],
+    assets=[lake_snapshot, *dataset_assets, breakdowns, drift_report, classifier_model, segmenter_model,
+            classifier_onnx, segmenter_onnx, model_evaluation, embeddings, review_queue, heatmaps,
+            regression_replay],
     resources={"catalog": CatalogResource(), "lake": LakeResource(), "lancedb": LanceDBResource()},
 )

@@ -39,7 +39,9 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 class EventData(BaseModel):
     """Base of every event payload. Subclasses set ``schema_version`` and implement ``stream_id``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities have no JSON spelling (they would be stored as null and the event could not be read
+    # back): refuse them at the door.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     schema_version: ClassVar[int] = 1
 
     @classmethod
@@ -251,6 +253,8 @@ class DatasetVersionPublished(EventData):
 
 
 class ModelRegistered(EventData):
+    """A trained model: the dataset version it learned from, how, how well (on validation), and its bytes."""
+
     model: Name
     model_id: Name
     dataset_version_id: Name
@@ -259,6 +263,71 @@ class ModelRegistered(EventData):
     metrics: dict[str, float] = Field(default_factory=dict)
     artifact_sha256: Sha256
     artifact_uri: str
+
+    @property
+    def stream_id(self) -> str:
+        return f"model:{self.model}"
+
+
+class ModelExported(EventData):
+    """A registered model exported to ONNX, checked, and matched against torch within ``parity_tolerance``."""
+
+    model: Name
+    model_id: Name
+    onnx_sha256: Sha256
+    onnx_uri: str
+    opset: int = Field(ge=1)
+    parity_max_abs_diff: float = Field(ge=0)
+    parity_tolerance: float = Field(gt=0)
+
+    @property
+    def stream_id(self) -> str:
+        return f"model:{self.model}"
+
+
+class ModelEvaluated(EventData):
+    """A model's figures on a dataset version's held-out split, and the decision threshold chosen for a
+    stated cost ratio of false accepts to false rejects; the per-slice tables are in the lake."""
+
+    model: Name
+    model_id: Name
+    dataset_version_id: Name
+    split: Literal["train", "validation", "test"]
+    metrics: dict[str, float]
+    threshold: float = Field(ge=0, le=1)
+    cost_ratio: float = Field(gt=0)
+    report_uri: str
+
+    @property
+    def stream_id(self) -> str:
+        return f"model:{self.model}"
+
+
+class RegressionReplayed(EventData):
+    """A candidate replayed beside the champion on historical production images and their human verdicts;
+    whether it passed the promotion gate, and why."""
+
+    model: Name
+    candidate_model_id: Name
+    champion_model_id: Name | None = None
+    passed: bool
+    images: int = Field(ge=0)
+    summary: dict[str, Any]
+    report_uri: str
+
+    @property
+    def stream_id(self) -> str:
+        return f"model:{self.model}"
+
+
+class ModelPromoted(EventData):
+    """The model now in service for its name: appended only after a passed regression replay."""
+
+    model: Name
+    model_id: Name
+    previous_model_id: Name | None = None
+    replay_event_id: uuid.UUID
+    reason: str
 
     @property
     def stream_id(self) -> str:
@@ -288,7 +357,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     for cls in (
         ImageIngested, ImageRejected, ImageExcluded, ImageIncluded, LabelRecorded, CorrectionRecorded,
         OntologyPublished, PredictionRecorded, PartDispositioned, ReviewRequested, DatasetVersionPublished,
-        ModelRegistered, EngineBuilt,
+        ModelRegistered, ModelExported, ModelEvaluated, RegressionReplayed, ModelPromoted, EngineBuilt,
     )
 }
 

@@ -1,6 +1,6 @@
 """The catalog's read models: images and their sightings, parts, current labels and their history,
 corrections, curation history, the review queue, ontology versions, latest predictions, part
-dispositions and dataset versions, each a set of fold functions over the events it cares about.
+dispositions, dataset versions, models, regression replays and promotions, each a set of fold functions over the events it cares about.
 
 The current label of an image is the latest human verdict on it: a LabelRecorded, or a CorrectionRecorded
 of a label or of a prediction (a reviewer saying "this is a crack" is a label, whatever it corrected).
@@ -281,7 +281,75 @@ DATASET_VERSIONS = Projection(
     jsonb_columns=frozenset({"spec", "counts"}),
 )
 
+
+
+def _model_registered(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row:
+    return (row or {"onnx_sha256": None, "onnx_uri": None, "evaluation": None, "promoted_at": None}) | {
+        "model_id": p["model_id"], "model": p["model"], "dataset_version_id": p["dataset_version_id"],
+        "manifest_hash": p["manifest_hash"], "hyperparameters": p.get("hyperparameters", {}),
+        "metrics": p.get("metrics", {}), "artifact_sha256": p["artifact_sha256"], "artifact_uri": p["artifact_uri"],
+        "registered_at": e.occurred_at, "position": e.position,
+    }
+
+
+def _model_exported(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
+    return None if row is None else row | {"onnx_sha256": p["onnx_sha256"], "onnx_uri": p["onnx_uri"]}
+
+
+def _model_evaluated(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
+    evaluation = {k: p[k] for k in ("dataset_version_id", "split", "metrics", "threshold", "cost_ratio", "report_uri")}
+    return None if row is None else row | {"evaluation": evaluation}
+
+
+def _model_promoted(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
+    return None if row is None else row | {"promoted_at": e.occurred_at}
+
+
+MODELS = Projection(
+    name="models",
+    table="models",
+    key=("model_id",),
+    columns=("model_id", "model", "dataset_version_id", "manifest_hash", "hyperparameters", "metrics",
+             "artifact_sha256", "artifact_uri", "onnx_sha256", "onnx_uri", "evaluation", "registered_at",
+             "promoted_at", "position"),
+    folds={"ModelRegistered": _model_registered, "ModelExported": _model_exported,
+           "ModelEvaluated": _model_evaluated, "ModelPromoted": _model_promoted},
+    key_of=dict.fromkeys(("ModelRegistered", "ModelExported", "ModelEvaluated", "ModelPromoted"),
+                         lambda e, p: (p["model_id"],)),
+    jsonb_columns=frozenset({"hyperparameters", "metrics", "evaluation"}),
+)
+
+REGRESSION_REPLAYS = Projection(
+    name="regression_replays",
+    table="regression_replays",
+    key=("position",),
+    columns=("position", "model", "candidate_model_id", "champion_model_id", "passed", "images", "summary",
+             "report_uri", "replayed_at"),
+    folds={"RegressionReplayed": lambda row, e, p: {
+        "position": e.position, "model": p["model"], "candidate_model_id": p["candidate_model_id"],
+        "champion_model_id": p.get("champion_model_id"), "passed": p["passed"], "images": p["images"],
+        "summary": p["summary"], "report_uri": p["report_uri"], "replayed_at": e.occurred_at,
+    }},
+    key_of={"RegressionReplayed": lambda e, p: (e.position,)},
+    append_only=True,
+    jsonb_columns=frozenset({"summary"}),
+)
+
+MODEL_PROMOTIONS = Projection(
+    name="model_promotions",
+    table="model_promotions",
+    key=("position",),
+    columns=("position", "model", "model_id", "previous_model_id", "reason", "promoted_at"),
+    folds={"ModelPromoted": lambda row, e, p: {
+        "position": e.position, "model": p["model"], "model_id": p["model_id"],
+        "previous_model_id": p.get("previous_model_id"), "reason": p["reason"], "promoted_at": e.occurred_at,
+    }},
+    key_of={"ModelPromoted": lambda e, p: (e.position,)},
+    append_only=True,
+)
+
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
-    ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS,
+    ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS, MODELS, REGRESSION_REPLAYS,
+    MODEL_PROMOTIONS,
 )

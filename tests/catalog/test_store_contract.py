@@ -176,3 +176,10 @@ def test_missing_upcaster_and_future_versions_are_reported(monkeypatch):
         ev.parse_event("ImageExcluded", {"sha256": SHA_A, "reason": "dust"}, schema_version=1)
     with pytest.raises(EventValidationError, match="newer than this code knows"):
         ev.parse_event("ImageExcluded", {"sha256": SHA_A, "reason": "dust"}, schema_version=4)
+
+
+def test_non_finite_numbers_are_refused_at_the_door():
+    """NaN has no JSON spelling: stored, it would come back as null and the event could not be read."""
+    with pytest.raises(EventValidationError, match="scores.ok: Input should be a finite number"):
+        ev.parse_event("PredictionRecorded", {"sha256": "a" * 64, "engine_id": "e", "scores": {"ok": float("nan")},
+                                              "predicted_class": "ok"})

@@ -1,0 +1,177 @@
+"""The evaluation of a model on its dataset version's held-out test split, broken down the way a factory
+thinks: per part, per day, per defect and per camera. Tables and plots go to ``lake/evaluations/<model>/``;
+``ModelEvaluated`` records the headline figures and the decision threshold chosen for a stated cost ratio
+of false accepts to false rejects."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import altair as alt
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow as pa
+import vl_convert as vlc
+
+from assets.learning.registry import (
+    CLASSIFIER,
+    SEGMENTER,
+    dataset_version,
+    load_checkpoint,
+    model_row,
+    samples,
+)
+from assets.resources import CatalogResource
+from catalog import Catalog
+from catalog.errors import CatalogError
+from catalog.events import ModelEvaluated
+from catalog.store import NewEvent, event_id_for
+from models import metrics
+from models.classifier import classify
+from models.evaluation import evaluate_classifier, evaluate_segmenter
+
+SLICES = {"part": "part_id", "day": "CAST(day AS VARCHAR)", "defect": "class", "camera": "camera_key"}
+
+
+class EvaluationConfig(dg.Config):
+    """The model (default: the latest classifier), the cost of a false accept in false rejects (DAGM used
+    1:20) and the precision floor at which recall is reported."""
+
+    model_id: str | None = None
+    cost_ratio: float = metrics.DAGM_FALSE_ACCEPT_COST
+    min_precision: float = 0.95
+
+
+def per_image(manifest: pa.Table, shas: list[str], classes: tuple[str, ...], probabilities: np.ndarray,
+              threshold: float) -> pa.Table:
+    """One row per test image: its slices, its human class, the model's class and defect score, and the
+    decision at ``threshold``."""
+    ok = classes.index("ok")
+    rows = {r["sha256"]: r for r in manifest.select(["sha256", "part_id", "day", "line", "station", "camera",
+                                                     "class"]).to_pylist()}
+    scores = 1.0 - probabilities[:, ok]
+    return pa.table({
+        "sha256": shas,
+        "part_id": [rows[s]["part_id"] for s in shas],
+        "day": pa.array([rows[s]["day"] for s in shas], pa.date32()),
+        "camera_key": [f"{rows[s]['line']}/{rows[s]['station']}/{rows[s]['camera']}" for s in shas],
+        "class": [rows[s]["class"] for s in shas],
+        "predicted": [classes[i] for i in probabilities.argmax(axis=1)],
+        "defect_score": pa.array(scores, pa.float64()),
+        "called_defect": pa.array(scores >= threshold, pa.bool_()),
+    })
+
+
+def slice_table(images: pa.Table) -> pa.Table:
+    """Per slice: images, accuracy of the class, defect recall and false accepts / rejects at the threshold."""
+    con = duckdb.connect()
+    con.register("images", images)
+    parts = [
+        f"""SELECT '{kind}' AS slice, {column} AS value, count(*)::BIGINT AS images,
+                   count(*) FILTER (WHERE class <> 'ok')::BIGINT AS defects,
+                   avg(CASE WHEN predicted = class THEN 1.0 ELSE 0.0 END) AS accuracy,
+                   avg(CASE WHEN called_defect THEN 1.0 ELSE 0.0 END) FILTER (WHERE class <> 'ok') AS defect_recall,
+                   count(*) FILTER (WHERE class <> 'ok' AND NOT called_defect)::BIGINT AS false_accepts,
+                   count(*) FILTER (WHERE class = 'ok' AND called_defect)::BIGINT AS false_rejects
+            FROM images GROUP BY ALL"""
+        for kind, column in SLICES.items()
+    ]
+    return con.sql(" UNION ALL ".join(parts) + " ORDER BY slice, value").to_arrow_table()
+
+
+def evaluation_chart(figures: dict[str, Any], classes: tuple[str, ...], curve: metrics.PRCurve,
+                     slices: pa.Table, title: str) -> alt.VConcatChart:
+    confusion = [{"true": classes[i], "predicted": classes[j], "images": int(n)}
+                 for i, row in enumerate(figures["confusion"]) for j, n in enumerate(row)]
+    base = alt.Chart(alt.Data(values=confusion)).encode(
+        x=alt.X("predicted:N", sort=list(classes)), y=alt.Y("true:N", sort=list(classes)))
+    matrix = (base.mark_rect().encode(color=alt.Color("images:Q", scale=alt.Scale(scheme="blues")))
+              + base.mark_text().encode(text="images:Q")).properties(title="confusion matrix (test split)",
+                                                                         width=220, height=220)
+    points = [{"recall": float(r), "precision": float(p)} for r, p in zip(curve.recall, curve.precision, strict=True)]
+    pr = alt.Chart(alt.Data(values=points)).mark_line(point=True, interpolate="step-after").encode(
+        x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("precision:Q", scale=alt.Scale(domain=[0, 1]))).properties(
+        title=f"defect vs ok (AP {figures.get('average_precision', float('nan')):.3f})", width=220, height=220)
+    rows = [r for r in slices.to_pylist() if r["slice"] != "part"]  # parts are many: the table holds them
+    bars = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("value:N", title=None),
+        color=alt.Color("slice:N", legend=None), row=alt.Row("slice:N", title=None),
+        tooltip=["slice:N", "value:N", "images:Q", "accuracy:Q", "defect_recall:Q", "false_accepts:Q"],
+    ).resolve_scale(y="independent").properties(width=300, title="accuracy per day, defect and camera")
+    return alt.vconcat(alt.hconcat(matrix, pr), bars).properties(title=title)
+
+
+def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluated, dict[str, Any]]:
+    row = model_row(cat, CLASSIFIER, config.model_id)
+    model = load_checkpoint(cat, row.artifact_uri).model
+    version = dataset_version(cat, row.dataset_version_id)
+    manifest, sample_set = samples(cat, version)
+    test = sample_set.split("test")
+    if not len(test):
+        raise CatalogError(f"{version.version_id} has no test split to evaluate on")
+    log(f"evaluating {row.model_id} on {len(test):,} test images of {version.version_id}")
+    classification = classify(model, [test.image(i) for i in range(len(test))])
+    figures = evaluate_classifier(model, test, min_precision=config.min_precision,
+                                  false_accept_cost=config.cost_ratio, classification=classification)
+    threshold = float(figures.get("cost_threshold", 0.5))
+    images = per_image(manifest, [s.sha256 for s in test], model.classes, classification.probabilities, threshold)
+    slices = slice_table(images)
+    is_defect = np.array([label != "ok" for label in test.labels])
+    curve = metrics.pr_curve(is_defect, classification.defect_scores)
+    folder = f"evaluations/{row.model_id}"
+    lake = cat.lake
+    lake.write_parquet(f"{folder}/images.parquet", images)
+    lake.write_parquet(f"{folder}/slices.parquet", slices)
+    chart = evaluation_chart(figures, model.classes, curve, slices, f"{row.model_id} on {version.version_id}")
+    png = lake.write_bytes(f"{folder}/evaluation.png", vlc.vegalite_to_png(chart.to_json(), scale=2))
+    lake.write_bytes(f"{folder}/evaluation.html", chart.to_html().encode())
+    headline = {k: float(v) for k, v in figures.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
+    event = ModelEvaluated(model=CLASSIFIER, model_id=row.model_id, dataset_version_id=version.version_id,
+                           split="test", metrics=headline, threshold=min(max(threshold, 0.0), 1.0),
+                           cost_ratio=config.cost_ratio, report_uri=folder)
+    cat.append([NewEvent(event, datetime.now(UTC),
+                         event_id=event_id_for("evaluation", row.model_id, config.cost_ratio, config.min_precision),
+                         metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])
+    extra: dict[str, Any] = {"png": str(png), "figures": figures, "slices": slices}
+    try:  # the U-Net trained on the same dataset version, measured on the same test split
+        segmenter = model_row(cat, SEGMENTER)
+    except CatalogError:
+        segmenter = None
+    if segmenter is not None and segmenter.dataset_version_id == version.version_id:
+        seg_figures = evaluate_segmenter(load_checkpoint(cat, segmenter.artifact_uri).model, test)
+        extra["segmenter"] = seg_figures
+        cat.append([NewEvent(
+            ModelEvaluated(model=SEGMENTER, model_id=segmenter.model_id, dataset_version_id=version.version_id,
+                           split="test", metrics={k: float(v) for k, v in seg_figures.items() if np.isfinite(v)},
+                           threshold=float(seg_figures["threshold"]), cost_ratio=config.cost_ratio,
+                           report_uri=folder),
+            datetime.now(UTC), event_id=event_id_for("evaluation", segmenter.model_id, version.version_id),
+            metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])
+    return event, extra
+
+
+@dg.asset(group_name="models", compute_kind="torch", deps=["classifier_model", "segmenter_model"])
+def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
+                     catalog: CatalogResource) -> dg.MaterializeResult:
+    """Confusion matrix, per-class precision / recall, the PR curve, the cost-based threshold and per-part,
+    per-day, per-defect and per-camera figures of the classifier on its test split (and the U-Net's dice)."""
+    with catalog.open() as cat:
+        event, extra = evaluate(cat, config, context.log.info)
+    figures = extra["figures"]
+    per_class = figures["classes"]
+    table = "| class | precision | recall | f1 |\n|---|---|---|---|\n" + "\n".join(
+        f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |" for c, v in per_class.items())
+    metadata = {
+        "model_id": event.model_id, "dataset_version_id": event.dataset_version_id,
+        "images": dg.MetadataValue.int(figures["images"]),
+        "accuracy": dg.MetadataValue.float(figures["accuracy"]),
+        "per_class": dg.MetadataValue.md(table),
+        "threshold": dg.MetadataValue.float(event.threshold), "cost_ratio": dg.MetadataValue.float(event.cost_ratio),
+        "recall_at_min_precision": dg.MetadataValue.float(figures.get("recall_at_min_precision", float("nan"))),
+        "report": dg.MetadataValue.path(extra["png"]),
+    }
+    if "segmenter" in extra and "dice" in extra["segmenter"]:
+        metadata["segmenter_dice"] = dg.MetadataValue.float(extra["segmenter"]["dice"])
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,155 @@
+"""Regression replay and promotion: a candidate classifier replayed beside the champion, through ONNX Runtime
+as production runs it, on historical images with their human verdicts (labels and corrections), slice by
+slice; only a passed gate appends ``ModelPromoted``."""
+
+import json
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+
+from assets.learning.registry import (
+    CLASSIFIER,
+    ModelRow,
+    champion,
+    dataset_version,
+    load_image,
+    model_row,
+    onnx_path,
+)
+from assets.learning.review import curated_images
+from assets.resources import CatalogResource
+from catalog import Catalog
+from catalog.datasets import load_manifest
+from catalog.events import ModelPromoted, RegressionReplayed
+from catalog.store import NewEvent, event_id_for
+from models.data import to_input
+from models.export import read_metadata
+from models.regression import GateResult, compare
+
+BATCH = 16
+
+
+def replay_set(cat: Catalog, models: list[ModelRow], first_day: date | None, last_day: date | None) -> pa.Table:
+    """Curated images with a human verdict, captured in [first_day, last_day], that none of ``models``
+    learned from (their training and validation splits are left out)."""
+    images = curated_images(cat)
+    learned: set[str] = set()
+    for row in models:
+        manifest = load_manifest(cat.lake, dataset_version(cat, row.dataset_version_id).manifest_uri)
+        learned.update(s for s, split in zip(manifest["sha256"].to_pylist(), manifest["split"].to_pylist(),
+                                             strict=True) if split != "test")
+    keep = [label is not None and sha not in learned and (first_day is None or day >= first_day)
+            and (last_day is None or day <= last_day)
+            for sha, label, day in zip(images["sha256"].to_pylist(), images["label"].to_pylist(),
+                                       images["day"].to_pylist(), strict=True)]
+    return images.filter(pa.array(keep, pa.bool_()))
+
+
+def run_onnx(cat: Catalog, row: ModelRow, shas: list[str], threshold: float) -> list[str]:
+    """The class production would give each image: the most likely defect class when the defect score
+    reaches the model's threshold, else ok."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = onnx_path(cat, row.onnx_uri, Path(tmp))
+        classes = json.loads(read_metadata(path)["classes"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = []
+        for start in range(0, len(shas), BATCH):
+            batch = np.stack([load_image(cat, s) for s in shas[start:start + BATCH]])
+            probs = session.run(["probabilities"], {"image": to_input(batch).numpy()})[0]
+            ok = classes.index("ok")
+            for p in probs:
+                defect = [i for i in range(len(classes)) if i != ok]
+                best = max(defect, key=lambda i: p[i])
+                out.append(classes[best] if 1.0 - p[ok] >= threshold else "ok")
+    return out
+
+
+def _threshold(row: ModelRow) -> float:
+    return float(row.evaluation["threshold"]) if row.evaluation else 0.5
+
+
+class ReplayConfig(dg.Config):
+    """The candidate (default: the latest exported classifier), the replay window (UTC days, default all)
+    and the gate: how much worse a slice may be, and how many images a slice needs to be judged."""
+
+    candidate_model_id: str | None = None
+    first_day: str | None = None
+    last_day: str | None = None
+    tolerance: float = 0.02
+    min_images: int = 20
+
+
+def replay_and_gate(cat: Catalog, config: ReplayConfig,
+                    log) -> tuple[RegressionReplayed | None, GateResult | None, bool]:
+    candidate = model_row(cat, CLASSIFIER, config.candidate_model_id, need_onnx=True)
+    current = champion(cat, CLASSIFIER)
+    if current == candidate.model_id:
+        log(f"{candidate.model_id} is already the champion: nothing to replay")
+        return None, None, False
+    champ = model_row(cat, CLASSIFIER, current, need_onnx=True) if current else None
+    first = date.fromisoformat(config.first_day) if config.first_day else None
+    last = date.fromisoformat(config.last_day) if config.last_day else None
+    images = replay_set(cat, [candidate] + ([champ] if champ else []), first, last)
+    shas = images["sha256"].to_pylist()
+    log(f"replaying {len(shas):,} images: {candidate.model_id} vs {champ.model_id if champ else 'no champion'}")
+    cand_pred = run_onnx(cat, candidate, shas, _threshold(candidate))
+    champ_pred = run_onnx(cat, champ, shas, _threshold(champ)) if champ else None
+    cameras = [f"{a}/{b}/{c}" for a, b, c in zip(images["line"].to_pylist(), images["station"].to_pylist(),
+                                                 images["camera"].to_pylist(), strict=True)]
+    truth = images["label"].to_pylist()
+    gate = compare(truth, cand_pred, champ_pred,
+                   {"line": images["line"].to_pylist(), "camera": cameras,
+                    "day": [d.isoformat() for d in images["day"].to_pylist()], "class": truth},
+                   tolerance=config.tolerance, min_images=config.min_images)
+    folder = f"replays/{candidate.model_id}/vs-{champ.model_id if champ else 'none'}-at-{cat.head()}"
+    cat.lake.write_parquet(f"{folder}/images.parquet", images.append_column("candidate", pa.array(cand_pred))
+                           .append_column("champion", pa.array(champ_pred or [None] * len(shas), pa.string())))
+    cat.lake.write_parquet(f"{folder}/slices.parquet", pa.Table.from_pylist(
+        [{k: (", ".join(v) if isinstance(v, list) else v) for k, v in s.__dict__.items()} for s in gate.slices]))
+    replayed = RegressionReplayed(model=CLASSIFIER, candidate_model_id=candidate.model_id,
+                                  champion_model_id=champ.model_id if champ else None, passed=gate.passed,
+                                  images=len(shas), summary=gate.summary(), report_uri=folder)
+    replay_id = event_id_for("replay", candidate.model_id, replayed.champion_model_id, folder)
+    meta = {"actor": "dagster", "source": "assets.learning.promotion"}
+    events = [NewEvent(replayed, datetime.now(UTC), event_id=replay_id, metadata=meta)]
+    if gate.passed:
+        events.append(NewEvent(
+            ModelPromoted(model=CLASSIFIER, model_id=candidate.model_id, previous_model_id=replayed.champion_model_id,
+                          replay_event_id=replay_id, reason="; ".join(gate.reasons)),
+            datetime.now(UTC), event_id=event_id_for("promotion", candidate.model_id, replay_id), metadata=meta))
+    cat.append(events)
+    log(("PROMOTED: " if gate.passed else "refused: ") + "; ".join(gate.reasons))
+    return replayed, gate, gate.passed
+
+
+@dg.asset(group_name="models", compute_kind="onnxruntime", deps=["classifier_onnx", "model_evaluation"])
+def regression_replay(context: dg.AssetExecutionContext, config: ReplayConfig,
+                      catalog: CatalogResource) -> dg.MaterializeResult:
+    """Replay the candidate and the champion on history, per line, camera, day and class; promote the
+    candidate only if no slice is worse than the tolerance and it is not worse overall."""
+    with catalog.open() as cat:
+        replayed, gate, promoted = replay_and_gate(cat, config, context.log.info)
+    if replayed is None:
+        return dg.MaterializeResult(metadata={"promoted": False, "note": "the candidate is already the champion"})
+    overall = gate.slices[0]
+    table = "| slice | images | champion acc. | candidate acc. | champion recall | candidate recall | worse |\n" \
+            "|---|---|---|---|---|---|---|\n" + "\n".join(
+                f"| {s.kind}={s.value} | {s.images} | {_fmt(s.champion_accuracy)} | {_fmt(s.candidate_accuracy)} | "
+                f"{_fmt(s.champion_recall)} | {_fmt(s.candidate_recall)} | {'; '.join(s.worse)} |"
+                for s in gate.slices)
+    return dg.MaterializeResult(metadata={
+        "candidate": replayed.candidate_model_id, "champion": replayed.champion_model_id or "none",
+        "passed": gate.passed, "promoted": promoted, "images": dg.MetadataValue.int(replayed.images),
+        "candidate_accuracy": dg.MetadataValue.float(overall.candidate_accuracy),
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in gate.reasons)),
+        "slices": dg.MetadataValue.md(table),
+    })
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.3f}"

@@ -1,0 +1,178 @@
+"""What humans should look at next: the classifier's scores and embeddings of every curated image (LanceDB,
+one table per model, with a near-duplicate report), and the active-learning queue built from them."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.learning.registry import CLASSIFIER, dataset_version, load_checkpoint, load_image, model_row
+from assets.resources import CatalogResource, LanceDBResource
+from catalog import Catalog
+from catalog.datasets import load_manifest
+from catalog.embeddings import EmbeddingStore
+from catalog.events import ReviewRequested
+from catalog.ontology import Ontology
+from catalog.store import NewEvent, event_id_for
+from models import active_learning
+from models.classifier import classify
+
+STRATEGIES = ("disagreement", "uncertainty", "diversity", "rare_classes")
+CHUNK = 64  # images decoded and classified at a time: memory stays flat whatever the catalog's size
+
+
+def curated_images(cat: Catalog) -> pa.Table:
+    """Every image not excluded, with its slices and its current human class (null when unlabelled)."""
+    cat.catch_up()
+    ontology = Ontology.load(cat.engine)
+    with cat.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT i.sha256, i.part_id, i.line, i.station, i.camera, (i.captured_at AT TIME ZONE 'UTC')::date,"
+            " i.label, i.label_ontology_version, c.sha256 IS NOT NULL"
+            " FROM projections.images i LEFT JOIN (SELECT DISTINCT sha256 FROM projections.corrections) c"
+            " USING (sha256) WHERE NOT i.excluded ORDER BY i.sha256").fetchall()
+    labels = [None if r[6] is None else (ontology.resolve(r[6], r[7]) if ontology.versions else r[6]) for r in rows]
+    return pa.table({
+        "sha256": [r[0] for r in rows], "part_id": [r[1] for r in rows], "line": [r[2] for r in rows],
+        "station": [r[3] for r in rows], "camera": [r[4] for r in rows],
+        "day": pa.array([r[5] for r in rows], pa.date32()), "label": pa.array(labels, pa.string()),
+        "corrected": pa.array([r[8] for r in rows], pa.bool_()),
+    })
+
+
+def scores_uri(model_id: str) -> str:
+    return f"predictions/{model_id}/scores.parquet"
+
+
+def embed_catalog(cat: Catalog, store: EmbeddingStore, model_id: str | None, *, near_duplicate_distance: float,
+                  log) -> dict:
+    """Classify every curated image with the model: its scores into the lake, its embedding into LanceDB."""
+    row = model_row(cat, CLASSIFIER, model_id)
+    model = load_checkpoint(cat, row.artifact_uri).model
+    version = dataset_version(cat, row.dataset_version_id)
+    split_of = dict(zip(*load_manifest(cat.lake, version.manifest_uri).select(["sha256", "split"]).to_pydict().values(),
+                        strict=True))
+    images = curated_images(cat)
+    shas = images["sha256"].to_pylist()
+    probabilities, embeddings = [], []
+    for start in range(0, len(shas), CHUNK):
+        result = classify(model, [load_image(cat, sha) for sha in shas[start:start + CHUNK]])
+        probabilities.append(result.probabilities)
+        embeddings.append(result.embeddings)
+        log(f"classified {min(start + CHUNK, len(shas)):,} / {len(shas):,} images")
+    probs = np.concatenate(probabilities) if probabilities else np.zeros((0, len(model.classes)), np.float32)
+    vectors = np.concatenate(embeddings) if embeddings else np.zeros((0, model.embedding_size), np.float32)
+    scores = pa.table({"sha256": shas, "predicted": [model.classes[i] for i in probs.argmax(axis=1)]}
+                      | {f"p_{c}": pa.array(probs[:, i], pa.float32()) for i, c in enumerate(model.classes)})
+    cat.lake.write_parquet(scores_uri(row.model_id), scores)
+    rows = images.drop_columns(["corrected"]).append_column(
+        "split", pa.array([split_of.get(s) for s in shas], pa.string())).append_column(
+        "vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1]))
+    written = store.write(row.model_id, rows) if len(shas) else 0
+    indexed = store.ensure_index(row.model_id) if written else False
+    duplicates = store.near_duplicates(row.model_id, max_distance=near_duplicate_distance) if written else None
+    report = f"embeddings/{row.model_id}/near_duplicates.parquet"
+    if duplicates is not None:
+        cat.lake.write_parquet(report, duplicates)
+    return {"model_id": row.model_id, "images": len(shas), "indexed": indexed,
+            "near_duplicates": 0 if duplicates is None else duplicates.num_rows,
+            "near_duplicates_other_part": 0 if duplicates is None else
+            int(sum(1 for same in duplicates["same_part"].to_pylist() if not same)),
+            "scores": str(cat.lake.root / scores_uri(row.model_id)), "report": str(cat.lake.root / report)}
+
+
+class EmbeddingConfig(dg.Config):
+    """The model (default: the latest classifier) and the cosine distance under which two images count as
+    near-duplicates (the same part photographed twice, or a re-delivered file)."""
+
+    model_id: str | None = None
+    near_duplicate_distance: float = 0.001
+
+
+@dg.asset(group_name="review", compute_kind="lancedb", deps=["classifier_model"])
+def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, catalog: CatalogResource,
+               lancedb: LanceDBResource) -> dg.MaterializeResult:
+    """Penultimate-layer embeddings of every curated image in LanceDB (one table per model, with part / line /
+    day / label columns and an ANN index once the table is large), the model's scores in the lake, and a
+    near-duplicate report."""
+    with catalog.open() as cat:
+        figures = embed_catalog(cat, EmbeddingStore(lancedb.location()), config.model_id,
+                                near_duplicate_distance=config.near_duplicate_distance, log=context.log.info)
+    return dg.MaterializeResult(metadata={
+        "model_id": figures["model_id"], "images": dg.MetadataValue.int(figures["images"]),
+        "ann_index": figures["indexed"], "near_duplicate_pairs": dg.MetadataValue.int(figures["near_duplicates"]),
+        "near_duplicates_across_parts": dg.MetadataValue.int(figures["near_duplicates_other_part"]),
+        "scores": dg.MetadataValue.path(figures["scores"]),
+        "near_duplicate_report": dg.MetadataValue.path(figures["report"]),
+    })
+
+
+def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None, *, budget: int,
+                       strategies: list[str], queue: str) -> list[active_learning.Candidate]:
+    """Rank the curated images by each strategy, merge them into one batch of ``budget`` and append a
+    ``ReviewRequested`` for each (idempotent per queue, model and image)."""
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+    row = model_row(cat, CLASSIFIER, model_id)
+    images = curated_images(cat)
+    scores = pq.read_table(cat.lake.root / scores_uri(row.model_id))
+    if scores["sha256"].to_pylist() != images["sha256"].to_pylist():
+        raise ValueError(f"the catalog changed since {row.model_id} scored it: materialize `embeddings` again")
+    classes = [c.removeprefix("p_") for c in scores.column_names if c.startswith("p_")]
+    probs = np.column_stack([scores[f"p_{c}"].to_numpy() for c in classes]).astype(np.float64)
+    shas, labels = images["sha256"].to_pylist(), images["label"].to_pylist()
+    corrected = images["corrected"].to_numpy(zero_copy_only=False)
+    unlabelled = any(label is None for label in labels)
+    ranked: dict[str, list[active_learning.Candidate]] = {}
+    for name in strategies:
+        if name == "uncertainty":  # unlabelled images first; when all are labelled, a second look at the unsure
+            ranked[name] = active_learning.uncertainty(shas, probs, classes, labels=labels if unlabelled else None,
+                                                       limit=budget)
+        elif name == "disagreement":
+            ranked[name] = active_learning.disagreement(shas, probs, classes, labels, corrected, limit=budget)
+        elif name == "rare_classes":
+            ranked[name] = active_learning.rare_classes(shas, probs, classes, limit=budget)
+        elif name == "diversity":
+            stored, vectors = store.vectors(row.model_id)
+            position = {s: i for i, s in enumerate(stored)}
+            order = [position[s] for s in shas]
+            labelled = [s for s, label in zip(shas, labels, strict=True) if label is not None] if unlabelled else []
+            ranked[name] = active_learning.diversity(shas, vectors[order], budget=budget, already_selected=labelled)
+    batch = active_learning.combine(ranked, budget)
+    now = datetime.now(UTC)
+    cat.append([NewEvent(
+        ReviewRequested(sha256=c.sha256, queue=queue, strategy=c.strategy, score=float(c.score),
+                        reason=f"{c.reason} (model {row.model_id})"),
+        now, event_id=event_id_for("review", queue, row.model_id, c.sha256),
+        metadata={"actor": "dagster", "source": "assets.learning.review"}) for c in batch])
+    return batch
+
+
+class ReviewQueueConfig(dg.Config):
+    """How many images to queue, by which strategies (their turns in this order), into which queue."""
+
+    model_id: str | None = None
+    budget: int = 50
+    strategies: list[str] = list(STRATEGIES)
+    queue: str = "active-learning"
+
+
+@dg.asset(group_name="review", compute_kind="numpy", deps=["embeddings"])
+def review_queue(context: dg.AssetExecutionContext, config: ReviewQueueConfig, catalog: CatalogResource,
+                 lancedb: LanceDBResource) -> dg.MaterializeResult:
+    """The active-learning queue: the images humans should label or check next, by uncertainty, disagreement
+    with corrections and labels, diversity over the embeddings and rarely predicted classes."""
+    with catalog.open() as cat:
+        batch = build_review_queue(cat, EmbeddingStore(lancedb.location()), config.model_id, budget=config.budget,
+                                   strategies=config.strategies, queue=config.queue)
+    by_strategy: dict[str, int] = {}
+    for candidate in batch:
+        by_strategy[candidate.strategy] = by_strategy.get(candidate.strategy, 0) + 1
+    return dg.MaterializeResult(metadata={
+        "queued": dg.MetadataValue.int(len(batch)), "by_strategy": dg.MetadataValue.json(by_strategy),
+        "first": dg.MetadataValue.md("| image | strategy | score | reason |\n|---|---|---|---|\n" + "\n".join(
+            f"| {c.sha256[:12]} | {c.strategy} | {c.score:.3f} | {c.reason} |" for c in batch[:15])),
+    })

@@ -1,0 +1,168 @@
+"""Trained models and their ONNX exports as assets.
+
+A model is identified by its checkpoint's bytes (training is deterministic: the same dataset version and
+hyper-parameters give the same bytes, so re-materializing registers nothing new). ``ModelRegistered`` names
+the dataset version and manifest hash it learned from; ``ModelExported`` the checked ONNX file.
+"""
+
+import math
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import onnx
+
+from assets.learning.registry import (
+    CLASSIFIER,
+    SEGMENTER,
+    dataset_version,
+    load_checkpoint,
+    model_row,
+    samples,
+    store_artifact,
+)
+from assets.resources import CatalogResource
+from catalog import Catalog
+from catalog.events import ModelExported, ModelRegistered
+from catalog.ontology import Ontology
+from catalog.store import NewEvent, event_id_for
+from models.checkpoint import model_bytes
+from models.export import PARITY_TOLERANCE, export_classifier, export_segmenter
+from models.training import (
+    ClassifierParams,
+    SegmenterParams,
+    class_order,
+    train_classifier,
+    train_segmenter,
+)
+
+
+class TrainingConfig(dg.Config):
+    """Which dataset version to learn from (default: the latest of inspection-all) and how long."""
+
+    dataset_version_id: str | None = None
+    epochs: int = 20
+    samples_per_epoch: int = 0  # 0: one pass over the training images per epoch
+    seed: int = 0
+
+
+def _register(cat: Catalog, model: str, network, params, version, metrics: dict, log) -> tuple[str, bool]:
+    data = model_bytes(network, params)
+    sha, uri = store_artifact(cat, data)
+    model_id = f"{model}-{sha[:12]}"
+    numbers = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    result = cat.append([NewEvent(
+        ModelRegistered(model=model, model_id=model_id, dataset_version_id=version.version_id,
+                        manifest_hash=version.manifest_hash, hyperparameters=params.to_dict(), metrics=numbers,
+                        artifact_sha256=sha, artifact_uri=uri),
+        datetime.now(UTC), event_id=event_id_for("model", model_id),
+        metadata={"actor": "dagster", "source": "assets.learning.training"})])
+    log(f"{model_id}: {'registered' if result.appended else 'already registered'} ({len(data):,} bytes)")
+    return model_id, bool(result.appended)
+
+
+def _progress(context: dg.AssetExecutionContext, what: str):
+    every = {"last": -1}
+
+    def report(done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done // step != every["last"] or done == total:
+            every["last"] = done // step
+            context.log.info(f"{what}: {done:,} / {total:,}")
+
+    return report
+
+
+@dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
+def classifier_model(context: dg.AssetExecutionContext, config: TrainingConfig,
+                     catalog: CatalogResource) -> dg.MaterializeResult:
+    """The inspection classifier (ok and each defect class), trained from scratch on a dataset version's
+    training split with its class weights, on defect-centred crops; validated on its validation split."""
+    with catalog.open() as cat:
+        version = dataset_version(cat, config.dataset_version_id)
+        _, sample_set = samples(cat, version)
+        ontology = Ontology.load(cat.engine)
+        classes = class_order(ontology.versions[version.spec["ontology_version"]].classes)
+        params = ClassifierParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch, seed=config.seed)
+        context.log.info(f"training on {version.version_id}: {len(sample_set.split('train')):,} images")
+        result = train_classifier(sample_set.split("train"), params, validation=sample_set.split("validation"),
+                                  classes=classes, progress=_progress(context, "training"))
+        model_id, new = _register(cat, CLASSIFIER, result.model, params, version, result.metrics, context.log.info)
+    return dg.MaterializeResult(
+        metadata={"model_id": model_id, "dataset_version_id": version.version_id, "new": new,
+                  "seconds": dg.MetadataValue.float(result.seconds),
+                  "validation": dg.MetadataValue.json({k: v for k, v in result.metrics.items()
+                                                       if isinstance(v, int | float | str)})},
+        data_version=dg.DataVersion(model_id))
+
+
+@dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
+def segmenter_model(context: dg.AssetExecutionContext, config: TrainingConfig,
+                    catalog: CatalogResource) -> dg.MaterializeResult:
+    """The defect U-Net, trained on the masks of a dataset version's training split (dice as its metric)."""
+    with catalog.open() as cat:
+        version = dataset_version(cat, config.dataset_version_id)
+        _, sample_set = samples(cat, version)
+        params = SegmenterParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch, seed=config.seed)
+        result = train_segmenter(sample_set.split("train"), params, validation=sample_set.split("validation"),
+                                 progress=_progress(context, "training"))
+        model_id, new = _register(cat, SEGMENTER, result.model, params, version, result.metrics, context.log.info)
+    return dg.MaterializeResult(
+        metadata={"model_id": model_id, "dataset_version_id": version.version_id, "new": new,
+                  "seconds": dg.MetadataValue.float(result.seconds),
+                  "validation": dg.MetadataValue.json({k: v for k, v in result.metrics.items()
+                                                       if isinstance(v, int | float | str)})},
+        data_version=dg.DataVersion(model_id))
+
+
+class ExportConfig(dg.Config):
+    """The model to export (default: the latest registered of its name)."""
+
+    model_id: str | None = None
+
+
+def export_model(cat: Catalog, model: str, model_id: str | None, log) -> tuple[str, ModelExported, bool]:
+    """Export a registered model to ONNX (dynamic batch, checked, parity with torch on its own dataset's
+    images), keep the file as a blob and record ``ModelExported``."""
+    row = model_row(cat, model, model_id)
+    checkpoint = load_checkpoint(cat, row.artifact_uri)
+    _, sample_set = samples(cat, dataset_version(cat, row.dataset_version_id))
+    check = np.stack([sample_set.image(i) for i in range(min(4, len(sample_set)))])
+    export = export_classifier if model == CLASSIFIER else export_segmenter
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        report = export(checkpoint.model, path, input_size=check.shape[1:],
+                        metadata={"model_id": row.model_id, "dataset_version_id": row.dataset_version_id,
+                                  "manifest_hash": row.manifest_hash},
+                        check_images=check)
+        data = path.read_bytes()
+        opset = next(o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx"))
+    sha, uri = store_artifact(cat, data)
+    event = ModelExported(model=model, model_id=row.model_id, onnx_sha256=sha, onnx_uri=uri, opset=opset,
+                          parity_max_abs_diff=max(report.max_abs_diff.values()), parity_tolerance=PARITY_TOLERANCE)
+    result = cat.append([NewEvent(event, datetime.now(UTC), event_id=event_id_for("onnx", row.model_id, sha),
+                                  metadata={"actor": "dagster", "source": "assets.learning.training"})])
+    log(f"{row.model_id} → ONNX {sha[:12]} (opset {opset}, parity {event.parity_max_abs_diff:.2e})")
+    return row.model_id, event, bool(result.appended)
+
+
+def _onnx_asset(name: str, model: str, upstream: str) -> dg.AssetsDefinition:
+    @dg.asset(name=name, group_name="models", compute_kind="onnx", deps=[upstream],
+              description=f"The {model} exported to ONNX with a dynamic batch axis, checked with onnx.checker "
+                          f"and matched against torch within {PARITY_TOLERANCE}.")
+    def export(context: dg.AssetExecutionContext, config: ExportConfig, catalog: CatalogResource):
+        with catalog.open() as cat:
+            model_id, event, new = export_model(cat, model, config.model_id, context.log.info)
+        return dg.MaterializeResult(
+            metadata={"model_id": model_id, "onnx_sha256": event.onnx_sha256, "opset": event.opset,
+                      "parity_max_abs_diff": dg.MetadataValue.float(event.parity_max_abs_diff), "new": new},
+            data_version=dg.DataVersion(event.onnx_sha256))
+
+    return export
+
+
+classifier_onnx = _onnx_asset("classifier_onnx", CLASSIFIER, "classifier_model")
+segmenter_onnx = _onnx_asset("segmenter_onnx", SEGMENTER, "segmenter_model")

@@ -1,0 +1,420 @@
+"""Training loops for the classifier and the U-Net: seeded, deterministic, on defect-centred crops.
+
+Same seed, same samples, same machine and thread count -> the same weights, bit for bit: all randomness
+flows from `params.seed` through explicit generators, data is prepared in this thread, and torch is held to
+deterministic algorithms while training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.classifier import STRIDE, DefectClassifier
+from models.data import OK_CLASS, Box, SampleSet, augment, crop_centre, to_input
+from models.evaluation import evaluate_classifier, evaluate_segmenter
+from models.segmenter import DefectSegmenter
+
+Progress = Callable[[int, int], None]
+P = TypeVar("P", bound="TrainParams")
+M = TypeVar("M", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyper-parameters shared by both trainings; subclasses add their own."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, to record as JSON next to the model."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[P], values: dict[str, Any]) -> P:
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}")
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        v = self.to_dict()
+        for name in ("epochs", "batch_size", "crop_size", "width"):
+            if v[name] < 1:
+                raise ValueError(f"{name} must be >= 1, not {v[name]}")
+        if v["lr"] <= 0 or v["seed"] < 0 or v["samples_per_epoch"] < 0 or not 0 <= v["centre_jitter"] < 0.5:
+            raise ValueError("need lr > 0, seed >= 0, samples_per_epoch >= 0 and 0 <= centre_jitter < 0.5")
+
+
+@dataclass(frozen=True)
+class ClassifierParams(TrainParams):
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 5e-3  # peak of the one-cycle schedule
+    weight_decay: float = 1e-4
+    crop_size: int = 128  # training crop; a multiple of the classifier's 16 px cell
+    width: int = 16  # channels after the stem; the embedding has 8 x width
+    seed: int = 0
+    # "sampler": draw images with probability proportional to the manifest weight (each draw a fresh crop),
+    # then rescaled so that `ok_fraction` of the draws are ok images; "loss": every image once per epoch, the
+    # image-level loss weighted by the manifest weight.
+    balance: str = "sampler"
+    # Half the crops from ok images, not the quarter that four balanced classes would give: an image is
+    # called defective by its worst cell, so the clean textures need as many looks as the defects.
+    ok_fraction: float = 0.5
+    samples_per_epoch: int = 0  # 0: as many as there are training images
+    centre_jitter: float = 0.25  # the defect centre moves up to this fraction of the crop off its middle
+    validation_every: int = 0  # epochs between validations; 0: only after the last epoch
+    # Scales the weight of defect samples without a mask. Their label is then the only evidence of a defect,
+    # and a labeler's false alarm (a region drawn on a clean surface) is exactly such a sample: at full weight
+    # the rare classes' few images are largely false alarms, and the network learns to flag clean texture.
+    unmasked_defect_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.ok_fraction < 1:
+            raise ValueError(f"ok_fraction must lie strictly between 0 and 1, not {self.ok_fraction}")
+        if not 0 <= self.unmasked_defect_weight <= 1:
+            raise ValueError(f"unmasked_defect_weight must lie in [0, 1], not {self.unmasked_defect_weight}")
+        if self.crop_size % STRIDE:
+            raise ValueError(f"crop_size must be a multiple of {STRIDE}, not {self.crop_size}")
+        if self.balance not in ("sampler", "loss"):
+            raise ValueError(f"balance must be 'sampler' or 'loss', not {self.balance!r}")
+
+
+@dataclass(frozen=True)
+class SegmenterParams(TrainParams):
+    epochs: int = 25
+    batch_size: int = 16
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    crop_size: int = 128
+    width: int = 16
+    depth: int = 3  # below half resolution: the deepest level is at 1/16, where a cell sees a whole spot
+    seed: int = 0
+    ok_fraction: float = 0.25  # share of crops from ok images, so the U-Net learns to stay silent on them
+    samples_per_epoch: int = 0  # 0: as many as there are training images
+    centre_jitter: float = 0.25
+    validation_every: int = 0
+
+
+@dataclass
+class TrainingResult(Generic[M]):
+    """The trained network, its hyper-parameters, per-epoch history and the last validation's figures."""
+
+    model: M
+    params: TrainParams
+    history: dict[str, list[Any]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed torch and hold it to deterministic algorithms, leaving the caller's RNG and settings as they were."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous)
+
+
+def class_order(labels: Sequence[str]) -> tuple[str, ...]:
+    """ok first, then the defect classes alphabetically: a stable order whatever the manifest's row order."""
+    return (OK_CLASS, *sorted(set(labels) - {OK_CLASS}))
+
+
+def _schedule(model: nn.Module, params: TrainParams, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    v = params.to_dict()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=v["lr"], weight_decay=v["weight_decay"])
+    # One-cycle: a short warm-up then a cosine decay; trains a from-scratch CNN quickly without tuning.
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=v["lr"], total_steps=max(1, steps))
+    return optimizer, scheduler
+
+
+@dataclass
+class _Crops:
+    images: torch.Tensor  # N x 1 x size x size, normalised
+    masks: torch.Tensor  # N x 1 x size x size, 0 / 1
+    known: torch.Tensor  # N: whether the mask is known (ok samples: empty; defect samples: if they have one)
+    corners: list[tuple[int, int]]  # (top, left) of each crop in its image
+    cells: list[np.ndarray]  # per crop, the unturned index of each classifier cell, as the turned crop has it
+
+
+def _crop_batch(
+    samples: SampleSet,
+    indices: Sequence[int],
+    size: int,
+    jitter: float,
+    rng: np.random.Generator,
+    hard: dict[int, tuple[float, float]] | None = None,
+) -> _Crops:
+    """Crops of the samples, randomly turned: defect samples around their defect, ok samples anywhere or,
+    half the time, around the `hard` point where the classifier last raised a false alarm on them."""
+    images, masks, known, corners, cells = [], [], [], [], []
+    grid = np.arange((size // STRIDE) ** 2).reshape(size // STRIDE, size // STRIDE)
+    for i in indices:
+        sample, image = samples[i], samples.image(i)
+        mask = samples.mask(i) if sample.is_defect else None
+        boxes = sample.boxes if sample.is_defect else ()
+        if hard and i in hard and rng.random() < 0.5:
+            y, x = hard[i]
+            boxes = (Box(x, y, x, y),)
+        top, left = crop_centre(image.shape, mask, boxes, size, jitter, rng)
+        window = (slice(top, top + size), slice(left, left + size))
+        crop_mask = mask[window] if mask is not None else np.zeros((size, size), bool)
+        crop, crop_mask, turn = augment(image[window], crop_mask, rng)
+        images.append(crop)
+        masks.append(crop_mask)
+        known.append(mask is not None or not sample.is_defect)
+        corners.append((top, left))
+        cells.append(turn(grid))
+    return _Crops(
+        to_input(np.stack(images)),
+        torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)),
+        torch.tensor(known),
+        corners,
+        cells,
+    )
+
+
+def _remember_false_alarms(
+    hard: dict[int, tuple[float, float]],
+    indices: Sequence[int],
+    crops: _Crops,
+    cell_logits: torch.Tensor,
+    is_ok: torch.Tensor,
+) -> None:
+    """Hard-negative mining at no extra cost: where an ok crop's worst cell is called defective, remember the
+    spot (in image pixels) so the next crop of that image is likely to look there again; forget it once the
+    crop there comes out clean."""
+    worst = cell_logits.flatten(1).max(dim=1)
+    per_row = cell_logits.shape[-1]
+    for b, i in enumerate(indices):
+        if not is_ok[b]:
+            continue
+        if worst.values[b] <= 0:  # p(defect) <= 0.5: clean
+            hard.pop(i, None)
+            continue
+        row, col = divmod(int(crops.cells[b].flat[int(worst.indices[b])]), per_row)
+        top, left = crops.corners[b]
+        hard[i] = (top + (row + 0.5) * STRIDE, left + (col + 0.5) * STRIDE)
+
+
+def _cell_targets(masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """1 for every classifier cell the defect mask touches, 0 elsewhere. The ring of cells around a defect
+    sees it within its field of view yet holds none of it, so it is left out of the loss (NaN), as is every
+    cell of a defect sample without a mask."""
+    defect = F.max_pool2d(masks, STRIDE)
+    near = F.max_pool2d(defect, 3, stride=1, padding=1)
+    targets = defect.clone()
+    targets[(near > 0) & (defect == 0)] = float("nan")
+    targets[~known] = float("nan")
+    return targets
+
+
+def _with_ok_share(weights: torch.Tensor, is_ok: torch.Tensor, ok_fraction: float) -> torch.Tensor:
+    """Draw probabilities proportional to `weights` within ok and within defect samples, `ok_fraction` ok."""
+    ok_total, defect_total = weights[is_ok].sum(), weights[~is_ok].sum()
+    if ok_total == 0 or defect_total == 0:  # one kind only: nothing to share out
+        return weights / weights.sum()
+    return torch.where(is_ok, weights * ok_fraction / ok_total, weights * (1 - ok_fraction) / defect_total)
+
+
+def _classifier_loss(
+    model: DefectClassifier,
+    fmap: torch.Tensor,
+    cell_targets: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training loss, and the image probabilities and cell logits it saw.
+
+    Three terms: every labelled cell's defect probability; the image's defect probability (its worst cell) against its label, weighted per
+    sample when `weights` is given; the defect type, for defect samples.
+    """
+    cells, types, _ = model.heads(fmap)
+    labelled = ~cell_targets.isnan()
+    # A plain mean over cells, not one balanced between defect and clean cells: an image is as defective as
+    # its worst cell, so among its thousand clean cells even a rare false alarm costs the whole image.
+    loss = (
+        F.binary_cross_entropy_with_logits(cells[labelled], cell_targets[labelled])
+        if labelled.any()
+        else cells.sum() * 0
+    )
+    is_defect = (labels != model.ok_index).float()
+    worst = cells.flatten(1).amax(dim=1)
+    per_image = F.binary_cross_entropy_with_logits(worst, is_defect, reduction="none")
+    loss = loss + (per_image.mean() if weights is None else (per_image * weights).sum() / weights.sum())
+    if is_defect.any():
+        # Defect classes are numbered in `classes` order without ok.
+        type_target = labels - (labels > model.ok_index).long()
+        loss = loss + F.cross_entropy(types[is_defect > 0], type_target[is_defect > 0])
+    cells, types = cells.detach(), types.detach()
+    return loss, model.image_probabilities(cells, types), cells
+
+
+def _validate(
+    epoch: int, params: TrainParams, validation: SampleSet | None, evaluate: Callable[[], dict[str, Any]]
+) -> dict[str, Any] | None:
+    every = params.to_dict()["validation_every"]
+    last = epoch + 1 == params.to_dict()["epochs"]
+    if validation is None or not len(validation) or not (last or (every and (epoch + 1) % every == 0)):
+        return None
+    return {"epoch": epoch + 1, **evaluate()}
+
+
+def train_classifier(
+    train: SampleSet,
+    params: ClassifierParams | None = None,
+    *,
+    validation: SampleSet | None = None,
+    classes: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> TrainingResult[DefectClassifier]:
+    """Train the classifier on crops of `train`; `classes` defaults to ok plus the defect classes present
+    (pass the ontology's classes to keep ones the data lacks)."""
+    params = params or ClassifierParams()
+    classes = tuple(classes) if classes else class_order(train.labels)
+    # Checked before training, not after it: a class the model lacks would only fail the final validation.
+    unknown = sorted((set(train.labels) | set(validation.labels if validation else ())) - set(classes))
+    if unknown:
+        raise ValueError(f"samples carry class(es) {unknown} missing from classes {list(classes)}")
+    if not len(train):
+        raise ValueError("no training samples")
+    started = time.perf_counter()
+    targets = torch.tensor([classes.index(label) for label in train.labels])
+    weights = torch.tensor(
+        [
+            s.weight * (params.unmasked_defect_weight if s.is_defect and not s.mask_uri else 1.0)
+            for s in train
+        ],
+        dtype=torch.float64,
+    )
+    if not weights.sum() > 0:
+        raise ValueError("every training sample has weight 0; raise unmasked_defect_weight or add masks")
+    draw = _with_ok_share(weights, torch.tensor([not s.is_defect for s in train]), params.ok_fraction)
+    per_epoch = params.samples_per_epoch or len(train)
+    steps = math.ceil(per_epoch / params.batch_size)
+    history: dict[str, list[Any]] = {"loss": [], "accuracy": [], "lr": [], "validation": []}
+    with deterministic(params.seed):
+        model = DefectClassifier(classes, width=params.width)
+        optimizer, scheduler = _schedule(model, params, params.epochs * steps)
+        generator = torch.Generator().manual_seed(params.seed)
+        rng = np.random.default_rng(params.seed)
+        hard: dict[int, tuple[float, float]] = {}
+        for epoch in range(params.epochs):
+            model.train()
+            if params.balance == "sampler":
+                order = torch.multinomial(draw, per_epoch, replacement=True, generator=generator)
+            else:
+                order = torch.randperm(len(train), generator=generator).repeat(
+                    math.ceil(per_epoch / len(train))
+                )
+            order = order[:per_epoch]
+            losses, correct = [], 0
+            for step in range(steps):
+                batch = order[step * params.batch_size : (step + 1) * params.batch_size]
+                indices = batch.tolist()
+                crops = _crop_batch(train, indices, params.crop_size, params.centre_jitter, rng, hard)
+                labels = targets[batch]
+                w = weights[batch].to(torch.float32) if params.balance == "loss" else None
+                cell_targets = _cell_targets(crops.masks, crops.known)
+                loss, probabilities, cells = _classifier_loss(
+                    model, model.features(crops.images), cell_targets, labels, w
+                )
+                _remember_false_alarms(hard, indices, crops, cells, labels == model.ok_index)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                correct += int((probabilities.argmax(1) == labels).sum())
+                if progress:
+                    progress(epoch * steps + step + 1, params.epochs * steps)
+            history["loss"].append(float(np.mean(losses)))
+            history["accuracy"].append(correct / len(order))
+            history["lr"].append(float(scheduler.get_last_lr()[0]))
+            figures = _validate(epoch, params, validation, lambda: evaluate_classifier(model, validation))
+            if figures:
+                history["validation"].append(figures)
+    model.eval()
+    metrics = history["validation"][-1] if history["validation"] else {}
+    return TrainingResult(model, params, history, metrics, time.perf_counter() - started)
+
+
+def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Over the whole batch, so crops of ok images (no defect pixel) do not make the ratio undefined.
+    p = torch.sigmoid(logits)
+    return 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+
+
+def train_segmenter(
+    train: SampleSet,
+    params: SegmenterParams | None = None,
+    *,
+    validation: SampleSet | None = None,
+    progress: Progress | None = None,
+) -> TrainingResult[DefectSegmenter]:
+    """Train the U-Net on crops of the samples with a defect mask, mixed with crops of ok samples.
+
+    Defect samples without a mask (a region only) are left out: their pixels are unknown.
+    """
+    params = params or SegmenterParams()
+    masked = [i for i, s in enumerate(train) if s.is_defect and s.mask_uri]
+    ok = [i for i, s in enumerate(train) if not s.is_defect]
+    if not masked:
+        raise ValueError("no training sample has a defect mask; the U-Net learns from masks")
+    if params.crop_size % 2 ** (params.depth + 1):
+        raise ValueError(
+            f"crop_size must be a multiple of {2 ** (params.depth + 1)} for a depth-{params.depth} U-Net"
+        )
+    started = time.perf_counter()
+    ok_share = params.ok_fraction if ok else 0.0
+    per_epoch = params.samples_per_epoch or len(train)
+    steps = math.ceil(per_epoch / params.batch_size)
+    history: dict[str, list[Any]] = {"loss": [], "dice": [], "lr": [], "validation": []}
+    with deterministic(params.seed):
+        model = DefectSegmenter(width=params.width, depth=params.depth)
+        optimizer, scheduler = _schedule(model, params, params.epochs * steps)
+        rng = np.random.default_rng(params.seed)
+        for epoch in range(params.epochs):
+            model.train()
+            from_ok = rng.random(per_epoch) < ok_share
+            order = [int(rng.choice(ok)) if o else int(rng.choice(masked)) for o in from_ok]
+            losses, dices = [], []
+            for step in range(steps):
+                batch = order[step * params.batch_size : (step + 1) * params.batch_size]
+                crops = _crop_batch(train, batch, params.crop_size, params.centre_jitter, rng)
+                target = crops.masks
+                logits = model(crops.images)
+                dice_loss = _soft_dice_loss(logits, target)
+                loss = F.binary_cross_entropy_with_logits(logits, target) + dice_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                dices.append(1 - dice_loss.item())
+                if progress:
+                    progress(epoch * steps + step + 1, params.epochs * steps)
+            history["loss"].append(float(np.mean(losses)))
+            history["dice"].append(float(np.mean(dices)))  # soft dice of the training crops
+            history["lr"].append(float(scheduler.get_last_lr()[0]))
+            figures = _validate(epoch, params, validation, lambda: evaluate_segmenter(model, validation))
+            if figures:
+                history["validation"].append(figures)
+    model.eval()
+    metrics = history["validation"][-1] if history["validation"] else {}
+    return TrainingResult(model, params, history, metrics, time.perf_counter() - started)
