@@ -14,8 +14,8 @@ from assets.partitions import daily, day_window
 from assets.resources import CatalogResource, LakeResource
 from catalog.lake import Lake
 from catalog.ontology import Ontology
+from catalog.queries import UNLABELLED, current_class
 
-UNLABELLED = "unlabelled"
 SLICE = ("day", "line", "station", "camera", "part_id")
 
 
@@ -27,7 +27,7 @@ def label_breakdown(engine: Engine, day: date, start: datetime, end: datetime) -
             "SELECT line, station, camera, part_id, label, label_ontology_version, excluded, count(*)"
             " FROM projections.images WHERE captured_at >= %(s)s AND captured_at < %(e)s GROUP BY 1, 2, 3, 4, 5, 6, 7",
             {"s": start, "e": end}).fetchall()
-    recorded = _table([(*r[:4], _current(ontology, r[4], r[5]), r[6], r[7]) for r in rows],
+    recorded = _table([(*r[:4], current_class(ontology, r[4], r[5]) or UNLABELLED, r[6], r[7]) for r in rows],
                       ("line", "station", "camera", "part_id", "class", "excluded", "images"))
     # Two recorded names can now be one class (a merge): add them up again.
     return _sum(recorded, day, ("line", "station", "camera", "part_id", "class", "excluded"))
@@ -44,7 +44,7 @@ def prediction_breakdown(engine: Engine, day: date, start: datetime, end: dateti
             " FROM projections.latest_predictions p JOIN projections.images i USING (sha256)"
             " WHERE i.captured_at >= %(s)s AND i.captured_at < %(e)s GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
             {"s": start, "e": end}).fetchall()
-    recorded = _table([(*r[:6], _current(ontology, r[6], r[7]), r[8]) for r in rows],
+    recorded = _table([(*r[:6], current_class(ontology, r[6], r[7]) or UNLABELLED, r[8]) for r in rows],
                       ("line", "station", "camera", "part_id", "engine_id", "predicted_class", "label", "images"))
     return _sum(recorded, day, ("line", "station", "camera", "part_id", "engine_id", "predicted_class", "label"))
 
@@ -54,14 +54,6 @@ def _table(rows: list[tuple], names: tuple[str, ...]) -> pa.Table:
     types = {"excluded": pa.bool_(), "images": pa.int64()}
     return pa.table({name: pa.array([r[i] for r in rows], types.get(name, pa.string()))
                      for i, name in enumerate(names)})
-
-
-def _current(ontology: Ontology, label: str | None, version: int | None) -> str:
-    if label is None:
-        return UNLABELLED
-    if not ontology.versions or version is None:
-        return label
-    return ontology.resolve(label, version) or f"{label} (split)"
 
 
 def _sum(table: pa.Table, day: date, keys: tuple[str, ...]) -> pa.Table:

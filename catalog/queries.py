@@ -67,7 +67,7 @@ def query_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None
         rows = [dict(zip(RESULT_COLUMNS, r, strict=True)) for r in conn.execute(sql, params)]
         sa_conn.rollback()
     for row in rows:
-        row["label"] = _current_class(ontology, row["label_as_recorded"], row["label_ontology_version"])
+        row["label"] = current_class(ontology, row["label_as_recorded"], row["label_ontology_version"])
     return rows
 
 
@@ -80,7 +80,9 @@ def count_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None
     return count
 
 
-def _current_class(ontology: Ontology, label: str | None, version: int | None) -> str | None:
+def current_class(ontology: Ontology, label: str | None, version: int | None) -> str | None:
+    """A label recorded under ``version`` read as the class it is now (None for no label; marked when a split
+    made it ambiguous)."""
     if label is None:
         return None
     if not ontology.versions:

@@ -15,6 +15,7 @@ from catalog.datasets import load_manifest
 from catalog.embeddings import EmbeddingStore
 from catalog.events import ReviewRequested
 from catalog.ontology import Ontology
+from catalog.queries import current_class
 from catalog.store import NewEvent, event_id_for
 from models import active_learning
 from models.classifier import classify
@@ -33,7 +34,7 @@ def curated_images(cat: Catalog) -> pa.Table:
             " i.label, i.label_ontology_version, c.sha256 IS NOT NULL"
             " FROM projections.images i LEFT JOIN (SELECT DISTINCT sha256 FROM projections.corrections) c"
             " USING (sha256) WHERE NOT i.excluded ORDER BY i.sha256").fetchall()
-    labels = [None if r[6] is None else (ontology.resolve(r[6], r[7]) if ontology.versions else r[6]) for r in rows]
+    labels = [current_class(ontology, r[6], r[7]) for r in rows]
     return pa.table({
         "sha256": [r[0] for r in rows], "part_id": [r[1] for r in rows], "line": [r[2] for r in rows],
         "station": [r[3] for r in rows], "camera": [r[4] for r in rows],
