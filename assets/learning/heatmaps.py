@@ -45,7 +45,8 @@ def images_to_explain(cat: Catalog, queue: str, test_shas: list[str], limit: int
     return chosen[:limit]
 
 
-def explain(cat: Catalog, model_id: str | None, *, queue: str, limit: int, log) -> pa.Table:
+def explain(cat: Catalog, model_id: str | None, *, queue: str, limit: int, log) -> tuple[pa.Table, str]:
+    """Heatmaps of the images to explain, kept as blobs; the table listing them and its lake path."""
     row = model_row(cat, CLASSIFIER, model_id)
     classifier = load_checkpoint(cat, row.artifact_uri).model
     try:
@@ -70,8 +71,7 @@ def explain(cat: Catalog, model_id: str | None, *, queue: str, limit: int, log) 
     table = pa.Table.from_pylist(records, schema=pa.schema([
         ("sha256", pa.string()), ("model_id", pa.string()), ("kind", pa.string()), ("class", pa.string()),
         ("uri", pa.string())]))
-    cat.lake.write_parquet(f"heatmaps/{row.model_id}/heatmaps.parquet", table)
-    return table
+    return table, str(cat.lake.write_parquet(f"heatmaps/{row.model_id}/heatmaps.parquet", table))
 
 
 class HeatmapConfig(dg.Config):
@@ -87,11 +87,10 @@ def heatmaps(context: dg.AssetExecutionContext, config: HeatmapConfig,
     table ``lake/heatmaps/<model>/heatmaps.parquet`` (image, model, kind, class, blob URI)."""
     started = datetime.now(UTC)
     with catalog.open() as cat:
-        table = explain(cat, config.model_id, queue=config.queue, limit=config.limit, log=context.log.info)
-        path = cat.lake.root / f"heatmaps/{table['model_id'][0].as_py()}/heatmaps.parquet" if table.num_rows else None
+        table, path = explain(cat, config.model_id, queue=config.queue, limit=config.limit, log=context.log.info)
     return dg.MaterializeResult(metadata={
         "images": dg.MetadataValue.int(len(set(table["sha256"].to_pylist()))),
         "heatmaps": dg.MetadataValue.int(table.num_rows),
         "seconds": dg.MetadataValue.float((datetime.now(UTC) - started).total_seconds()),
-        **({"table": dg.MetadataValue.path(str(path))} if path else {}),
+        "table": dg.MetadataValue.path(path),
     })

@@ -33,6 +33,7 @@ from models.export import PARITY_TOLERANCE, export_classifier, export_segmenter
 from models.training import (
     ClassifierParams,
     SegmenterParams,
+    TrainingResult,
     class_order,
     train_classifier,
     train_segmenter,
@@ -76,6 +77,16 @@ def _progress(context: dg.AssetExecutionContext, what: str):
     return report
 
 
+def _trained(model_id: str, new: bool, dataset_version_id: str, result: TrainingResult) -> dg.MaterializeResult:
+    """A training asset's result: the model id (its data version) and the validation figures."""
+    return dg.MaterializeResult(
+        metadata={"model_id": model_id, "dataset_version_id": dataset_version_id, "new": new,
+                  "seconds": dg.MetadataValue.float(result.seconds),
+                  "validation": dg.MetadataValue.json({k: v for k, v in result.metrics.items()
+                                                       if isinstance(v, int | float | str)})},
+        data_version=dg.DataVersion(model_id))
+
+
 @dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
 def classifier_model(context: dg.AssetExecutionContext, config: TrainingConfig,
                      catalog: CatalogResource) -> dg.MaterializeResult:
@@ -87,16 +98,12 @@ def classifier_model(context: dg.AssetExecutionContext, config: TrainingConfig,
         ontology = Ontology.load(cat.engine)
         classes = class_order(ontology.versions[version.spec["ontology_version"]].classes)
         params = ClassifierParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch, seed=config.seed)
-        context.log.info(f"training on {version.version_id}: {len(sample_set.split('train')):,} images")
-        result = train_classifier(sample_set.split("train"), params, validation=sample_set.split("validation"),
-                                  classes=classes, progress=_progress(context, "training"))
+        train = sample_set.split("train")
+        context.log.info(f"training on {version.version_id}: {len(train):,} images")
+        result = train_classifier(train, params, validation=sample_set.split("validation"), classes=classes,
+                                  progress=_progress(context, "training"))
         model_id, new = _register(cat, CLASSIFIER, result.model, params, version, result.metrics, context.log.info)
-    return dg.MaterializeResult(
-        metadata={"model_id": model_id, "dataset_version_id": version.version_id, "new": new,
-                  "seconds": dg.MetadataValue.float(result.seconds),
-                  "validation": dg.MetadataValue.json({k: v for k, v in result.metrics.items()
-                                                       if isinstance(v, int | float | str)})},
-        data_version=dg.DataVersion(model_id))
+    return _trained(model_id, new, version.version_id, result)
 
 
 @dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
@@ -110,12 +117,7 @@ def segmenter_model(context: dg.AssetExecutionContext, config: TrainingConfig,
         result = train_segmenter(sample_set.split("train"), params, validation=sample_set.split("validation"),
                                  progress=_progress(context, "training"))
         model_id, new = _register(cat, SEGMENTER, result.model, params, version, result.metrics, context.log.info)
-    return dg.MaterializeResult(
-        metadata={"model_id": model_id, "dataset_version_id": version.version_id, "new": new,
-                  "seconds": dg.MetadataValue.float(result.seconds),
-                  "validation": dg.MetadataValue.json({k: v for k, v in result.metrics.items()
-                                                       if isinstance(v, int | float | str)})},
-        data_version=dg.DataVersion(model_id))
+    return _trained(model_id, new, version.version_id, result)
 
 
 class ExportConfig(dg.Config):
