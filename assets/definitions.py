@@ -2,7 +2,7 @@
 
     dagster dev -m assets.definitions
     dagster asset materialize -m assets.definitions --select dataset_inspection_all
-    dagster asset materialize -m assets.definitions --select 'classifier_model+'   # train, export, evaluate, ...
+    dagster asset materialize -m assets.definitions --select 'classifier_model+'   # train, export, engine, ...
 
 Resources read the same settings as the CLI (VISIONLEDGER_HOME, VISIONLEDGER_DATABASE_URL).
 """
@@ -15,6 +15,7 @@ from assets.breakdowns import breakdowns
 from assets.datasets import dataset_assets
 from assets.drift import drift_report
 from assets.lake_snapshot import lake_snapshot
+from assets.learning.engines import classifier_engine
 from assets.learning.evaluation import model_evaluation
 from assets.learning.heatmaps import heatmaps
 from assets.learning.promotion import regression_replay
@@ -25,6 +26,6 @@ from assets.resources import CatalogResource, LakeResource, LanceDBResource
 defs = dg.Definitions(
     assets=[lake_snapshot, *dataset_assets, breakdowns, drift_report, classifier_model, segmenter_model,
             classifier_onnx, segmenter_onnx, model_evaluation, embeddings, review_queue, heatmaps,
-            regression_replay],
+            regression_replay, classifier_engine],
     resources={"catalog": CatalogResource(), "lake": LakeResource(), "lancedb": LanceDBResource()},
 )

@@ -70,7 +70,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         pool_size=pool_size,
         max_overflow=10,
         pool_pre_ping=True,
-        connect_args={"options": "-c timezone=UTC"},
+        # A server that cannot be reached is reported within seconds, not after the OS's TCP timeout: the
+        # inspection server spools its events then, and must notice quickly.
+        connect_args={"options": "-c timezone=UTC", "connect_timeout": 5},
     )
 
 

@@ -207,6 +207,8 @@ class PredictionRecorded(ImageEvent):
     predicted_class: ClassName
     part_id: Name | None = None
     heatmap_uri: str | None = None
+    defect_score: float | None = Field(default=None, ge=0, le=1)  # 1 - p(ok)
+    regions: list[Region] = Field(default_factory=list)  # where the engine saw defects (boxes)
 
 
 class PartDispositioned(EventData):
@@ -220,6 +222,7 @@ class PartDispositioned(EventData):
     rules_version: str | None = None
     engine_id: str | None = None
     image_sha256s: list[Sha256] = Field(default_factory=list)
+    reason: str = ""  # why the rule fired, in words
 
     @property
     def stream_id(self) -> str:

@@ -70,6 +70,31 @@ def inspect(root: Path, relative: str, blob_root: Path, thumbnail_root: Path, li
         data = located.read_bytes()
     except OSError as exc:
         return Rejected(RejectReason.UNREADABLE, f"cannot read the file: {exc.strerror}")
+    checked = check_image_bytes(data, limits)
+    if isinstance(checked, Rejected):
+        return checked
+    sha, fmt, pixels = checked
+    height, width = pixels.shape[:2]
+    blobs = LocalBlobStore(blob_root)
+    already = blobs.exists(sha)
+    if not already:
+        blobs.stage(data, sha, durable=False)  # the caller syncs once per batch before appending events
+    thumbnail = write_thumbnail(pixels, sha, thumbnail_root)
+    return Inspected(
+        sha256=sha, width=width, height=height, channels=1 if pixels.ndim == 2 else pixels.shape[2],
+        bit_depth=16 if pixels.dtype == np.uint16 else 8, format=fmt, byte_size=size, already_stored=already,
+        thumbnail=thumbnail,
+    )
+
+
+def check_image_bytes(data: bytes, limits: Limits) -> tuple[str, str, np.ndarray] | Rejected:
+    """(sha256, format, decoded pixels) of bytes that claim to be an image, or why they are refused: the checks
+    every way in (a delivered file, an image posted to the server) applies before anything is stored."""
+    size = len(data)
+    if size == 0:
+        return Rejected(RejectReason.EMPTY, "the image is empty (0 bytes)")
+    if size > limits.max_bytes:
+        return Rejected(RejectReason.TOO_LARGE, f"{size:,} bytes, above the limit of {limits.max_bytes:,}")
     sha = sha256_of(data)
     kind = next(((fmt, trailer) for magic, (fmt, trailer) in SIGNATURES.items() if data.startswith(magic)), None)
     if kind is None:
@@ -89,16 +114,7 @@ def inspect(root: Path, relative: str, blob_root: Path, thumbnail_root: Path, li
         return Rejected(RejectReason.TOO_LARGE, f"{width}x{height} pixels, above the limit of {limits.max_pixels:,}", sha)
     if pixels.dtype not in (np.uint8, np.uint16):
         return Rejected(RejectReason.UNREADABLE, f"unsupported sample type {pixels.dtype}", sha)
-    blobs = LocalBlobStore(blob_root)
-    already = blobs.exists(sha)
-    if not already:
-        blobs.stage(data, sha, durable=False)  # the caller syncs once per batch before appending events
-    thumbnail = _write_thumbnail(pixels, sha, thumbnail_root)
-    return Inspected(
-        sha256=sha, width=width, height=height, channels=1 if pixels.ndim == 2 else pixels.shape[2],
-        bit_depth=16 if pixels.dtype == np.uint16 else 8, format=fmt, byte_size=size, already_stored=already,
-        thumbnail=thumbnail,
-    )
+    return sha, fmt, pixels
 
 
 def _locate(root: Path, relative: str) -> Path | Rejected:
@@ -134,7 +150,7 @@ def _header_dimensions(fmt: str, data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _write_thumbnail(pixels: np.ndarray, sha: str, thumbnail_root: Path) -> str:
+def write_thumbnail(pixels: np.ndarray, sha: str, thumbnail_root: Path) -> str:
     """A JPEG of at most THUMBNAIL_SIDE pixels a side; derived data, rewritten identically if lost."""
     relative = f"{sha[:2]}/{sha}.jpg"
     target = thumbnail_root / relative

@@ -78,17 +78,21 @@ def save_model(path: Path | str, model: DefectClassifier | DefectSegmenter, para
 
 def load_model(path: Path | str) -> Checkpoint:
     """The network (in eval mode), its hyper-parameters and the file's SHA-256."""
-    data = Path(path).read_bytes()
+    return model_from_bytes(Path(path).read_bytes(), name=str(path))
+
+
+def model_from_bytes(data: bytes, *, name: str = "the checkpoint") -> Checkpoint:
+    """As `load_model`, from the checkpoint's bytes (``name`` says which in errors)."""
     if not data.startswith(MAGIC):
         raise CheckpointError(
-            f"{path} is not a visionledger model checkpoint (it lacks the {MAGIC!r} header)"
+            f"{name} is not a visionledger model checkpoint (it lacks the {MAGIC!r} header)"
         )
     size = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 8], "little")
     start = len(MAGIC) + 8
     header: dict[str, Any] = json.loads(data[start : start + size])
     if header.get("format") != 1 or header.get("kind") not in _KINDS:
         raise CheckpointError(
-            f"{path}: unsupported format {header.get('format')} / kind {header.get('kind')!r}"
+            f"{name}: unsupported format {header.get('format')} / kind {header.get('kind')!r}"
         )
     cls, params_cls = _KINDS[header["kind"]]
     model = cls(**header["config"])

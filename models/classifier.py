@@ -120,10 +120,11 @@ def classify(
     """Classify whole uint8 gray images; consecutive images of one size are batched together."""
     model.eval()
     probs, embeds = [], []
+    device = next(model.parameters()).device
     for batch in _batches(images, batch_size):
-        p, e = model(to_input(batch))
-        probs.append(p.numpy())
-        embeds.append(e.numpy())
+        p, e = model(to_input(batch).to(device))
+        probs.append(p.cpu().numpy())
+        embeds.append(e.cpu().numpy())
     k, c = len(model.classes), model.embedding_size
     return Classification(
         model.classes,

@@ -28,7 +28,7 @@ from models.data import GRAY_MEAN, GRAY_STD, to_input
 from models.segmenter import DefectSegmenter
 
 INPUT_NAME = "image"
-CLASSIFIER_OUTPUTS = ("probabilities", "embedding")
+CLASSIFIER_OUTPUTS = ("probabilities", "embedding", "defect_cells")
 SEGMENTER_OUTPUTS = ("defect_probability",)
 # Probabilities are in [0, 1]; 1e-4 is far above float32 rounding between two backends (~1e-6) and far
 # below anything that could move a decision.
@@ -53,6 +53,19 @@ class ExportReport:
     metadata: dict[str, str]
 
 
+class ClassifierOutputs(nn.Module):
+    """The classifier as served: its image probabilities and embedding, and each cell's defect probability
+    (N x 1 x H/16 x W/16), which the server needs for the size, count and position of defects."""
+
+    def __init__(self, model: DefectClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cells, types, embedding = self.model.heads(self.model.features(x))
+        return self.model.image_probabilities(cells, types), embedding, torch.sigmoid(cells)
+
+
 class _SegmenterProbabilities(nn.Module):
     # A server wants probabilities, not logits; the sigmoid rides along in the graph.
     def __init__(self, model: DefectSegmenter) -> None:
@@ -73,7 +86,8 @@ def export_classifier(
     tolerance: float = PARITY_TOLERANCE,
 ) -> ExportReport:
     """Export to ONNX: input `image` float32 N x 1 x H x W (normalised as `NORMALISATION` says), outputs
-    `probabilities` N x classes (softmax of the most defective 16 px cell) and `embedding` N x C."""
+    `probabilities` N x classes (from the most defective 16 px cell), `embedding` N x C and `defect_cells`
+    N x 1 x H/16 x W/16 (each cell's defect probability)."""
     props = {
         "kind": "classifier",
         "classes": json.dumps(list(model.classes)),
@@ -100,12 +114,12 @@ def export_segmenter(
     return _export(model, path, input_size, SEGMENTER_OUTPUTS, props, metadata, check_images, tolerance)
 
 
-def _as_exported(model: nn.Module) -> nn.Module:
-    return _SegmenterProbabilities(model) if isinstance(model, DefectSegmenter) else model
+def _as_exported(model: DefectClassifier | DefectSegmenter) -> nn.Module:
+    return ClassifierOutputs(model) if isinstance(model, DefectClassifier) else _SegmenterProbabilities(model)
 
 
 def _export(
-    model: nn.Module,
+    model: DefectClassifier | DefectSegmenter,
     path: Path | str,
     input_size: tuple[int, int],
     outputs: tuple[str, ...],
@@ -208,6 +222,8 @@ def check_parity(
     return worst
 
 
-def read_metadata(path: Path | str) -> dict[str, str]:
-    """The metadata_props of an ONNX file."""
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+def read_metadata(source: Path | str | bytes) -> dict[str, str]:
+    """The metadata_props of an ONNX file, given by its path or its bytes."""
+    proto = (onnx.load_model_from_string(source) if isinstance(source, bytes)
+             else onnx.load(str(source), load_external_data=False))
+    return {p.key: p.value for p in proto.metadata_props}

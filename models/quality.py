@@ -108,13 +108,22 @@ def run_quality(
     classifier: ClassifierParams | None = None,
     segmenter: SegmenterParams | None = None,
     min_precision: float = 0.95,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Simulate, train, evaluate on the test split against the truth, export ONNX; returns the figures and
     writes them to `out/quality.json`."""
     from ingestion.simulated_factory import CLASSES, simulate_factory
 
     out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"days": days, "seed": seed, "size": size, "image_size": image_size}
+    report: dict[str, Any] = {
+        "days": days,
+        "seed": seed,
+        "size": size,
+        "image_size": image_size,
+        "device": device,
+        "classifier_params": (classifier or ClassifierParams()).to_dict(),
+        "segmenter_params": (segmenter or SegmenterParams()).to_dict(),
+    }
     started = time.perf_counter()
     simulate_factory(out / "factory", days=days, seed=seed, size=size, image_size=image_size)
     manifest, blobs, true_class = simulated_manifest(out / "factory")
@@ -140,7 +149,12 @@ def run_quality(
     _say(f"simulated in {report['simulate_seconds']} s: {report['images']}")
 
     result = train_classifier(
-        train, classifier, validation=validation, classes=CLASSES, progress=_progress("classifier")
+        train,
+        classifier,
+        validation=validation,
+        classes=CLASSES,
+        progress=_progress("classifier"),
+        device=device,
     )
     report["classifier_train_seconds"] = round(result.seconds, 1)
     report["classifier_history"] = {k: v for k, v in result.history.items() if k != "validation"}
@@ -155,13 +169,16 @@ def run_quality(
     report["classifier_sha256"] = save_model(out / "classifier.vlmodel", result.model, result.params)
     _say(f"classifier: {_brief(report['classifier_test'])}")
 
-    seg = train_segmenter(train, segmenter, validation=validation, progress=_progress("segmenter"))
+    seg = train_segmenter(
+        train, segmenter, validation=validation, progress=_progress("segmenter"), device=device
+    )
     report["segmenter_train_seconds"] = round(seg.seconds, 1)
     report["segmenter_history"] = {k: v for k, v in seg.history.items() if k != "validation"}
     report["segmenter_validation"] = seg.metrics
     report["segmenter_test"] = evaluate_segmenter(seg.model, test_truth)
     report["segmenter_sha256"] = save_model(out / "segmenter.vlmodel", seg.model, seg.params)
     _say(f"segmenter: {report['segmenter_test']}")
+    _write_report(out, report)  # the figures survive an export that fails its parity check
 
     check = np.stack(images[:3])
     exported = export_classifier(
@@ -173,8 +190,12 @@ def run_quality(
     )
     report["segmenter_onnx_max_diff"] = exported.max_abs_diff
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    (out / "quality.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    _write_report(out, report)
     return report
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
+    (out / "quality.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
 
 
 def _brief(figures: dict[str, Any]) -> str:
@@ -213,13 +234,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="small")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--epochs", type=int, help="override both networks' epochs")
+    parser.add_argument("--samples-per-epoch", type=int, help="override both networks' crops per epoch")
+    parser.add_argument("--width", type=int, help="override both networks' width")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
     args = parser.parse_args(argv)
-    cls_params, seg_params = ClassifierParams(), SegmenterParams()
-    if args.epochs:
-        cls_params, seg_params = (
-            replace(cls_params, epochs=args.epochs),
-            replace(seg_params, epochs=args.epochs),
+    overrides = {
+        name: value
+        for name, value in (
+            ("epochs", args.epochs),
+            ("samples_per_epoch", args.samples_per_epoch),
+            ("width", args.width),
         )
+        if value
+    }
+    cls_params = replace(ClassifierParams(), **overrides)
+    seg_params = replace(SegmenterParams(), **overrides)
     report = run_quality(
         args.out,
         days=args.days,
@@ -228,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         image_size=args.image_size,
         classifier=cls_params,
         segmenter=seg_params,
+        device=args.device,
     )
     test, seg = report["classifier_test"], report["segmenter_test"]
     _say(

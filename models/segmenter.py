@@ -85,9 +85,10 @@ def segment(
     m = model.multiple
     pad_h, pad_w = -h % m, -w % m
     out = []
+    device = next(model.parameters()).device
     for start in range(0, len(array), batch_size):
-        x = to_input(array[start : start + batch_size])
+        x = to_input(array[start : start + batch_size]).to(device)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        out.append(torch.sigmoid(model(x))[:, 0, :h, :w].numpy())
+        out.append(torch.sigmoid(model(x))[:, 0, :h, :w].cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, h, w), np.float32)

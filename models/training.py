@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ from models.classifier import STRIDE, DefectClassifier
 from models.data import OK_CLASS, Box, SampleSet, augment, crop_centre, to_input
 from models.evaluation import evaluate_classifier, evaluate_segmenter
 from models.segmenter import DefectSegmenter
+
+# cuBLAS is deterministic only with a fixed workspace; it reads this when CUDA first starts.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 Progress = Callable[[int, int], None]
 P = TypeVar("P", bound="TrainParams")
@@ -118,12 +122,17 @@ class TrainingResult(Generic[M]):
 
 
 @contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch and hold it to deterministic algorithms, leaving the caller's RNG and settings as they were."""
+def deterministic(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch and hold it to deterministic algorithms, leaving the caller's RNG and settings as they were.
+
+    On CUDA a few backward kernels (max pooling's) have no deterministic version; there torch warns instead of
+    failing, so a GPU run is reproducible only up to those.
+    """
     previous = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
+    cuda = device is not None and device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=cuda)
         try:
             yield
         finally:
@@ -282,9 +291,11 @@ def train_classifier(
     validation: SampleSet | None = None,
     classes: Sequence[str] | None = None,
     progress: Progress | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainingResult[DefectClassifier]:
     """Train the classifier on crops of `train`; `classes` defaults to ok plus the defect classes present
-    (pass the ontology's classes to keep ones the data lacks)."""
+    (pass the ontology's classes to keep ones the data lacks). The crops are cut on the CPU and the network
+    learns on `device`; the trained model comes back on the CPU."""
     params = params or ClassifierParams()
     classes = tuple(classes) if classes else class_order(train.labels)
     # Checked before training, not after it: a class the model lacks would only fail the final validation.
@@ -308,8 +319,9 @@ def train_classifier(
     per_epoch = params.samples_per_epoch or len(train)
     steps = math.ceil(per_epoch / params.batch_size)
     history: dict[str, list[Any]] = {"loss": [], "accuracy": [], "lr": [], "validation": []}
-    with deterministic(params.seed):
-        model = DefectClassifier(classes, width=params.width)
+    device = torch.device(device)
+    with deterministic(params.seed, device):
+        model = DefectClassifier(classes, width=params.width).to(device)
         optimizer, scheduler = _schedule(model, params, params.epochs * steps)
         generator = torch.Generator().manual_seed(params.seed)
         rng = np.random.default_rng(params.seed)
@@ -328,13 +340,13 @@ def train_classifier(
                 batch = order[step * params.batch_size : (step + 1) * params.batch_size]
                 indices = batch.tolist()
                 crops = _crop_batch(train, indices, params.crop_size, params.centre_jitter, rng, hard)
-                labels = targets[batch]
-                w = weights[batch].to(torch.float32) if params.balance == "loss" else None
-                cell_targets = _cell_targets(crops.masks, crops.known)
+                labels = targets[batch].to(device)
+                w = weights[batch].to(device, torch.float32) if params.balance == "loss" else None
+                cell_targets = _cell_targets(crops.masks.to(device), crops.known.to(device))
                 loss, probabilities, cells = _classifier_loss(
-                    model, model.features(crops.images), cell_targets, labels, w
+                    model, model.features(crops.images.to(device)), cell_targets, labels, w
                 )
-                _remember_false_alarms(hard, indices, crops, cells, labels == model.ok_index)
+                _remember_false_alarms(hard, indices, crops, cells.cpu(), (labels == model.ok_index).cpu())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -349,7 +361,7 @@ def train_classifier(
             figures = _validate(epoch, params, validation, lambda: evaluate_classifier(model, validation))
             if figures:
                 history["validation"].append(figures)
-    model.eval()
+    model.eval().cpu()
     metrics = history["validation"][-1] if history["validation"] else {}
     return TrainingResult(model, params, history, metrics, time.perf_counter() - started)
 
@@ -366,10 +378,12 @@ def train_segmenter(
     *,
     validation: SampleSet | None = None,
     progress: Progress | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainingResult[DefectSegmenter]:
     """Train the U-Net on crops of the samples with a defect mask, mixed with crops of ok samples.
 
-    Defect samples without a mask (a region only) are left out: their pixels are unknown.
+    Defect samples without a mask (a region only) are left out: their pixels are unknown. As for the
+    classifier, the network learns on `device` and comes back on the CPU.
     """
     params = params or SegmenterParams()
     masked = [i for i, s in enumerate(train) if s.is_defect and s.mask_uri]
@@ -385,8 +399,9 @@ def train_segmenter(
     per_epoch = params.samples_per_epoch or len(train)
     steps = math.ceil(per_epoch / params.batch_size)
     history: dict[str, list[Any]] = {"loss": [], "dice": [], "lr": [], "validation": []}
-    with deterministic(params.seed):
-        model = DefectSegmenter(width=params.width, depth=params.depth)
+    device = torch.device(device)
+    with deterministic(params.seed, device):
+        model = DefectSegmenter(width=params.width, depth=params.depth).to(device)
         optimizer, scheduler = _schedule(model, params, params.epochs * steps)
         rng = np.random.default_rng(params.seed)
         for epoch in range(params.epochs):
@@ -397,8 +412,8 @@ def train_segmenter(
             for step in range(steps):
                 batch = order[step * params.batch_size : (step + 1) * params.batch_size]
                 crops = _crop_batch(train, batch, params.crop_size, params.centre_jitter, rng)
-                target = crops.masks
-                logits = model(crops.images)
+                target = crops.masks.to(device)
+                logits = model(crops.images.to(device))
                 dice_loss = _soft_dice_loss(logits, target)
                 loss = F.binary_cross_entropy_with_logits(logits, target) + dice_loss
                 optimizer.zero_grad(set_to_none=True)
@@ -415,6 +430,6 @@ def train_segmenter(
             figures = _validate(epoch, params, validation, lambda: evaluate_segmenter(model, validation))
             if figures:
                 history["validation"].append(figures)
-    model.eval()
+    model.eval().cpu()
     metrics = history["validation"][-1] if history["validation"] else {}
     return TrainingResult(model, params, history, metrics, time.perf_counter() - started)

@@ -10,6 +10,7 @@ from apps.cli import (
     datasets,
     db,
     demo,
+    engines,
     events,
     images,
     ingest,
@@ -17,18 +18,22 @@ from apps.cli import (
     lake,
     ontology,
     projections,
+    serve,
     simulate,
 )
 from catalog.embedded_postgres import EmbeddedPostgresError
+from serving.decision import RulesError
+from serving.engines import EngineError
 
 
 class _Cli(click.Group):
-    """Turns the catalog's own errors into one clear line and exit status 1, without a traceback."""
+    """Turns the catalog's and the server's own errors into one clear line and exit status 1, without a
+    traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (catalog.CatalogError, EmbeddedPostgresError) as exc:
+        except (catalog.CatalogError, EmbeddedPostgresError, EngineError, RulesError) as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -45,12 +50,16 @@ cli.add_command(corrections.corrections)
 cli.add_command(ontology.ontology)
 cli.add_command(lake.lake)
 cli.add_command(datasets.datasets)
+cli.add_command(engines.engines)
 cli.add_command(demo.demo)
 cli.add_command(ingest.ingest)
 cli.add_command(simulate.simulate)
 cli.add_command(images.images)
 cli.add_command(images.curate)
 cli.add_command(images.trace)
+cli.add_command(serve.serve)
+cli.add_command(serve.spool)
+cli.add_command(serve.replay)
 
 
 def main() -> None:

@@ -1,2 +1,2 @@
-"""The learn half of the loop as assets: trained models, ONNX exports, evaluations, embeddings, the review
-queue, heatmaps and the regression replay that gates promotion."""
+"""The learn half of the loop as assets: trained models, ONNX exports, the classifier's engine, evaluations,
+embeddings, the review queue, heatmaps and the regression replay that gates promotion."""

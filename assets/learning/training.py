@@ -7,6 +7,7 @@ the dataset version and manifest hash it learned from; ``ModelExported`` the che
 
 import math
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +50,9 @@ class TrainingConfig(dg.Config):
     seed: int = 0
 
 
-def _register(cat: Catalog, model: str, network, params, version, metrics: dict, log) -> tuple[str, bool]:
+def register_model(cat: Catalog, model: str, network, params, version, metrics: dict,
+                   log) -> tuple[str, bool]:
+    """Keep the trained network as a blob and record ``ModelRegistered``: its model id, and whether new."""
     data = model_bytes(network, params)
     sha, uri = store_artifact(cat, data)
     model_id = f"{model}-{sha[:12]}"
@@ -77,14 +80,41 @@ def _progress(context: dg.AssetExecutionContext, what: str):
     return report
 
 
-def _trained(model_id: str, new: bool, dataset_version_id: str, result: TrainingResult) -> dg.MaterializeResult:
+@dataclass(frozen=True)
+class TrainedModel:
+    model_id: str
+    new: bool  # False when the same model was registered before (training is deterministic)
+    dataset_version_id: str
+    result: TrainingResult
+
+
+def train_model(cat: Catalog, model: str, params: ClassifierParams | SegmenterParams, log, *,
+                dataset_version_id: str | None = None, progress=None) -> TrainedModel:
+    """Train ``model`` (the classifier or the U-Net) on a dataset version's training split (default: the
+    latest of inspection-all), validate it on its validation split and register it."""
+    version = dataset_version(cat, dataset_version_id)
+    _, sample_set = samples(cat, version)
+    train, validation = sample_set.split("train"), sample_set.split("validation")
+    log(f"training {model} on {version.version_id}: {len(train):,} images")
+    if model == CLASSIFIER:
+        ontology = Ontology.load(cat.engine)
+        classes = class_order(ontology.versions[version.spec["ontology_version"]].classes)
+        result = train_classifier(train, params, validation=validation, classes=classes, progress=progress)
+    else:
+        result = train_segmenter(train, params, validation=validation, progress=progress)
+    model_id, new = register_model(cat, model, result.model, params, version, result.metrics, log)
+    return TrainedModel(model_id, new, version.version_id, result)
+
+
+def _trained(trained: TrainedModel) -> dg.MaterializeResult:
     """A training asset's result: the model id (its data version) and the validation figures."""
+    result = trained.result
     return dg.MaterializeResult(
-        metadata={"model_id": model_id, "dataset_version_id": dataset_version_id, "new": new,
-                  "seconds": dg.MetadataValue.float(result.seconds),
+        metadata={"model_id": trained.model_id, "dataset_version_id": trained.dataset_version_id,
+                  "new": trained.new, "seconds": dg.MetadataValue.float(result.seconds),
                   "validation": dg.MetadataValue.json({k: v for k, v in result.metrics.items()
                                                        if isinstance(v, int | float | str)})},
-        data_version=dg.DataVersion(model_id))
+        data_version=dg.DataVersion(trained.model_id))
 
 
 @dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
@@ -92,32 +122,26 @@ def classifier_model(context: dg.AssetExecutionContext, config: TrainingConfig,
                      catalog: CatalogResource) -> dg.MaterializeResult:
     """The inspection classifier (ok and each defect class), trained from scratch on a dataset version's
     training split with its class weights, on defect-centred crops; validated on its validation split."""
+    params = ClassifierParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch,
+                              seed=config.seed)
     with catalog.open() as cat:
-        version = dataset_version(cat, config.dataset_version_id)
-        _, sample_set = samples(cat, version)
-        ontology = Ontology.load(cat.engine)
-        classes = class_order(ontology.versions[version.spec["ontology_version"]].classes)
-        params = ClassifierParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch, seed=config.seed)
-        train = sample_set.split("train")
-        context.log.info(f"training on {version.version_id}: {len(train):,} images")
-        result = train_classifier(train, params, validation=sample_set.split("validation"), classes=classes,
-                                  progress=_progress(context, "training"))
-        model_id, new = _register(cat, CLASSIFIER, result.model, params, version, result.metrics, context.log.info)
-    return _trained(model_id, new, version.version_id, result)
+        trained = train_model(cat, CLASSIFIER, params, context.log.info,
+                              dataset_version_id=config.dataset_version_id,
+                              progress=_progress(context, "training"))
+    return _trained(trained)
 
 
 @dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
 def segmenter_model(context: dg.AssetExecutionContext, config: TrainingConfig,
                     catalog: CatalogResource) -> dg.MaterializeResult:
     """The defect U-Net, trained on the masks of a dataset version's training split (dice as its metric)."""
+    params = SegmenterParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch,
+                             seed=config.seed)
     with catalog.open() as cat:
-        version = dataset_version(cat, config.dataset_version_id)
-        _, sample_set = samples(cat, version)
-        params = SegmenterParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch, seed=config.seed)
-        result = train_segmenter(sample_set.split("train"), params, validation=sample_set.split("validation"),
-                                 progress=_progress(context, "training"))
-        model_id, new = _register(cat, SEGMENTER, result.model, params, version, result.metrics, context.log.info)
-    return _trained(model_id, new, version.version_id, result)
+        trained = train_model(cat, SEGMENTER, params, context.log.info,
+                              dataset_version_id=config.dataset_version_id,
+                              progress=_progress(context, "training"))
+    return _trained(trained)
 
 
 class ExportConfig(dg.Config):

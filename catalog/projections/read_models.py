@@ -1,6 +1,7 @@
 """The catalog's read models: images and their sightings, parts, current labels and their history,
 corrections, curation history, the review queue, ontology versions, latest predictions, part
-dispositions, dataset versions, models, regression replays and promotions, each a set of fold functions over the events it cares about.
+dispositions, dataset versions, models, regression replays, promotions and engines, each a set of fold
+functions over the events it cares about.
 
 The current label of an image is the latest human verdict on it: a LabelRecorded, or a CorrectionRecorded
 of a label or of a prediction (a reviewer saying "this is a crack" is a label, whatever it corrected).
@@ -348,8 +349,25 @@ MODEL_PROMOTIONS = Projection(
     append_only=True,
 )
 
+ENGINES = Projection(
+    name="engines",
+    table="engines",
+    key=("engine_id",),
+    columns=("engine_id", "model", "model_id", "onnx_sha256", "dataset_version_id", "manifest_hash", "backend",
+             "precision", "device", "library_versions", "artifact_uri", "built_at", "position"),
+    # An engine id is the hash of its artifact: the first record of it stands.
+    folds={"EngineBuilt": lambda row, e, p: row or {
+        "engine_id": p["engine_id"], "model": p["model"], "model_id": p["model_id"], "onnx_sha256": p["onnx_sha256"],
+        "dataset_version_id": p["dataset_version_id"], "manifest_hash": p["manifest_hash"], "backend": p["backend"],
+        "precision": p["precision"], "device": p["device"], "library_versions": p["library_versions"],
+        "artifact_uri": p["artifact_uri"], "built_at": e.occurred_at, "position": e.position,
+    }},
+    key_of={"EngineBuilt": lambda e, p: (p["engine_id"],)},
+    jsonb_columns=frozenset({"library_versions"}),
+)
+
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
     ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS, MODELS, REGRESSION_REPLAYS,
-    MODEL_PROMOTIONS,
+    MODEL_PROMOTIONS, ENGINES,
 )

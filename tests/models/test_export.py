@@ -55,12 +55,16 @@ def test_classifier_export(tmp_path, tiny_images: np.ndarray) -> None:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
-    assert [o.name for o in session.get_outputs()] == ["probabilities", "embedding"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "embedding", "defect_cells"]
+    assert set(report.max_abs_diff) == {"probabilities", "embedding", "defect_cells"}  # parity checks all
     for n in (1, 3):  # the batch axis is dynamic
-        probabilities, embedding = _run(str(path), tiny_images[:n])
+        probabilities, embedding, cells = _run(str(path), tiny_images[:n])
         assert probabilities.shape == (n, 4) and embedding.shape == (n, model.embedding_size)
+        assert cells.shape == (n, 1, 128 // 16, 128 // 16) and cells.dtype == np.float32
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(probabilities, classify(model, tiny_images[:n]).probabilities, atol=1e-4)
+        # the image's defect probability is its worst cell's
+        np.testing.assert_allclose(1 - probabilities[:, 0], cells.reshape(n, -1).max(axis=1), atol=1e-5)
 
     meta = read_metadata(path)
     assert json.loads(meta["classes"]) == list(CLASSES)

@@ -1,0 +1,114 @@
+"""Serving from the command line: run the inspection API, look at and sync the edge spool, replay an engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from apps.cli.common import console, open_catalog, out, parse_moment, progress_bar
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--engine", "engine_id", help="engine id (default: the engine in service)")
+@click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="part decision rules (YAML; default: the packaged rules)")
+@click.option("--line", default="line1", show_default=True, help="line of requests that do not name one")
+@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1), help="tiles per engine run")
+@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
+              help="how long a tile waits for others to batch with")
+@click.option("--threads", type=click.IntRange(1), help="engine threads (default: the backend's choice)")
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
+              help="spool folder for events while the catalog is unreachable (default: <home>/spool)")
+def serve(host: str, port: int, engine_id: str | None, rules: Path | None, line: str, max_batch: int,
+          max_wait_ms: float, threads: int | None, spool: Path | None) -> None:
+    """Run the inspection HTTP API (OpenAPI at /docs). The engine's lineage is verified before it serves."""
+    import uvicorn
+
+    from serving.api import create_app
+    from serving.service import InspectionService, ServeConfig
+
+    config = ServeConfig(engine_id=engine_id, rules=rules, line=line, max_batch=max_batch,
+                         max_wait_ms=max_wait_ms, threads=threads, spool=spool)
+    cat = open_catalog()
+    service = InspectionService(cat, config)
+    console.print(f"serving engine {service.engine.engine_id[:12]} ({service.engine.record.backend}, "
+                  f"{service.engine.record.precision}) of model {service.engine.record.model_id}, "
+                  f"rules {service.rules.rules_version}, on http://{host}:{port}")
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:
+        cat.close()
+
+
+@click.group()
+def spool() -> None:
+    """The edge spool: events the server kept on local disk while the catalog was unreachable."""
+
+
+def _spool(folder: Path | None):
+    from catalog.settings import Settings
+    from serving.spool import Spool
+
+    return Spool(folder or Settings.from_env().home / "spool")
+
+
+@spool.command("status")
+@click.option("--spool", "folder", type=click.Path(file_okay=False, path_type=Path))
+def spool_status(folder: Path | None) -> None:
+    """How many events wait in the spool, and the oldest of them."""
+    s = _spool(folder)
+    try:
+        pending = s.pending()
+        oldest = s.peek(1)
+    finally:
+        s.close()
+    out.print_json(json.dumps({
+        "spooled_events": pending, "folder": str(s.folder),
+        "oldest": {"type": oldest[0].type, "occurred_at": oldest[0].occurred_at.isoformat()} if oldest else None,
+    }))
+
+
+@spool.command("sync")
+@click.option("--spool", "folder", type=click.Path(file_okay=False, path_type=Path))
+def spool_sync(folder: Path | None) -> None:
+    """Append the spooled events to the catalog, oldest first, with their original ids and times; events
+    already there are not appended again."""
+    s = _spool(folder)
+    try:
+        with open_catalog() as cat, console.status(f"syncing {s.pending():,} spooled events…"):
+            report = s.sync(lambda events: cat.append(events, catch_up=False))
+            cat.catch_up()
+        left = s.pending()
+    finally:
+        s.close()
+    out.print_json(json.dumps({"appended": report.appended, "already_in_catalog": report.duplicates,
+                               "left_in_spool": left}))
+
+
+@click.command()
+@click.option("--engine", "engine_id", required=True, help="engine id to replay")
+@click.option("--from", "first", help="first UTC day (YYYY-MM-DD) of capture; default: the beginning")
+@click.option("--to", "last", help="last UTC day (YYYY-MM-DD), included; default: the end")
+@click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="part decision rules (default: the packaged rules)")
+@click.option("--no-record", is_flag=True, help="do not record the predictions (report only)")
+def replay(engine_id: str, first: str | None, last: str | None, rules: Path | None, no_record: bool) -> None:
+    """Run an engine over historical images through the server's inspection path; records its predictions
+    and writes a per-image report (engine against human verdicts) to the lake."""
+    from serving.decision import load_rules
+    from serving.replay import replay as run_replay
+
+    first_day = parse_moment(first, option="--from").date() if first else None
+    last_day = parse_moment(last, option="--to").date() if last else None
+    with open_catalog() as cat, progress_bar("replaying") as update:
+        report = run_replay(cat, engine_id, first_day=first_day, last_day=last_day, rules=load_rules(rules),
+                            record=not no_record, progress=update)
+        report_path = cat.lake.root / report.report_uri
+    out.print_json(json.dumps({
+        "engine_id": report.engine_id, "images": report.images, "predictions_recorded": report.recorded,
+        "agreement_with_humans": report.agreement, "images_with_verdict": report.verdicts,
+        "parts": report.parts, "rejected_parts": report.rejected_parts, "report": str(report_path)}))

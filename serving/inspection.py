@@ -1,0 +1,272 @@
+"""One image through the line's inspection: checked and stored as an image, tiled at native resolution, run
+through the engine, its tiles combined, and the part's decision taken over all its images so far.
+
+The HTTP API and `visionledger replay` both go through `Inspector`, so what an analyst replays is exactly what
+the line got.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import cv2
+import numpy as np
+
+from catalog import Catalog
+from catalog.blobs import uri_of
+from catalog.events import ImageIngested, ImageRejected, PartDispositioned, PredictionRecorded, Region
+from catalog.store import NewEvent, event_id_for
+from ingestion.inspect_file import Limits, Rejected, check_image_bytes, write_thumbnail
+from serving.decision import Finding, PartDecision, RuleSet, decide, regions_from_map
+from serving.engines.base import Engine, EngineOutput
+from serving.tiling import ImageResult, Tiles, combine, cut_tiles
+
+ACTOR = "visionledger-serve"
+
+
+class ImageRefused(ValueError):
+    """The bytes sent are not an image the server can inspect; `rejected` says why, as the ingester would."""
+
+    def __init__(self, rejected: Rejected):
+        super().__init__(f"{rejected.reason.value}: {rejected.detail}")
+        self.rejected = rejected
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What the line says about an image: which part, where and when."""
+
+    part_id: str
+    line: str
+    station: str
+    camera: str
+    captured_at: datetime  # timezone-aware
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An accepted image, stored, and cut into the engine's tiles."""
+
+    capture: Capture
+    sha256: str
+    width: int
+    height: int
+    channels: int
+    bit_depth: int
+    format: str
+    byte_size: int
+    thumbnail_uri: str
+    tiles: Tiles
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """The engine's verdict on one image and the part's decision so far, with the events that record them."""
+
+    capture: Capture
+    sha256: str
+    engine_id: str
+    scores: dict[str, float]
+    predicted_class: str
+    defect_score: float
+    regions: list[dict[str, Any]]
+    part: PartDecision
+    events: list[NewEvent] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "part_id": self.capture.part_id,
+            "camera": self.capture.camera,
+            "engine_id": self.engine_id,
+            "scores": self.scores,
+            "class": self.predicted_class,
+            "defect_score": self.defect_score,
+            "regions": self.regions,
+            "part": {
+                "decision": self.part.decision,
+                "rule": self.part.rule,
+                "reason": self.part.reason,
+                "rules_version": self.part.rules_version,
+                "images": len(self.part.image_sha256s),
+            },
+        }
+
+
+class PartMemory:
+    """The findings of recent parts, for decisions over all of a part's images; the oldest parts are forgotten
+    beyond `capacity` (a part's cameras fire within seconds of each other)."""
+
+    def __init__(self, capacity: int = 10_000):
+        self.capacity = capacity
+        self._parts: OrderedDict[str, tuple[dict[str, Finding], PartDecision | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, part_id: str, finding: Finding, rules: RuleSet) -> tuple[PartDecision, bool]:
+        """The part's decision with `finding` added, and whether it differs from the decision before."""
+        with self._lock:
+            findings, before = self._parts.pop(part_id, ({}, None))
+            findings[finding.sha256] = finding  # the same image sent twice counts once
+            decision = decide(rules, list(findings.values()))
+            self._parts[part_id] = (findings, decision)
+            while len(self._parts) > self.capacity:
+                self._parts.popitem(last=False)
+        changed = before is None or (before.decision, before.rule) != (decision.decision, decision.rule)
+        return decision, changed
+
+
+class Inspector:
+    """Checks, stores, tiles and judges images for one engine under one rule set."""
+
+    def __init__(
+        self,
+        cat: Catalog,
+        engine: Engine,
+        rules: RuleSet,
+        *,
+        limits: Limits | None = None,
+        source: str = "serve",
+        parts: PartMemory | None = None,
+    ):
+        self.cat = cat
+        self.engine = engine
+        self.rules = rules
+        self.limits = limits or Limits()
+        self.source = source
+        self.parts = parts or PartMemory()
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"actor": ACTOR, "source": self.source}
+
+    def prepare(self, data: bytes, capture: Capture) -> Prepared:
+        """Check the bytes as the ingester would, store them and cut the tiles; raises ImageRefused."""
+        checked = check_image_bytes(data, self.limits)
+        if isinstance(checked, Rejected):
+            raise ImageRefused(checked)
+        sha, fmt, pixels = checked
+        if not self.cat.blobs.exists(sha):
+            self.cat.blobs.put(data)
+        thumbnail = write_thumbnail(pixels, sha, self.cat.settings.thumbnail_root)
+        thumbnail_uri = str((self.cat.settings.thumbnail_root / thumbnail).relative_to(self.cat.settings.home))
+        height, width = pixels.shape[:2]
+        return Prepared(
+            capture=capture,
+            sha256=sha,
+            width=width,
+            height=height,
+            channels=1 if pixels.ndim == 2 else pixels.shape[2],
+            bit_depth=16 if pixels.dtype == np.uint16 else 8,
+            format=fmt,
+            byte_size=len(data),
+            thumbnail_uri=thumbnail_uri,
+            tiles=cut_tiles(gray8(pixels), self.engine.input_size),
+        )
+
+    def judge(self, prepared: Prepared, output: EngineOutput, *, ingest: bool = True) -> Inspection:
+        """Combine the engine's tile results into the image's verdict, take the part's decision, and build the
+        events that record them (ImageIngested unless `ingest` is False, PredictionRecorded, and
+        PartDispositioned when the part's decision is new or changed)."""
+        engine = self.engine
+        result: ImageResult = combine(
+            prepared.tiles, output.probabilities, output.defect_cells,
+            cell_size=engine.cell_size, ok_index=engine.ok_index,
+        )
+        scores = {c: round(float(p), 6) for c, p in zip(engine.classes, result.probabilities, strict=True)}
+        defect_score = float(result.defect_score)
+        predicted = self._predicted_class(result)
+        regions = regions_from_map(
+            result.defect_map, cell_size=engine.cell_size, threshold=self.rules.region_threshold
+        )
+        capture = prepared.capture
+        finding = Finding(
+            sha256=prepared.sha256, camera=capture.camera, predicted_class=predicted, scores=scores,
+            defect_score=defect_score, regions=regions,
+        )
+        events = []
+        if ingest:
+            events.append(self._ingested(prepared))
+        events.append(NewEvent(
+            data=PredictionRecorded(
+                sha256=prepared.sha256, engine_id=engine.engine_id, scores=scores, predicted_class=predicted,
+                part_id=capture.part_id, defect_score=min(1.0, max(0.0, defect_score)),
+                regions=[Region(shape="box", x0=r.bbox[0], y0=r.bbox[1], x1=r.bbox[2], y1=r.bbox[3])
+                         for r in regions],
+            ),
+            occurred_at=capture.captured_at,
+            event_id=event_id_for("prediction", prepared.sha256, engine.engine_id, capture.part_id,
+                                  capture.captured_at.isoformat(), self.rules.rules_version),
+            metadata=self.metadata,
+        ))
+        part, changed = self.parts.add(capture.part_id, finding, self.rules)
+        if changed:
+            events.append(NewEvent(
+                data=PartDispositioned(
+                    part_id=capture.part_id, decision=part.decision, decided_by=engine.engine_id,
+                    decider="engine", rule=part.rule, rules_version=part.rules_version,
+                    engine_id=engine.engine_id, image_sha256s=sorted(part.image_sha256s), reason=part.reason,
+                ),
+                occurred_at=capture.captured_at,
+                event_id=event_id_for("disposition", capture.part_id, engine.engine_id, part.rules_version,
+                                      *sorted(part.image_sha256s)),
+                metadata=self.metadata,
+            ))
+        return Inspection(
+            capture=capture, sha256=prepared.sha256, engine_id=engine.engine_id, scores=scores,
+            predicted_class=predicted, defect_score=defect_score,
+            regions=[{"bbox": list(r.bbox), "area_px": r.area_px, "peak": round(float(r.peak), 6)}
+                     for r in regions],
+            part=part, events=events,
+        )
+
+    def rejection(self, refused: ImageRefused, capture: Capture | None, request_key: str) -> NewEvent:
+        """The quarantine event for bytes the server refused, keyed by the request's fields and bytes."""
+        rejected = refused.rejected
+        row = {"source": self.source}
+        if capture is not None:
+            row |= {"part_id": capture.part_id, "line": capture.line, "station": capture.station,
+                    "camera": capture.camera, "captured_at": capture.captured_at.isoformat()}
+        return NewEvent(
+            data=ImageRejected(delivery_key=request_key, reason=rejected.reason, detail=rejected.detail,
+                               source_path=f"{self.source}:{capture.camera if capture else '?'}",
+                               sha256=rejected.sha256, row=row),
+            occurred_at=capture.captured_at if capture else datetime.now().astimezone(),
+            event_id=event_id_for("rejected", request_key),
+            metadata=self.metadata,
+        )
+
+    def _predicted_class(self, result: ImageResult) -> str:
+        engine = self.engine
+        if result.defect_score < self.rules.threshold:
+            return engine.ok_class
+        defect = [i for i in range(len(engine.classes)) if i != engine.ok_index]
+        return engine.classes[max(defect, key=lambda i: result.probabilities[i])]
+
+    def _ingested(self, p: Prepared) -> NewEvent:
+        c = p.capture
+        source_path = f"{self.source}:{c.line}/{c.station}/{c.camera}/{c.part_id}"
+        return NewEvent(
+            data=ImageIngested(
+                sha256=p.sha256, part_id=c.part_id, line=c.line, station=c.station, camera=c.camera,
+                captured_at=c.captured_at, width=p.width, height=p.height, channels=p.channels,
+                bit_depth=p.bit_depth, byte_size=p.byte_size, format=p.format, blob_uri=uri_of(p.sha256),
+                thumbnail_uri=p.thumbnail_uri, source_path=source_path,
+            ),
+            occurred_at=c.captured_at,
+            event_id=event_id_for("ingested", p.sha256, source_path, c.part_id, c.camera, c.captured_at.isoformat()),
+            metadata=self.metadata,
+        )
+
+
+def gray8(pixels: np.ndarray) -> np.ndarray:
+    """The 8-bit gray image the networks take, from whatever the camera sent (colour, alpha, 16 bits)."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if pixels.ndim == 3:
+        code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        pixels = cv2.cvtColor(pixels, code)
+    return np.ascontiguousarray(pixels)

@@ -1,0 +1,120 @@
+"""Replay: an engine run over historical images through the server's own inspection path.
+
+Predictions are recorded (with deterministic ids, so replaying twice appends nothing) under the replayed
+engine; part decisions are computed for the report but not recorded, because the line's real decisions stand.
+The per-image report, with the human verdict beside the engine's, goes to the lake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import numpy as np
+import pyarrow as pa
+
+from catalog import Catalog
+from catalog.events import PredictionRecorded
+from serving.decision import RuleSet, load_rules
+from serving.engines import load_engine
+from serving.engines.base import EngineOutput
+from serving.inspection import Capture, Inspector
+
+Progress = Callable[[int, int], None]
+BATCH_TILES = 16
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    engine_id: str
+    images: int
+    recorded: int  # predictions appended (0 when replayed before)
+    agreement: float | None  # share of images with a human verdict where the engine's class matches it
+    verdicts: int  # images with a human verdict
+    rejected_parts: int
+    parts: int
+    report_uri: str
+
+
+def replay(
+    cat: Catalog,
+    engine_id: str,
+    *,
+    first_day: date | None = None,
+    last_day: date | None = None,
+    rules: RuleSet | None = None,
+    record: bool = True,
+    progress: Progress | None = None,
+) -> ReplayReport:
+    """Run `engine_id` over the images captured in [first_day, last_day] (UTC days, open when None)."""
+    engine = load_engine(cat, engine_id)
+    inspector = Inspector(cat, engine, rules or load_rules(), source="replay")
+    cat.catch_up()
+    images = _images(cat, first_day, last_day)
+    rows, events, pending = [], [], []
+
+    def flush() -> None:
+        if not pending:
+            return
+        output = engine.infer(np.concatenate([p.tiles.tiles for p in pending]))
+        start = 0
+        for prepared in pending:
+            n = len(prepared.tiles.tiles)
+            part = EngineOutput(output.probabilities[start:start + n], output.defect_cells[start:start + n])
+            start += n
+            inspection = inspector.judge(prepared, part, ingest=False)
+            events.extend(e for e in inspection.events if isinstance(e.data, PredictionRecorded))
+            rows.append({"sha256": prepared.sha256, "part_id": prepared.capture.part_id,
+                         "camera": prepared.capture.camera, "captured_at": prepared.capture.captured_at,
+                         "predicted_class": inspection.predicted_class,
+                         "defect_score": inspection.defect_score,
+                         "human_class": labels.get(prepared.sha256),
+                         "part_decision": inspection.part.decision, "part_rule": inspection.part.rule})
+        pending.clear()
+
+    labels = {sha: label for sha, *_, label in images}
+    for i, (sha, part_id, line, station, camera, captured_at, _) in enumerate(images):
+        capture = Capture(part_id=part_id, line=line, station=station, camera=camera, captured_at=captured_at)
+        pending.append(inspector.prepare(cat.blobs.read(sha), capture))
+        if sum(len(p.tiles.tiles) for p in pending) >= BATCH_TILES:
+            flush()
+        if progress:
+            progress(i + 1, len(images))
+    flush()
+    appended = cat.append(events).appended if record and events else 0
+    # Parts are judged on all their replayed images: their last row holds the final decision.
+    final = {r["part_id"]: r["part_decision"] for r in rows}
+    judged = [r for r in rows if r["human_class"] is not None]
+    window = f"{first_day or 'start'}_{last_day or 'end'}"
+    uri = f"replays/engine-{engine.engine_id[:12]}/{window}.parquet"
+    cat.lake.write_parquet(uri, pa.Table.from_pylist(rows, schema=_SCHEMA))
+    return ReplayReport(
+        engine_id=engine.engine_id, images=len(rows), recorded=appended,
+        agreement=sum(r["predicted_class"] == r["human_class"] for r in judged) / len(judged) if judged else None,
+        verdicts=len(judged), rejected_parts=sum(d == "reject" for d in final.values()), parts=len(final),
+        report_uri=uri,
+    )
+
+
+_SCHEMA = pa.schema([
+    ("sha256", pa.string()), ("part_id", pa.string()), ("camera", pa.string()),
+    ("captured_at", pa.timestamp("us", tz="UTC")), ("predicted_class", pa.string()),
+    ("defect_score", pa.float64()), ("human_class", pa.string()), ("part_decision", pa.string()),
+    ("part_rule", pa.string()),
+])
+
+
+def _images(cat: Catalog, first_day: date | None, last_day: date | None) -> list[tuple]:
+    """(sha256, part, line, station, camera, captured_at, current human class) of the window's images that are
+    not excluded, in capture order."""
+    start = datetime.combine(first_day, time(), UTC) if first_day else None
+    end = datetime.combine(last_day + timedelta(days=1), time(), UTC) if last_day else None
+    with cat.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT sha256, part_id, line, station, camera, captured_at, label FROM projections.images"
+            " WHERE NOT excluded AND (%(start)s::timestamptz IS NULL OR captured_at >= %(start)s)"
+            " AND (%(end)s::timestamptz IS NULL OR captured_at < %(end)s)"
+            " ORDER BY captured_at, camera, sha256",
+            {"start": start, "end": end},
+        ).fetchall()]

@@ -1,0 +1,117 @@
+"""The running inspection service: one verified engine, its micro-batcher, the rules, and the event recorder
+with its spool, started and stopped together. The HTTP API is a thin layer over `InspectionService.inspect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+
+from catalog import Catalog
+from ingestion.inspect_file import Limits
+from serving.batching import MicroBatcher
+from serving.decision import load_rules
+from serving.engines import engine_in_service, load_engine
+from serving.inspection import Capture, ImageRefused, Inspection, Inspector
+from serving.recorder import Destination, EventRecorder
+from serving.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server runs; every field has a command-line option of `visionledger serve`."""
+
+    engine_id: str | None = None  # default: the engine in service
+    rules: Path | None = None  # default: the packaged rules
+    line: str = "line1"  # for requests that do not name their line
+    max_batch: int = 16  # tiles per engine run
+    max_wait_ms: float = 5.0  # how long the first waiting tile waits for company
+    threads: int | None = None  # engine threads (default: the backend's choice)
+    spool: Path | None = None  # default: <home>/spool
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 64_000_000
+    retry_seconds: float = 2.0  # between attempts to sync the spool
+    catch_up_seconds: float = 1.0  # between projection catch-ups
+
+
+class InspectionService:
+    """Loads the engine (refusing one with broken lineage), then inspects images until stopped."""
+
+    def __init__(self, cat: Catalog, config: ServeConfig | None = None):
+        self.cat = cat
+        self.config = config = config or ServeConfig()
+        engine_id = config.engine_id or engine_in_service(cat)
+        self.engine = load_engine(cat, engine_id, threads=config.threads)
+        self.rules = load_rules(config.rules)
+        # A rule naming a class the engine never predicts would silently never fire.
+        self.rules.check_classes([c for c in self.engine.classes if c != self.engine.ok_class])
+        self.inspector = Inspector(
+            cat, self.engine, self.rules, limits=Limits(max_pixels=config.max_pixels, max_bytes=config.max_image_bytes)
+        )
+        self.batcher = MicroBatcher(self.engine, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+        self.spool = Spool(config.spool or cat.settings.home / "spool")
+        self.recorder = EventRecorder(
+            lambda events: cat.append(events, catch_up=False),
+            self.spool,
+            retry_seconds=config.retry_seconds,
+        )
+        self._stop = threading.Event()
+        self._catch_up = threading.Thread(target=self._catch_up_loop, name="projections", daemon=True)
+
+    def start(self) -> InspectionService:
+        self.batcher.start()
+        self.recorder.start()
+        self._catch_up.start()
+        return self
+
+    def stop(self) -> None:
+        self.batcher.stop()
+        self.recorder.stop()
+        self._stop.set()
+        self._catch_up.join()
+        self.spool.close()
+        self.engine.close()
+
+    async def inspect(self, data: bytes, capture: Capture) -> tuple[Inspection, Destination]:
+        """Judge one image and record the events; raises ImageRefused (after quarantining it) for bad bytes."""
+        try:
+            prepared = await run_in_threadpool(self.inspector.prepare, data, capture)
+        except ImageRefused as refused:
+            key = f"{capture.part_id}/{capture.camera}/{capture.captured_at.isoformat()}/{refused.rejected.sha256}"
+            await asyncio.wrap_future(self.recorder.submit([self.inspector.rejection(refused, capture, key)]))
+            raise
+        output = await asyncio.wrap_future(self.batcher.submit(prepared.tiles.tiles))
+        inspection = self.inspector.judge(prepared, output)
+        destination = await asyncio.wrap_future(self.recorder.submit(inspection.events))
+        return inspection, destination
+
+    def health(self) -> dict[str, object]:
+        status = self.recorder.status()
+        stats = self.batcher.stats
+        return {
+            "status": "ok" if status.catalog_reachable and not status.spooled else "degraded",
+            "engine_id": self.engine.engine_id,
+            "catalog": "reachable" if status.catalog_reachable else "unreachable",
+            "spooled_events": status.spooled,
+            "last_error": status.last_error,
+            "rules_version": self.rules.rules_version,
+            "batches": {"runs": stats.batches, "tiles": stats.tiles, "mean_tiles": round(stats.mean_batch, 2)},
+            "queued_requests": self.batcher.pending(),
+        }
+
+    def _catch_up_loop(self) -> None:
+        # The server appends without waiting for the read models; they follow here, a second behind.
+        while not self._stop.wait(self.config.catch_up_seconds):
+            if not self.recorder.status().catalog_reachable:
+                continue
+            try:
+                self.cat.catch_up()
+            except Exception as exc:  # noqa: BLE001 - the catalog went away: the recorder notices and spools
+                log.debug("projection catch-up failed: %s", exc)
