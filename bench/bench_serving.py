@@ -9,6 +9,7 @@ trained to have a registered, exported model with full lineage), exported at 512
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import socket
 import subprocess
@@ -39,9 +40,9 @@ FRAME = 2048
 
 def _frames(factory: Path, n: int) -> list[bytes]:
     """`n` distinct 2048 x 2048 PNG frames, each a 4 x 4 mosaic of the factory's 512 px images."""
-    tiles = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(factory.rglob("*.png"))
-             if "masks" not in p.parts]
-    tiles = [t for t in tiles if t is not None and t.shape == (512, 512)]
+    with (factory / "labels.csv").open(encoding="utf-8", newline="") as f:  # damaged files are never labelled
+        paths = [factory / row["path"] for row in csv.DictReader(f)]
+    tiles = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths]
     rng = np.random.default_rng(0)
     frames = []
     for _ in range(n):
