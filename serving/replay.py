@@ -7,7 +7,7 @@ The per-image report, with the human verdict beside the engine's, goes to the la
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -19,7 +19,7 @@ from catalog.events import PredictionRecorded
 from serving.decision import RuleSet, load_rules
 from serving.engines import load_engine
 from serving.engines.base import EngineOutput
-from serving.inspection import Capture, Inspector
+from serving.inspection import Capture, Inspection, Inspector
 
 Progress = Callable[[int, int], None]
 BATCH_TILES = 16
@@ -37,6 +37,34 @@ class ReplayReport:
     report_uri: str
 
 
+def inspect_history(
+    cat: Catalog, inspector: Inspector, images: list[tuple], *, progress: Progress | None = None
+) -> Iterator[Inspection]:
+    """The inspector's verdict on each of `images` ((sha256, part, line, station, camera, captured_at, ...)
+    rows), read back from the blob store, in order; tiles of consecutive images share engine runs."""
+    engine, pending = inspector.engine, []
+
+    def flush() -> Iterator[Inspection]:
+        output = engine.infer(np.concatenate([p.tiles.tiles for p in pending]))
+        start = 0
+        for prepared in pending:
+            n = len(prepared.tiles.tiles)
+            part = EngineOutput(output.probabilities[start:start + n], output.defect_cells[start:start + n])
+            start += n
+            yield inspector.judge(prepared, part, ingest=False)
+        pending.clear()
+
+    for i, (sha, part_id, line, station, camera, captured_at, *_) in enumerate(images):
+        capture = Capture(part_id=part_id, line=line, station=station, camera=camera, captured_at=captured_at)
+        pending.append(inspector.prepare(cat.blobs.read(sha), capture))
+        if sum(len(p.tiles.tiles) for p in pending) >= BATCH_TILES:
+            yield from flush()
+        if progress:
+            progress(i + 1, len(images))
+    if pending:
+        yield from flush()
+
+
 def replay(
     cat: Catalog,
     engine_id: str,
@@ -51,37 +79,20 @@ def replay(
     engine = load_engine(cat, engine_id)
     inspector = Inspector(cat, engine, rules or load_rules(), source="replay")
     cat.catch_up()
-    images = _images(cat, first_day, last_day)
-    rows, events, pending = [], [], []
-
-    def flush() -> None:
-        if not pending:
-            return
-        output = engine.infer(np.concatenate([p.tiles.tiles for p in pending]))
-        start = 0
-        for prepared in pending:
-            n = len(prepared.tiles.tiles)
-            part = EngineOutput(output.probabilities[start:start + n], output.defect_cells[start:start + n])
-            start += n
-            inspection = inspector.judge(prepared, part, ingest=False)
-            events.extend(e for e in inspection.events if isinstance(e.data, PredictionRecorded))
-            rows.append({"sha256": prepared.sha256, "part_id": prepared.capture.part_id,
-                         "camera": prepared.capture.camera, "captured_at": prepared.capture.captured_at,
-                         "predicted_class": inspection.predicted_class,
-                         "defect_score": inspection.defect_score,
-                         "human_class": labels.get(prepared.sha256),
-                         "part_decision": inspection.part.decision, "part_rule": inspection.part.rule})
-        pending.clear()
-
+    images = _images(cat, "captured_at >= %(start)s AND captured_at < %(end)s", {
+        "start": datetime.combine(first_day, time(), UTC) if first_day else datetime.min.replace(tzinfo=UTC),
+        "end": datetime.combine(last_day + timedelta(days=1), time(), UTC) if last_day
+        else datetime.max.replace(tzinfo=UTC)})
     labels = {sha: label for sha, *_, label in images}
-    for i, (sha, part_id, line, station, camera, captured_at, _) in enumerate(images):
-        capture = Capture(part_id=part_id, line=line, station=station, camera=camera, captured_at=captured_at)
-        pending.append(inspector.prepare(cat.blobs.read(sha), capture))
-        if sum(len(p.tiles.tiles) for p in pending) >= BATCH_TILES:
-            flush()
-        if progress:
-            progress(i + 1, len(images))
-    flush()
+    rows, events = [], []
+    for inspection in inspect_history(cat, inspector, images, progress=progress):
+        events.extend(e for e in inspection.events if isinstance(e.data, PredictionRecorded))
+        rows.append({"sha256": inspection.sha256, "part_id": inspection.capture.part_id,
+                     "camera": inspection.capture.camera, "captured_at": inspection.capture.captured_at,
+                     "predicted_class": inspection.predicted_class, "defect_score": inspection.defect_score,
+                     "human_class": labels.get(inspection.sha256),
+                     "part_decision": inspection.part.decision, "part_rule": inspection.part.rule})
+    engine.close()
     appended = cat.append(events).appended if record and events else 0
     # Parts are judged on all their replayed images: their last row holds the final decision.
     final = {r["part_id"]: r["part_decision"] for r in rows}
@@ -97,6 +108,23 @@ def replay(
     )
 
 
+def predicted_classes(cat: Catalog, engine_id: str, shas: Sequence[str], *, threshold: float) -> list[str]:
+    """The class the line would give each image (by sha256) under `engine_id`, an image counting as defective
+    from defect score `threshold` on: for the regression gate, which records nothing itself."""
+    rules = load_rules()
+    rules = RuleSet(**(rules.model_dump() | {"threshold": threshold}))
+    engine = load_engine(cat, engine_id)
+    try:
+        found = {row[0]: row for row in _images(cat, "sha256 = ANY(%(shas)s)", {"shas": list(shas)})}
+        missing = [s for s in shas if s not in found]
+        if missing:
+            raise ValueError(f"{len(missing)} image(s) unknown to the catalog or excluded, e.g. {missing[0]}")
+        inspector = Inspector(cat, engine, rules, source="regression-replay")
+        return [i.predicted_class for i in inspect_history(cat, inspector, [found[s] for s in shas])]
+    finally:
+        engine.close()
+
+
 _SCHEMA = pa.schema([
     ("sha256", pa.string()), ("part_id", pa.string()), ("camera", pa.string()),
     ("captured_at", pa.timestamp("us", tz="UTC")), ("predicted_class", pa.string()),
@@ -105,16 +133,10 @@ _SCHEMA = pa.schema([
 ])
 
 
-def _images(cat: Catalog, first_day: date | None, last_day: date | None) -> list[tuple]:
-    """(sha256, part, line, station, camera, captured_at, current human class) of the window's images that are
-    not excluded, in capture order."""
-    start = datetime.combine(first_day, time(), UTC) if first_day else None
-    end = datetime.combine(last_day + timedelta(days=1), time(), UTC) if last_day else None
+def _images(cat: Catalog, where: str, params: dict) -> list[tuple]:
+    """(sha256, part, line, station, camera, captured_at, current human class) of the images matching `where`
+    that are not excluded, in capture order."""
     with cat.engine.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(
             "SELECT sha256, part_id, line, station, camera, captured_at, label FROM projections.images"
-            " WHERE NOT excluded AND (%(start)s::timestamptz IS NULL OR captured_at >= %(start)s)"
-            " AND (%(end)s::timestamptz IS NULL OR captured_at < %(end)s)"
-            " ORDER BY captured_at, camera, sha256",
-            {"start": start, "end": end},
-        ).fetchall()]
+            f" WHERE NOT excluded AND {where} ORDER BY captured_at, camera, sha256", params).fetchall()]

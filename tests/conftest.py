@@ -20,6 +20,9 @@ from catalog.settings import Settings
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import simulate_factory
 
+# Fixtures of a catalog with a trained model and its engine, shared by the serving and app tests.
+pytest_plugins = ["tests.engine_fixtures"]
+
 TEMPLATE = "vl_test_template"
 
 

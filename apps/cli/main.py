@@ -6,6 +6,7 @@ import click
 
 import catalog
 from apps.cli import (
+    app,
     corrections,
     datasets,
     db,
@@ -60,6 +61,7 @@ cli.add_command(images.trace)
 cli.add_command(serve.serve)
 cli.add_command(serve.spool)
 cli.add_command(serve.replay)
+cli.add_command(app.app)
 
 
 def main() -> None:

@@ -1,15 +1,10 @@
-"""Regression replay and promotion: a candidate classifier replayed beside the champion, through ONNX Runtime
-as production runs it, on historical images with their human verdicts (labels and corrections), slice by
-slice; only a passed gate appends ``ModelPromoted``."""
+"""Regression replay and promotion: a candidate classifier replayed beside the champion, through their ONNX
+Runtime engines and the server's inspection path as production runs them, on historical images with their
+human verdicts (labels and corrections), slice by slice; only a passed gate appends ``ModelPromoted``."""
 
-import json
-import tempfile
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import onnxruntime as ort
 import pyarrow as pa
 
 from assets.learning.registry import (
@@ -17,9 +12,7 @@ from assets.learning.registry import (
     ModelRow,
     champion,
     dataset_version,
-    load_image,
     model_row,
-    onnx_path,
 )
 from assets.learning.review import curated_images
 from assets.resources import CatalogResource
@@ -27,9 +20,9 @@ from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.events import ModelPromoted, RegressionReplayed
 from catalog.store import NewEvent, event_id_for
-from models.data import to_input
-from models.export import read_metadata
 from models.regression import GateResult, compare
+from serving.engines import build_engine
+from serving.replay import predicted_classes
 
 BATCH = 16
 
@@ -50,23 +43,12 @@ def replay_set(cat: Catalog, models: list[ModelRow], first_day: date | None, las
     return images.filter(pa.array(keep, pa.bool_()))
 
 
-def run_onnx(cat: Catalog, row: ModelRow, shas: list[str], threshold: float) -> list[str]:
-    """The class production would give each image: the most likely defect class when the defect score
-    reaches the model's threshold, else ok."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = onnx_path(cat, row.onnx_uri, Path(tmp))
-        classes = json.loads(read_metadata(path)["classes"])
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        out = []
-        for start in range(0, len(shas), BATCH):
-            batch = np.stack([load_image(cat, s) for s in shas[start:start + BATCH]])
-            probs = session.run(["probabilities"], {"image": to_input(batch).numpy()})[0]
-            ok = classes.index("ok")
-            for p in probs:
-                defect = [i for i in range(len(classes)) if i != ok]
-                best = max(defect, key=lambda i: p[i])
-                out.append(classes[best] if 1.0 - p[ok] >= threshold else "ok")
-    return out
+def run_engine(cat: Catalog, row: ModelRow, shas: list[str], threshold: float) -> list[str]:
+    """The class production would give each image: the model's ONNX Runtime engine (built and recorded if it
+    is not yet) through the server's own inspection path, an image counting as defective from the model's
+    threshold on, then its most likely defect class."""
+    engine_id = build_engine(cat, model_id=row.model_id, actor="dagster").record.engine_id
+    return predicted_classes(cat, engine_id, shas, threshold=threshold)
 
 
 def _threshold(row: ModelRow) -> float:
@@ -97,8 +79,8 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
     images = replay_set(cat, [candidate] + ([champ] if champ else []), first, last)
     shas = images["sha256"].to_pylist()
     log(f"replaying {len(shas):,} images: {candidate.model_id} vs {champ.model_id if champ else 'no champion'}")
-    cand_pred = run_onnx(cat, candidate, shas, _threshold(candidate))
-    champ_pred = run_onnx(cat, champ, shas, _threshold(champ)) if champ else None
+    cand_pred = run_engine(cat, candidate, shas, _threshold(candidate))
+    champ_pred = run_engine(cat, champ, shas, _threshold(champ)) if champ else None
     cameras = [f"{a}/{b}/{c}" for a, b, c in zip(images["line"].to_pylist(), images["station"].to_pylist(),
                                                  images["camera"].to_pylist(), strict=True)]
     truth = images["label"].to_pylist()

@@ -1,4 +1,4 @@
-"""Fixtures of the serving tests: a catalog with a tiny trained, exported classifier and its recorded engine.
+"""Fixtures of a catalog with a tiny trained, exported classifier and its recorded engine (serving and app tests).
 
 The catalog is built once per session through the code the Dagster assets run (ingest, publish, train,
 export, build), then each test gets its own copy of it: a PostgreSQL database created from it as a template
@@ -26,7 +26,7 @@ from models.training import ClassifierParams
 from serving.engines import build_engine
 from tests.conftest import TEMPLATE, TestDatabase, TestServer, reachable_tempdir
 
-SPEC = Path(__file__).resolve().parents[2] / "assets" / "dataset_specs" / "inspection_all.yaml"
+SPEC = Path(__file__).resolve().parents[1] / "assets" / "dataset_specs" / "inspection_all.yaml"
 # Seconds of training, not a useful model: the tests need its lineage and arithmetic, not its judgement.
 TINY = ClassifierParams(epochs=1, samples_per_epoch=16, batch_size=8, width=4)
 
@@ -35,7 +35,7 @@ def _quiet(message: str) -> None:
     """The training and export functions report progress through a callback; the tests need none."""
 
 
-def _database(server: TestServer, template: str) -> TestDatabase:
+def copy_database(server: TestServer, template: str) -> TestDatabase:
     name = f"vl_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server.admin_dsn(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {template} OWNER {OWNER_ROLE}")
@@ -45,7 +45,7 @@ def _database(server: TestServer, template: str) -> TestDatabase:
     return TestDatabase(name=name, server=server, settings=settings)
 
 
-def _drop(database: TestDatabase) -> None:
+def drop_database(database: TestDatabase) -> None:
     with psycopg.connect(database.server.admin_dsn(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
     shutil.rmtree(database.settings.home, ignore_errors=True)
@@ -54,7 +54,7 @@ def _drop(database: TestDatabase) -> None:
 @pytest.fixture(scope="session")
 def engine_template(pg_server: TestServer, factory_dir: Path) -> Iterator[tuple[TestDatabase, str]]:
     """The catalog `built_engine` copies, and its engine id; built once per session."""
-    template = _database(pg_server, TEMPLATE)
+    template = copy_database(pg_server, TEMPLATE)
     with catalog.open(template.settings) as cat:
         deliver_factory(cat, factory_dir, actor="test", workers=1)
         publish_dataset_version(cat, DatasetSpec.from_yaml(SPEC), actor="test")
@@ -62,7 +62,7 @@ def engine_template(pg_server: TestServer, factory_dir: Path) -> Iterator[tuple[
         export_model(cat, CLASSIFIER, trained.model_id, _quiet)
         engine_id = build_engine(cat, model_id=trained.model_id, actor="test").record.engine_id
     yield template, engine_id
-    _drop(template)
+    drop_database(template)
 
 
 @pytest.fixture
@@ -86,8 +86,8 @@ def built_engine(pg_server: TestServer, engine_template: tuple[TestDatabase, str
     ``cat.settings.home``, ``.database_url`` and ``.admin_database_url``.
     """
     template, engine_id = engine_template
-    database = _database(pg_server, template.name)
+    database = copy_database(pg_server, template.name)
     shutil.copytree(template.settings.home, database.settings.home, dirs_exist_ok=True)
     with catalog.open(database.settings) as cat:
         yield cat, engine_id
-    _drop(database)
+    drop_database(database)

@@ -1,0 +1,53 @@
+"""What every page shares: the viewer, the catalog opened as the viewer's database role, cached reads, and
+links to the trace of a part."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+import catalog
+from apps.ui.roles import Action, Viewer
+
+TRACE_PAGE = "pages/trace.py"
+
+
+@st.cache_resource
+def _catalog(database_role: str, settings: catalog.Settings) -> catalog.Catalog:
+    # One catalog (one connection pool) per database role and catalog for the whole server, shared by all
+    # sessions.
+    return catalog.open(settings, role=database_role)
+
+
+def viewer() -> Viewer:
+    """The viewer of this session (from the configuration the app was started with)."""
+    if "viewer" not in st.session_state:
+        st.session_state.viewer = Viewer.from_env()
+    return st.session_state.viewer
+
+
+def get_catalog() -> catalog.Catalog:
+    """The catalog, opened as the database role of the viewer (read-only for analysts and auditors)."""
+    return _catalog(viewer().database_role, catalog.Settings.from_env())
+
+
+def allowed(action: Action) -> bool:
+    return viewer().can(action)
+
+
+def cached(seconds: int = 30) -> Callable:
+    """st.cache_data for reads: a page re-rendering within `seconds` reuses the result; the cache key leaves
+    out the catalog argument (named with a leading underscore by the callers)."""
+    return st.cache_data(ttl=seconds, show_spinner=False)
+
+
+def trace_link(part_id: str, *, label: str | None = None) -> None:
+    """A link to the Trace page of `part_id`."""
+    st.page_link(TRACE_PAGE, label=label or f"Trace {part_id}", query_params={"part": part_id})
+
+
+def record_actor() -> dict[str, Any]:
+    """Metadata for the events this session appends: who did it, from where."""
+    return {"actor": viewer().actor, "source": "streamlit"}

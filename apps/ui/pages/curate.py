@@ -1,0 +1,5 @@
+"""curate page (being built)."""
+
+import streamlit as st
+
+st.title("Curate")

@@ -1,0 +1,5 @@
+"""day page (being built)."""
+
+import streamlit as st
+
+st.title("Day")

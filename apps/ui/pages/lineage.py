@@ -1,0 +1,5 @@
+"""lineage page (being built)."""
+
+import streamlit as st
+
+st.title("Lineage")

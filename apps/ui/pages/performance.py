@@ -1,0 +1,5 @@
+"""performance page (being built)."""
+
+import streamlit as st
+
+st.title("Performance")

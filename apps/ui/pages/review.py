@@ -1,0 +1,5 @@
+"""review page (being built)."""
+
+import streamlit as st
+
+st.title("Review")

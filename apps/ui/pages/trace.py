@@ -1,0 +1,5 @@
+"""trace page (being built)."""
+
+import streamlit as st
+
+st.title("Trace")

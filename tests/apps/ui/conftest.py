@@ -1,0 +1,97 @@
+"""Fixtures of the app tests: a catalog the line has run on, and AppTest of the real app against it.
+
+`ui_catalog` starts from the engine fixture's catalog (the tiny factory ingested and labelled, a dataset
+version, a registered and exported classifier, its engine) and runs the line's inspection over the factory's
+images, recording predictions and part decisions as the server does. Its rules make the decisions
+predictable whatever the tiny model thinks: a part is rejected once its cam2 image is in; parts of odd number
+are only seen by cam1, so they stay accepted. Some images are queued for review.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import catalog
+from catalog.events import ReviewRequested
+from catalog.store import NewEvent
+from serving.decision import RuleSet
+from serving.engines import load_engine
+from serving.inspection import Inspector
+from serving.replay import inspect_history
+from tests.conftest import TestDatabase, TestServer
+from tests.engine_fixtures import copy_database, drop_database
+
+APP = Path(__file__).resolve().parents[3] / "apps" / "ui" / "app.py"
+RULES = RuleSet(name="test", version="1", threshold=0.0, default="accept",
+                rules=[{"name": "seen-by-cam2", "decision": "reject", "cameras": ["cam2"]}])
+
+
+def _run_the_line(cat: catalog.Catalog, engine_id: str) -> None:
+    engine = load_engine(cat, engine_id)
+    with cat.engine.connect() as conn:
+        images = [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT sha256, part_id, line, station, camera, captured_at FROM projections.images"
+            " WHERE NOT excluded ORDER BY captured_at, camera").fetchall()]
+    # Odd-numbered parts are seen by cam1 only, so they stay accepted.
+    images = [i for i in images if i[4] == "cam1" or int(i[1].rsplit("-", 1)[1]) % 2 == 0]
+    inspector = Inspector(cat, engine, RULES, source="serve")
+    events = [e for inspection in inspect_history(cat, inspector, images) for e in inspection.events]
+    queue = [NewEvent(ReviewRequested(sha256=sha, queue="active-learning", strategy="uncertainty",
+                                      score=1 - k / 10, reason="test"),
+                      occurred_at=datetime(2026, 3, 5, tzinfo=UTC), event_id=uuid.uuid4())
+             for k, (sha, *_) in enumerate(images[:6])]
+    cat.append(events + queue)
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def ui_template(pg_server: TestServer, engine_template: tuple[TestDatabase, str]
+                ) -> Iterator[tuple[TestDatabase, str]]:
+    template, engine_id = engine_template
+    database = copy_database(pg_server, template.name)
+    shutil.copytree(template.settings.home, database.settings.home, dirs_exist_ok=True)
+    with catalog.open(database.settings) as cat:
+        _run_the_line(cat, engine_id)
+    yield database, engine_id
+    drop_database(database)
+
+
+@pytest.fixture
+def ui_catalog(pg_server: TestServer, ui_template: tuple[TestDatabase, str]
+               ) -> Iterator[tuple[catalog.Catalog, TestDatabase, str]]:
+    """``(cat, database, engine_id)``: a fresh copy of the line-run catalog; ``database.env()`` points a
+    subprocess (or AppTest, through the environment) at it."""
+    template, engine_id = ui_template
+    database = copy_database(pg_server, template.name)
+    shutil.copytree(template.settings.home, database.settings.home, dirs_exist_ok=True)
+    with catalog.open(database.settings) as cat:
+        yield cat, database, engine_id
+    drop_database(database)
+
+
+@pytest.fixture
+def app(ui_catalog, monkeypatch: pytest.MonkeyPatch):
+    """A function `app(role, user="tester") -> AppTest` of the real app, opened on `ui_catalog` as that role
+    (not yet run: call `.run()`, or `.switch_page(...)` then `.run()`)."""
+    _, database, _ = ui_catalog
+    for key, value in database.env().items():
+        if key.startswith("VISIONLEDGER_"):
+            monkeypatch.setenv(key, value)
+
+    def make(role: str, user: str = "tester") -> AppTest:
+        monkeypatch.setenv("VISIONLEDGER_ROLE", role)
+        monkeypatch.setenv("VISIONLEDGER_USER", user)
+        return AppTest.from_file(str(APP), default_timeout=60)
+
+    yield make
+    # The app caches one catalog per database role for the process: close them before the database goes.
+    from apps.ui.common import _catalog
+
+    _catalog.clear()
