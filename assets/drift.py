@@ -359,7 +359,16 @@ def markdown_table(rows: list[dict]) -> str:
 
 def read_drift_history(lake: Lake) -> pa.Table:
     """Every day's drift table written so far."""
-    files = sorted((lake.root / "drift" / "cameras").glob("day=*/drift.parquet"))
+    return _read_drift_files(sorted((lake.root / "drift" / "cameras").glob("day=*/drift.parquet")))
+
+
+def read_drift_days(lake: Lake, days: Iterable[date]) -> pa.Table:
+    """The drift tables of ``days`` (a day without a report adds no rows): what a page showing a few days
+    reads, however long the history."""
+    return _read_drift_files([path for day in days if (path := lake.root / cameras_path(day)).exists()])
+
+
+def _read_drift_files(files: list[Path]) -> pa.Table:
     return pa.concat_tables([pq.read_table(f, schema=DRIFT_SCHEMA) for f in files]) if files \
         else DRIFT_SCHEMA.empty_table()
 

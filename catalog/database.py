@@ -50,7 +50,8 @@ def connection_urls(settings: Settings, *, start: bool = True, database: str | N
     """Resolve the URLs: the configured server, or the embedded one (started unless ``start`` is False)."""
     if not settings.embedded:
         app = sqlalchemy_url(settings.database_url)
-        return ConnectionUrls(app=app, owner=sqlalchemy_url(settings.admin_database_url or settings.database_url))
+        return ConnectionUrls(app=app, owner=sqlalchemy_url(settings.admin_database_url or settings.database_url),
+                              readers={role: sqlalchemy_url(url) for role, url in settings.reader_urls})
     server = EmbeddedPostgres(settings.home, pg_bin=settings.pg_bin)
     info = server.start() if start else server.info()
     db = {"database": database} if database else {}

@@ -1,5 +1,5 @@
 """The curator's questions to the read models: images by line, station, camera, part, capture window, current
-label and exclusion, now or as of a past position; and a part's full history.
+label, the model's latest prediction and exclusion, now or as of a past position; and a part's full history.
 
 Filters are values bound as parameters, never spliced into SQL. A label filter names a class of the current
 ontology and matches every (name, version) that now reads as it, so ontology changes rewrite no rows.
@@ -7,6 +7,8 @@ ontology and matches every (name, version) that now reads as it, so ontology cha
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -23,6 +25,7 @@ RESULT_COLUMNS = ("sha256", "part_id", "line", "station", "camera", "captured_at
                   "label_ontology_version", "excluded", "exclusion_reason", "width", "height", "source_path",
                   "blob_uri", "thumbnail_uri")
 UNLABELLED = "unlabelled"
+NOT_PREDICTED = "not predicted"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ImageFilter:
     captured_to: datetime | None = None  # exclusive
     labels: tuple[str, ...] = ()  # current classes, or "unlabelled"
     excluded: bool | None = None
+    predictions: tuple[str, ...] = ()  # the class of the image's latest prediction (any engine), or "not predicted"
 
     def __post_init__(self) -> None:
         for name in ("captured_from", "captured_to"):
@@ -59,7 +63,7 @@ def query_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None
     with engine.connect() as sa_conn:  # one connection for the ontology and the rows: the curator waits on both
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn, as_of=as_of)
-        sql, params = _select(where, ontology, as_of)
+        sql, params = selection_sql(where, ontology, as_of=as_of)
         sql += " ORDER BY captured_at, sha256"
         if limit is not None:
             sql += " LIMIT %(limit)s OFFSET %(offset)s"
@@ -74,7 +78,7 @@ def query_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None
 def count_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None) -> int:
     with engine.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
-        sql, params = _select(where, Ontology.read(conn, as_of=as_of), as_of)
+        sql, params = selection_sql(where, Ontology.read(conn, as_of=as_of), as_of=as_of)
         count = conn.execute(f"SELECT count(*) FROM ({sql}) q", params).fetchone()[0]
         sa_conn.rollback()
     return count
@@ -90,7 +94,9 @@ def current_class(ontology: Ontology, label: str | None, version: int | None) ->
     return ontology.resolve(label, version) or f"{label} (split: to review)"
 
 
-def _select(where: ImageFilter, ontology: Ontology, as_of: int | None) -> tuple[str, dict[str, Any]]:
+def selection_sql(where: ImageFilter, ontology: Ontology, *, as_of: int | None = None) -> tuple[str, dict[str, Any]]:
+    """The SELECT of the images ``where`` selects (RESULT_COLUMNS, ``label`` left NULL for the caller to read
+    through the ontology) and its parameters; readers join it with other read models (the review queue)."""
     if as_of is None:
         source = "projections.images i"
         label, version, excluded, reason = "i.label", "i.label_ontology_version", "i.excluded", "i.exclusion_reason"
@@ -114,8 +120,11 @@ def _select(where: ImageFilter, ontology: Ontology, as_of: int | None) -> tuple[
     if where.excluded is not None:
         conditions.append(f"{excluded} = %(excluded)s")
         params["excluded"] = where.excluded
-    columns = (f"i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, NULL AS label, {label},"
-               f" {version}, {excluded}, {reason}, i.width, i.height, i.source_path, i.blob_uri, i.thumbnail_uri")
+    if where.predictions:
+        conditions.append(_prediction_condition(where.predictions, as_of, params))
+    columns = (f"i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, NULL AS label,"
+               f" {label} AS label_as_recorded, {version} AS label_ontology_version, {excluded} AS excluded,"
+               f" {reason} AS exclusion_reason, i.width, i.height, i.source_path, i.blob_uri, i.thumbnail_uri")
     sql = f"SELECT {columns} FROM {source}"
     if conditions:
         sql += " WHERE " + " AND ".join(conditions)
@@ -176,6 +185,97 @@ def _label_condition(labels: Sequence[str], ontology: Ontology, label: str, vers
         params["versioned_names"] = sorted({p.split("@")[0] for p in versioned})
         alternatives.append(f"({label} = ANY(%(versioned_names)s) AND {label} || '@' || {version} = ANY(%(label_pairs)s))")
     return "(" + " OR ".join(alternatives) + ")" if alternatives else "false"
+
+
+def _prediction_condition(classes: Sequence[str], as_of: int | None, params: dict[str, Any]) -> str:
+    """Rows whose latest prediction, whichever engine made it (ties on time go to the one recorded last), is of
+    one of ``classes``; "not predicted" matches images no engine had judged (by ``as_of``). Written as
+    (anti-)semi-joins, which PostgreSQL runs as hash joins over the whole catalog when it counts."""
+    if as_of is None:
+        source, klass = "projections.latest_predictions", "p.predicted_class"
+
+        def of_the_image(a: str) -> str:
+            return f"{a}.sha256 = i.sha256"
+
+        def when(a: str) -> str:
+            return f"({a}.predicted_at, {a}.position)"
+    else:  # the projection keeps only the newest: the log says what was latest then
+        source, klass = "catalog.events", "p.payload->>'predicted_class'"
+
+        def of_the_image(a: str) -> str:
+            return (f"{a}.stream_id = 'image:' || i.sha256 AND {a}.type = 'PredictionRecorded'"
+                    f" AND {a}.position <= %(as_of)s")
+
+        def when(a: str) -> str:
+            return f"({a}.occurred_at, {a}.position)"
+
+    def latest_is(condition: str) -> str:
+        return (f"EXISTS (SELECT 1 FROM {source} p WHERE {of_the_image('p')} AND {condition} AND NOT EXISTS"
+                f" (SELECT 1 FROM {source} n WHERE {of_the_image('n')} AND {when('n')} > {when('p')}))")
+
+    named = sorted(set(classes) - {NOT_PREDICTED})
+    params["predicted_classes"] = named
+    if NOT_PREDICTED not in classes:
+        return latest_is(f"{klass} = ANY(%(predicted_classes)s)")
+    if not named:
+        return f"NOT EXISTS (SELECT 1 FROM {source} p WHERE {of_the_image('p')})"
+    # Of these classes or never judged: no latest prediction of another class.
+    return "NOT " + latest_is(f"{klass} <> ALL(%(predicted_classes)s)")
+
+
+def latest_predictions(engine: Engine, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The latest prediction of each of ``shas`` that has one (whichever engine made it): engine_id,
+    predicted_class, scores, heatmap_uri, predicted_at, position."""
+    if not shas:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT DISTINCT ON (sha256) sha256, engine_id, predicted_class, scores, heatmap_uri, predicted_at,"
+            " position FROM projections.latest_predictions WHERE sha256 = ANY(%(s)s)"
+            " ORDER BY sha256, predicted_at DESC, position DESC", {"s": list(shas)}).fetchall()
+    columns = ("engine_id", "predicted_class", "scores", "heatmap_uri", "predicted_at", "position")
+    return {r[0]: dict(zip(columns, r[1:], strict=True)) for r in rows}
+
+
+def selection_csv(engine: Engine, where: ImageFilter) -> str:
+    """Every image ``where`` selects as CSV: RESULT_COLUMNS and the latest prediction's class and engine."""
+    rows = query_images(engine, where, limit=None)
+    predictions = latest_predictions(engine, [r["sha256"] for r in rows])
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*RESULT_COLUMNS, "predicted_class", "prediction_engine"])
+    writer.writeheader()
+    for row in rows:
+        prediction = predictions.get(row["sha256"], {})
+        writer.writerow(row | {"captured_at": row["captured_at"].isoformat(),
+                               "predicted_class": prediction.get("predicted_class"),
+                               "prediction_engine": prediction.get("engine_id")})
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class FilterChoices:
+    """What a filter form offers: the values present in the catalog and the current ontology's classes."""
+
+    lines: list[str]
+    stations: list[str]
+    cameras: list[str]
+    classes: list[str]
+    first_captured: datetime | None
+    last_captured: datetime | None
+
+
+def filter_choices(engine: Engine) -> FilterChoices:
+    """The lines, stations and cameras images came from, the current classes and the capture window."""
+    with engine.connect() as sa_conn:
+        conn: psycopg.Connection = sa_conn.connection.driver_connection
+        ontology = Ontology.read(conn)
+        combos = conn.execute("SELECT DISTINCT line, station, camera FROM projections.images").fetchall()
+        first, last = conn.execute("SELECT min(captured_at), max(captured_at) FROM projections.images").fetchone()
+        sa_conn.rollback()
+    classes = list(ontology.current.classes) if ontology.versions else []
+    return FilterChoices(lines=sorted({c[0] for c in combos}), stations=sorted({c[1] for c in combos}),
+                         cameras=sorted({c[2] for c in combos}), classes=classes, first_captured=first,
+                         last_captured=last)
 
 
 @dataclass(frozen=True)

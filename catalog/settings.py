@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+READER_ROLES = ("analyst", "auditor")  # read-only logins: SELECT on the log and the read models, nothing else
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -19,6 +21,9 @@ class Settings:
     database_url: str | None = None
     admin_database_url: str | None = None
     pg_bin: Path | None = None
+    # With ``database_url``: the read-only logins (analyst, auditor) as (role, URL) pairs; the embedded server
+    # knows its own.
+    reader_urls: tuple[tuple[str, str], ...] = ()
 
     @property
     def lake_root(self) -> Path:
@@ -38,8 +43,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Read ``VISIONLEDGER_HOME``, ``VISIONLEDGER_DATABASE_URL``, ``VISIONLEDGER_ADMIN_DATABASE_URL``
-        and ``PG_BIN``."""
+        """Read ``VISIONLEDGER_HOME``, ``VISIONLEDGER_DATABASE_URL``, ``VISIONLEDGER_ADMIN_DATABASE_URL``,
+        ``VISIONLEDGER_ANALYST_DATABASE_URL``, ``VISIONLEDGER_AUDITOR_DATABASE_URL`` and ``PG_BIN``."""
         env = dict(os.environ if env is None else env)
         home = Path(env.get("VISIONLEDGER_HOME") or ".visionledger").expanduser().resolve()
         pg_bin = env.get("PG_BIN")
@@ -48,4 +53,6 @@ class Settings:
             database_url=env.get("VISIONLEDGER_DATABASE_URL") or None,
             admin_database_url=env.get("VISIONLEDGER_ADMIN_DATABASE_URL") or None,
             pg_bin=Path(pg_bin) if pg_bin else None,
+            reader_urls=tuple((role, env[f"VISIONLEDGER_{role.upper()}_DATABASE_URL"]) for role in READER_ROLES
+                              if env.get(f"VISIONLEDGER_{role.upper()}_DATABASE_URL")),
         )

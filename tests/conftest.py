@@ -57,6 +57,8 @@ class TestDatabase:
             "VISIONLEDGER_HOME": str(self.settings.home),
             "VISIONLEDGER_DATABASE_URL": self.settings.database_url,
             "VISIONLEDGER_ADMIN_DATABASE_URL": self.settings.admin_database_url,
+            "VISIONLEDGER_ANALYST_DATABASE_URL": self.url("visionledger_analyst"),
+            "VISIONLEDGER_AUDITOR_DATABASE_URL": self.url("visionledger_auditor"),
         }
 
 

@@ -27,5 +27,6 @@ def app(role: str, user: str, port: int, host: str) -> None:
     env = {**os.environ, "VISIONLEDGER_ROLE": role, "VISIONLEDGER_USER": user}
     console.print(f"visionledger app for {user} ({role}) on http://{host}:{port}")
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-               "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer"]  # no "Deploy" button: this app is deployed already
     raise SystemExit(subprocess.call(command, env=env))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -51,3 +52,14 @@ def trace_link(part_id: str, *, label: str | None = None) -> None:
 def record_actor() -> dict[str, Any]:
     """Metadata for the events this session appends: who did it, from where."""
     return {"actor": viewer().actor, "source": "streamlit"}
+
+
+def catalog_state(cat: catalog.Catalog) -> str:
+    """A cache key for reads of ``cat``: its database and head position, so a cached page re-reads as soon as
+    an event is appended, and two catalogs in one process never share results."""
+    return f"{cat.engine.url.render_as_string(hide_password=True)}@{cat.head()}"
+
+
+def trace_url(part_id: str) -> str:
+    """The Trace page of `part_id` as a relative URL, for link columns of tables (st.column_config.LinkColumn)."""
+    return f"trace?{urlencode({'part': part_id})}"

@@ -7,19 +7,25 @@ from datetime import date
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from assets.drift import (
+    DRIFT_SCHEMA,
     MIN_IMAGES_FOR_STUCK,
     DriftConfig,
     Reference,
     band,
     camera_day_statistics,
+    cameras_path,
     drift_report,
     image_statistics,
+    read_drift_days,
+    read_drift_history,
 )
 from assets.resources import CatalogResource, LakeResource
+from catalog.lake import Lake
 
 DAYS = ("2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05")  # simulator days 0..3
 DIMMED = (("line1", "st1", "cam1"), ("line1", "st1", "cam2"))  # 3 % darker a day from day 1
@@ -110,3 +116,16 @@ def test_bands_widen_to_sampling_noise_and_stuck_pixels_get_an_allowance() -> No
     noisy = Reference(days=steady.days, images=2, values=steady.values, spreads={"brightness": 4.0})
     assert band("brightness", noisy, config) == pytest.approx((88.0, 112.0))  # 3 × 4 × sqrt(2 / 2)
     assert band("stuck_pixels", steady, config) == (0.0, 5.0)
+
+
+def test_drift_days_are_read_alone_and_a_day_without_report_adds_nothing(tmp_path) -> None:
+    lake = Lake(tmp_path)
+    days = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+    for day in days:
+        row = {"day": day, "line": "l", "station": "s", "camera": "c", "images": 4, "statistic": "brightness",
+               "value": 1.0, "reference": 1.0, "low": 0.9, "high": 1.1, "in_band": True,
+               "reference_days": None, "reference_images": None}
+        lake.write_parquet(cameras_path(day), pa.Table.from_pylist([row], schema=DRIFT_SCHEMA))
+    assert read_drift_days(lake, [days[2], days[0], date(2026, 3, 9)])["day"].to_pylist() == [days[2], days[0]]
+    assert read_drift_days(lake, [date(2026, 3, 9)]).num_rows == 0
+    assert read_drift_history(lake)["day"].to_pylist() == days

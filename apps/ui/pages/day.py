@@ -1,5 +1,147 @@
-"""day page (being built)."""
+"""Day: "what happened on this day?": each line's images and rejects hour by hour, the rejects, corrections
+and disagreements (each one click from its part's trace), the cameras' drift statistics against their bands,
+and the dataset versions, models, engines and promotions recorded that day."""
 
+from __future__ import annotations
+
+from datetime import date
+
+import altair as alt
+import pandas as pd
 import streamlit as st
 
+from apps.ui.common import cached, catalog_state, get_catalog, trace_url
+from assets.drift import STATISTICS, read_drift_days
+from catalog import activity
+
+ROWS = 200  # of each table: the figures above count them all
+
+
+@cached()
+def image_days(_cat, state: str) -> tuple[date, date] | None:
+    return activity.image_days(_cat.engine)
+
+
+@cached()
+def day_figures(_cat, state: str, day: date) -> activity.DayFigures:
+    return activity.daily_figures(_cat.engine, day, day)[0]
+
+
+@cached()
+def timeline(_cat, state: str, day: date) -> pd.DataFrame:
+    return pd.DataFrame([vars(h) for h in activity.day_timeline(_cat.engine, day)],
+                        columns=["line", "hour", "images", "rejected_parts"])
+
+
+@cached()
+def rows_of(_cat, state: str, what: str, day: date) -> pd.DataFrame:
+    read = {"rejects": activity.rejected_parts, "corrections": activity.corrections,
+            "disagreements": activity.disagreements}[what]
+    return pd.DataFrame(read(_cat.engine, day, day, limit=ROWS))
+
+
+@cached()
+def lineage_of(_cat, state: str, day: date) -> pd.DataFrame:
+    return pd.DataFrame([vars(r) for r in activity.lineage_records(_cat.engine, day, day)])
+
+
+@cached(60)
+def drift_of(_cat, lake_root: str, day: date) -> pd.DataFrame | None:
+    """The day's drift table (one row per camera and statistic), or None when no report covers the day."""
+    report = read_drift_days(_cat.lake, [day])
+    return None if report.num_rows == 0 else report.to_pandas()
+
+
+def with_trace(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(trace=[trace_url(p) if p else None for p in frame["part_id"]])
+
+
+def table(frame: pd.DataFrame, empty: str, count: int) -> None:
+    if frame.empty:
+        st.write(empty)
+        return
+    if count > len(frame):
+        st.caption(f"the latest {len(frame):,} of {count:,}")
+    st.dataframe(with_trace(frame), hide_index=True,
+                 column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")})
+
+
 st.title("Day")
+cat = get_catalog()
+state = catalog_state(cat)
+span = image_days(cat, state)
+if span is None:
+    st.info("The catalog holds no images yet: ingest a delivery (`visionledger ingest`) or run the line.")
+    st.stop()
+
+asked = st.query_params.get("day")
+try:
+    default = date.fromisoformat(asked) if asked else span[1]
+except ValueError:
+    st.warning(f"?day={asked} is not a date (YYYY-MM-DD): showing the last day with images")
+    default = span[1]
+day = st.date_input("day (UTC)", value=default, help=f"images from {span[0]} to {span[1]}")
+
+figures = day_figures(cat, state, day)
+columns = st.columns(5)
+for column, (label, value) in zip(columns, [
+        ("images", figures.images), ("parts", figures.parts), ("rejected parts", figures.rejected_parts),
+        ("corrections", figures.corrections), ("disagreements", figures.disagreements)], strict=True):
+    column.metric(label, f"{value:,}")
+
+st.subheader("Timeline per line")
+hours = timeline(cat, state, day)
+if hours.empty:
+    st.write(f"Nothing captured or decided on {day}.")
+else:
+    long = hours.assign(hour=hours["hour"].dt.hour).melt(
+        id_vars=["line", "hour"], value_vars=["images", "rejected_parts"], var_name="measure", value_name="count")
+    long["measure"] = long["measure"].str.replace("_", " ")
+    chart = (alt.Chart(long).mark_bar()
+             .encode(alt.X("hour:O", title="hour (UTC)", scale=alt.Scale(domain=list(range(24))),
+                           axis=alt.Axis(labelAngle=0)),
+                     alt.Y("count:Q", title=None, axis=alt.Axis(tickMinStep=1, format=",d")),
+                     alt.Color("line:N"), alt.XOffset("line:N"), tooltip=["line:N", "hour:O", "measure:N", "count:Q"])
+             .properties(height=110, width=760)
+             .facet(row=alt.Row("measure:N", title=None, sort=["images", "rejected parts"]))
+             .resolve_scale(y="independent"))
+    st.altair_chart(chart, width="stretch")
+
+rejects, corrected, disagreeing = (rows_of(cat, state, what, day) for what in ("rejects", "corrections",
+                                                                                 "disagreements"))
+tabs = st.tabs([f"rejects ({figures.rejected_parts:,})", f"corrections ({figures.corrections:,})",
+                f"disagreements ({figures.disagreements:,})", "drift", "lineage"])
+with tabs[0]:
+    table(rejects, "No part rejected.", figures.rejected_parts)
+with tabs[1]:
+    table(corrected, "No correction made.", figures.corrections)
+with tabs[2]:
+    table(disagreeing, "The model agreed with every human label.", figures.disagreements)
+with tabs[3]:
+    drift = drift_of(cat, str(cat.lake.root), day)
+    if drift is None:
+        st.info(f"no drift report for {day}: materialize the `drift_report` asset for that day")
+    else:
+        out = drift[drift["in_band"] == False]  # noqa: E712 - null (unknown) is neither in nor out
+        st.write(f"{len(out)} statistic(s) out of band" if len(out) else "Every statistic within its band.")
+        drift = drift.assign(camera=drift["line"] + "/" + drift["station"] + "/" + drift["camera"],
+                             state=drift["in_band"].map({True: "in band", False: "out of band"}).fillna("unknown"))
+        base = alt.Chart().encode(alt.Y("camera:N", title=None))
+        bands = base.mark_bar(opacity=0.3, color="#4c78a8").encode(alt.X("low:Q", title=None), alt.X2("high:Q"))
+        values = base.mark_point(filled=True, size=70).encode(
+            alt.X("value:Q", scale=alt.Scale(zero=False)),
+            alt.Color("state:N", scale=alt.Scale(domain=["in band", "out of band", "unknown"],
+                                                 range=["#333333", "#d62728", "#999999"])),
+            tooltip=["camera:N", "statistic:N", "value:Q", "reference:Q", "low:Q", "high:Q", "images:Q"])
+        cameras = drift["camera"].nunique()
+        st.altair_chart(alt.layer(bands, values, data=drift).properties(height=16 * cameras + 10, width=600)
+                        .facet(row=alt.Row("statistic:N", sort=list(STATISTICS), title=None))
+                        .resolve_scale(x="independent"), width="stretch")
+        st.dataframe(drift[["camera", "statistic", "value", "reference", "low", "high", "state", "images"]],
+                     hide_index=True)
+with tabs[4]:
+    records = lineage_of(cat, state, day)
+    if records.empty:
+        st.write("No dataset version, model, engine, replay or promotion recorded on this day.")
+    else:
+        st.dataframe(records, hide_index=True)

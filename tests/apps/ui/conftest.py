@@ -4,7 +4,9 @@
 version, a registered and exported classifier, its engine) and runs the line's inspection over the factory's
 images, recording predictions and part decisions as the server does. Its rules make the decisions
 predictable whatever the tiny model thinks: a part is rejected once its cam2 image is in; parts of odd number
-are only seen by cam1, so they stay accepted. Some images are queued for review.
+are only seen by cam1, so they stay accepted. Some images are queued for review. The classifier is then
+evaluated (`ModelEvaluated`, tables in lake/evaluations/) and replayed against no champion, which it passes,
+so it is promoted (`RegressionReplayed`, `ModelPromoted`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import catalog
+from assets.learning.evaluation import EvaluationConfig, evaluate
+from assets.learning.promotion import ReplayConfig, replay_and_gate
 from catalog.events import ReviewRequested
 from catalog.store import NewEvent
 from serving.decision import RuleSet
@@ -26,7 +30,7 @@ from serving.engines import load_engine
 from serving.inspection import Inspector
 from serving.replay import inspect_history
 from tests.conftest import TestDatabase, TestServer
-from tests.engine_fixtures import copy_database, drop_database
+from tests.engine_fixtures import _quiet, copy_database, drop_database
 
 APP = Path(__file__).resolve().parents[3] / "apps" / "ui" / "app.py"
 RULES = RuleSet(name="test", version="1", threshold=0.0, default="accept",
@@ -49,6 +53,10 @@ def _run_the_line(cat: catalog.Catalog, engine_id: str) -> None:
              for k, (sha, *_) in enumerate(images[:6])]
     cat.append(events + queue)
     engine.close()
+    # The Performance page's figures: the classifier evaluated on its test split, then replayed as a candidate
+    # (no champion yet, so it passes and is promoted), by the functions the Dagster assets call.
+    evaluate(cat, EvaluationConfig(), _quiet)
+    replay_and_gate(cat, ReplayConfig(min_images=5), _quiet)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,426 @@
+"""The audit chain of one part, as plain data: its decision and the rule that fired, every image with its
+predictions and human label, every event in time order, and for each engine that judged it the chain
+engine → model → dataset version → whether the part's images were in training → the labels and annotators
+of the training images of the class the engine predicted. The Trace page shows it; reports export it.
+
+It only reads (projections, the event log, the lake), so read-only roles can audit; nothing here catches up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import Engine
+
+from catalog import Catalog
+from catalog.datasets import load_manifest
+from catalog.errors import CatalogError
+from catalog.ontology import Ontology
+from catalog.performance import OK_CLASS
+from catalog.queries import current_class, trace_part
+from catalog.store import RecordedEvent
+
+EXAMPLES = 5  # training labels shown per predicted class
+TRAIN = "train"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One `PartDispositioned`: accept or reject, by which rule, why, under which rules version."""
+
+    decision: str
+    rule: str
+    reason: str
+    rules_version: str | None
+    decided_by: str
+    decider: str
+    engine_id: str | None
+    image_sha256s: list[str]
+    decided_at: datetime
+    position: int
+    actor: str | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An engine's latest prediction for an image (the one that happened last, as the read model keeps)."""
+
+    engine_id: str
+    predicted_class: str
+    scores: dict[str, float]
+    defect_score: float | None
+    regions: list[dict[str, Any]]
+    heatmap_uri: str | None
+    predicted_at: datetime
+    position: int
+
+
+@dataclass(frozen=True)
+class HumanLabel:
+    """The image's current human verdict, read as today's class."""
+
+    label: str
+    as_recorded: str
+    ontology_version: int
+    annotator: str
+    source: str  # "label" | "correction"
+    labeled_at: datetime
+    regions: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PartImage:
+    sha256: str
+    line: str
+    station: str
+    camera: str
+    captured_at: datetime
+    width: int
+    height: int
+    blob_uri: str
+    excluded: bool
+    exclusion_reason: str | None
+    label: HumanLabel | None
+    predictions: list[Prediction]
+    heatmaps: list[dict[str, Any]]  # kind ("grad_cam", "mask", "prediction"), model_id, class, uri
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    position: int
+    occurred_at: datetime
+    recorded_at: datetime
+    type: str
+    stream_id: str
+    actor: str | None
+    summary: str
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Where one of the part's images sits in the dataset version (split None: not in it)."""
+
+    sha256: str
+    split: str | None
+    manifest_class: str | None
+
+
+@dataclass(frozen=True)
+class ClassEvidence:
+    """The training images of one predicted class: how many, who labelled them (the label in force at the
+    dataset version's position), how many were corrections, how many were relabelled since, a few examples."""
+
+    predicted_class: str
+    training_images: int
+    annotators: list[dict[str, Any]]  # annotator, images, corrections
+    corrections: int
+    relabelled_since: int
+    examples: list[dict[str, Any]]  # sha256, part_id, label, annotator, source, labeled_at
+
+
+@dataclass(frozen=True)
+class Chain:
+    """engine → model → dataset version → this part in training → the labels behind the predicted classes.
+    ``problem`` says where the chain breaks (a link not recorded, a manifest missing or altered)."""
+
+    engine_id: str
+    engine: dict[str, Any] | None
+    model: dict[str, Any] | None
+    dataset_version: dict[str, Any] | None
+    manifest_verified: bool
+    membership: list[Membership]
+    evidence: list[ClassEvidence]
+    problem: str | None = None
+
+    @property
+    def in_training(self) -> bool:
+        return any(m.split == TRAIN for m in self.membership)
+
+    def training_verdict(self) -> str:
+        """In words: were this part's images in the training set?"""
+        if not self.manifest_verified:
+            return "unknown: " + (self.problem or "the manifest could not be read")
+        splits = [m.split for m in self.membership]
+        trained = splits.count(TRAIN)
+        others = sorted({s for s in splits if s and s != TRAIN})
+        if trained:
+            verdict = f"yes: {trained} of {len(splits)} image(s) in the training split"
+        else:
+            verdict = f"no: none of the part's {len(splits)} image(s) in the training split"
+        if others:
+            verdict += f" (others in {', '.join(others)})"
+        missing = splits.count(None)
+        if missing:
+            verdict += f"; {missing} not in the dataset version at all"
+        return verdict
+
+
+@dataclass(frozen=True)
+class PartAudit:
+    part_id: str
+    line: str | None
+    first_captured_at: datetime | None
+    last_captured_at: datetime | None
+    decision: Decision | None  # the latest
+    decision_history: list[Decision]
+    images: list[PartImage]
+    timeline: list[TimelineEvent]
+    chains: list[Chain]
+    catalog_position: int  # the log's head when the audit was read
+    read_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (times as ISO 8601 with their offset), with each chain's verdict spelled out."""
+        data = _jsonable(dataclasses.asdict(self))
+        for chain, raw in zip(self.chains, data["chains"], strict=True):
+            raw["in_training"] = chain.in_training
+            raw["training_verdict"] = chain.training_verdict()
+        return data
+
+
+def part_audit(cat: Catalog, part_id: str) -> PartAudit:
+    """The whole chain of ``part_id``; `CatalogError` when the catalog knows no such part."""
+    part_id = part_id.strip()
+    head = cat.head()
+    trace = trace_part(cat.engine, part_id)
+    shas = [image["sha256"] for image in trace.images]
+    events = [e for image in trace.images for e in image["events"]] + trace.part_events
+    decisions = [_decision(e) for e in trace.part_events if e.type == "PartDispositioned"]
+    predictions = _latest_predictions(events)
+    images = _images(cat.engine, shas, predictions)
+    engine_ids = list(dict.fromkeys(
+        [p.engine_id for image in images for p in image.predictions]
+        + [d.engine_id for d in reversed(decisions) if d.engine_id]))
+    chains = [engine_chain(cat, engine_id, shas, _predicted_classes(images, engine_id)) for engine_id in engine_ids]
+    images = _with_heatmaps(cat, images, [c.model["model_id"] for c in chains if c.model])
+    part = _part_row(cat.engine, part_id)
+    return PartAudit(
+        part_id=part_id, line=part.get("line"), first_captured_at=part.get("first_captured_at"),
+        last_captured_at=part.get("last_captured_at"), decision=decisions[-1] if decisions else None,
+        decision_history=decisions, images=images,
+        timeline=[_timeline_event(e) for e in sorted({e.position: e for e in events}.values(),
+                                                      key=lambda e: (e.occurred_at, e.position))],
+        chains=chains, catalog_position=head)
+
+
+def engine_chain(cat: Catalog, engine_id: str, shas: Sequence[str], predicted: Sequence[str]) -> Chain:
+    """The chain behind ``engine_id`` for the images ``shas`` whose predictions were ``predicted``."""
+    engine = _row(cat.engine, "SELECT engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash,"
+                  " backend, precision, device, library_versions, artifact_uri, built_at"
+                  " FROM projections.engines WHERE engine_id = %(id)s", id=engine_id)
+    if engine is None:
+        return _broken(engine_id, f"no EngineBuilt records engine {engine_id}: its lineage is unknown")
+    model = _row(cat.engine, "SELECT model_id, model, dataset_version_id, manifest_hash, hyperparameters, metrics,"
+                 " artifact_sha256, artifact_uri, onnx_sha256, onnx_uri, evaluation, registered_at, promoted_at"
+                 " FROM projections.models WHERE model_id = %(id)s", id=engine["model_id"])
+    if model is None:
+        return _broken(engine_id, f"no ModelRegistered records model {engine['model_id']}", engine=engine)
+    version = _row(cat.engine, "SELECT version_id, dataset, spec, as_of_position, counts, manifest_hash,"
+                   " manifest_uri, published_at FROM projections.dataset_versions WHERE version_id = %(id)s",
+                   id=model["dataset_version_id"])
+    if version is None:
+        return _broken(engine_id, f"no DatasetVersionPublished records {model['dataset_version_id']}",
+                       engine=engine, model=model)
+    if version["manifest_hash"] != model["manifest_hash"] or engine["manifest_hash"] != model["manifest_hash"]:
+        return _broken(engine_id, f"the manifest hashes of engine, model and {version['version_id']} disagree",
+                       engine=engine, model=model, version=version)
+    try:
+        manifest = load_manifest(cat.lake, version["manifest_uri"], expected_hash=version["manifest_hash"])
+    except CatalogError as exc:
+        return _broken(engine_id, str(exc), engine=engine, model=model, version=version)
+    return Chain(engine_id=engine_id, engine=engine, model=model, dataset_version=version, manifest_verified=True,
+                 membership=membership(manifest, shas),
+                 evidence=[class_evidence(cat.engine, manifest, c, version["as_of_position"]) for c in predicted])
+
+
+def membership(manifest: pa.Table, shas: Sequence[str]) -> list[Membership]:
+    """The split and manifest class of each of ``shas`` (None where the manifest does not hold it)."""
+    found = manifest.filter(pc.is_in(manifest["sha256"], value_set=pa.array(list(shas), pa.string())))
+    rows = {r["sha256"]: r for r in found.select(["sha256", "split", "class"]).to_pylist()}
+    return [Membership(sha, rows.get(sha, {}).get("split"), rows.get(sha, {}).get("class")) for sha in shas]
+
+
+def class_evidence(engine: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int) -> ClassEvidence:
+    """Who labelled the training images of ``predicted_class``: the label of each in force at the dataset
+    version's position (the one the version learned from), counted per annotator, with a few examples, and
+    how many were relabelled since."""
+    chosen = manifest.filter(pc.and_(pc.equal(manifest["split"], TRAIN),
+                                     pc.equal(manifest["class"], predicted_class)))
+    shas = chosen["sha256"].to_pylist()
+    parts = dict(zip(shas, chosen["part_id"].to_pylist(), strict=True))
+    # The images' ids go to the server once, as one bytea of 32-byte digests: tens of thousands of hex strings
+    # (the good class of a large catalog) take ~20 times longer to send as a text array.
+    sql = """
+        WITH s AS MATERIALIZED (
+            SELECT encode(substring(%(ids)s::bytea FROM g * 32 + 1 FOR 32), 'hex') AS sha256
+            FROM generate_series(0, %(n)s - 1) g),
+        l AS MATERIALIZED (
+            SELECT DISTINCT ON (h.sha256) h.sha256, h.label, h.annotator, h.source, h.labeled_at
+            FROM projections.label_history h JOIN s USING (sha256) WHERE h.position <= %(as_of)s
+            ORDER BY h.sha256, h.position DESC)
+        SELECT 'annotator' AS row, annotator, count(*) AS images,
+               count(*) FILTER (WHERE source = 'correction') AS corrections,
+               NULL AS sha256, NULL AS label, NULL AS source, NULL::timestamptz AS labeled_at
+        FROM l GROUP BY annotator
+        UNION ALL (
+            SELECT 'example', annotator, NULL, NULL, sha256, label, source, labeled_at FROM l
+            ORDER BY labeled_at DESC, sha256 LIMIT %(examples)s)
+        UNION ALL
+        SELECT 'relabelled', NULL, count(DISTINCT h.sha256), NULL, NULL, NULL, NULL, NULL
+        FROM projections.label_history h JOIN s USING (sha256) WHERE h.position > %(as_of)s"""
+    params = {"ids": b"".join(bytes.fromhex(sha) for sha in shas), "n": len(shas), "as_of": as_of_position,
+              "examples": EXAMPLES}
+    with engine.connect() as conn:
+        # The sort of a large class's labels must not spill to disk, nor the planner stop to JIT-compile.
+        conn.exec_driver_sql("SET LOCAL jit = off")
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
+        conn.rollback()
+    annotators = sorted(({"annotator": r["annotator"], "images": r["images"], "corrections": r["corrections"]}
+                         for r in rows if r["row"] == "annotator"), key=lambda a: (-a["images"], a["annotator"]))
+    examples = [{"sha256": r["sha256"], "part_id": parts[r["sha256"]], "label": r["label"],
+                 "annotator": r["annotator"], "source": r["source"], "labeled_at": r["labeled_at"]}
+                for r in rows if r["row"] == "example"]
+    return ClassEvidence(
+        predicted_class=predicted_class, training_images=len(shas), annotators=annotators,
+        corrections=sum(a["corrections"] for a in annotators),
+        relabelled_since=next(r["images"] for r in rows if r["row"] == "relabelled"), examples=examples)
+
+
+def event_summary(event_type: str, payload: dict[str, Any]) -> str:
+    """One line saying what an event recorded."""
+    p = payload
+    if event_type == "PredictionRecorded":
+        score = p.get("scores", {}).get(p.get("predicted_class"))
+        return f"{p['predicted_class']} {score:.2f} by engine {p['engine_id'][:12]}" if score is not None \
+            else f"{p['predicted_class']} by engine {p['engine_id'][:12]}"
+    if event_type == "PartDispositioned":
+        return f"{p['decision']} by rule {p['rule']} ({p.get('rules_version') or 'unversioned'}): {p.get('reason', '')}"
+    if event_type == "LabelRecorded":
+        return f"{p['label']} by {p['annotator']} (ontology v{p['ontology_version']})"
+    if event_type == "CorrectionRecorded":
+        return f"{p['old_label']} → {p['new_label']} by {p['corrected_by']}" + (f": {p['reason']}" if p.get("reason") else "")
+    if event_type == "ImageIngested":
+        return f"{p['camera']} at {p['station']} on {p['line']}: {p['source_path']}"
+    if event_type in ("ImageExcluded", "ImageIncluded"):
+        return p.get("reason", "")
+    if event_type == "ReviewRequested":
+        return f"queue {p['queue']} by {p['strategy']} (score {p['score']:.2f})"
+    keys = ("label", "decision", "rule", "reason", "source_path")
+    return " ".join(f"{k}={p[k]}" for k in keys if p.get(k))
+
+
+# -- reading --------------------------------------------------------------------------------------------------
+
+
+def _row(engine: Engine, sql: str, **params: Any) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(sql, params).fetchone()
+    return dict(row._mapping) if row else None
+
+
+def _part_row(engine: Engine, part_id: str) -> dict[str, Any]:
+    return _row(engine, "SELECT line, first_captured_at, last_captured_at FROM projections.parts"
+                " WHERE part_id = %(p)s", p=part_id) or {}
+
+
+def _decision(e: RecordedEvent) -> Decision:
+    p = e.payload
+    return Decision(decision=p["decision"], rule=p["rule"], reason=p.get("reason", ""),
+                    rules_version=p.get("rules_version"), decided_by=p["decided_by"], decider=p["decider"],
+                    engine_id=p.get("engine_id"), image_sha256s=list(p.get("image_sha256s", [])),
+                    decided_at=e.occurred_at, position=e.position, actor=e.metadata.get("actor"))
+
+
+def _latest_predictions(events: Sequence[RecordedEvent]) -> dict[str, list[Prediction]]:
+    """Per image, the latest prediction of each engine (replays of history may arrive after newer live
+    predictions: the one that happened last stands, as in the read model)."""
+    latest: dict[tuple[str, str], RecordedEvent] = {}
+    for e in events:
+        if e.type != "PredictionRecorded":
+            continue
+        key = (e.payload["sha256"], e.payload["engine_id"])
+        if key not in latest or latest[key].occurred_at <= e.occurred_at:
+            latest[key] = e
+    per_image: dict[str, list[Prediction]] = {}
+    for (sha, engine_id), e in sorted(latest.items(), key=lambda kv: kv[1].position):
+        p = e.payload
+        per_image.setdefault(sha, []).append(Prediction(
+            engine_id=engine_id, predicted_class=p["predicted_class"], scores=p["scores"],
+            defect_score=p.get("defect_score"), regions=p.get("regions", []), heatmap_uri=p.get("heatmap_uri"),
+            predicted_at=e.occurred_at, position=e.position))
+    return per_image
+
+
+def _images(engine: Engine, shas: list[str], predictions: dict[str, list[Prediction]]) -> list[PartImage]:
+    with engine.connect() as sa_conn:
+        ontology = Ontology.read(sa_conn.connection.driver_connection)
+        rows = {r.sha256: r for r in sa_conn.exec_driver_sql(
+            "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.width, i.height, i.blob_uri, i.excluded,"
+            " i.exclusion_reason, c.label, c.ontology_version, c.annotator, c.source, c.labeled_at, c.regions"
+            " FROM projections.images i LEFT JOIN projections.current_labels c USING (sha256)"
+            " WHERE i.sha256 = ANY(%(shas)s)", {"shas": shas})}
+    images = []
+    for sha in shas:
+        r = rows[sha]
+        label = None if r.label is None else HumanLabel(
+            label=current_class(ontology, r.label, r.ontology_version), as_recorded=r.label,
+            ontology_version=r.ontology_version, annotator=r.annotator, source=r.source, labeled_at=r.labeled_at,
+            regions=r.regions or [])
+        own = predictions.get(sha, [])
+        images.append(PartImage(
+            sha256=sha, line=r.line, station=r.station, camera=r.camera, captured_at=r.captured_at, width=r.width,
+            height=r.height, blob_uri=r.blob_uri, excluded=r.excluded, exclusion_reason=r.exclusion_reason,
+            label=label, predictions=own,
+            heatmaps=[{"kind": "prediction", "model_id": None, "class": p.predicted_class, "uri": p.heatmap_uri}
+                      for p in own if p.heatmap_uri]))
+    return images
+
+
+def _with_heatmaps(cat: Catalog, images: list[PartImage], model_ids: Sequence[str]) -> list[PartImage]:
+    """Add the explanations the heatmaps asset kept for these images (``heatmaps/<model>/heatmaps.parquet``)."""
+    shas = pa.array([i.sha256 for i in images], pa.string())
+    found: dict[str, list[dict[str, Any]]] = {}
+    for model_id in dict.fromkeys(model_ids):
+        path = cat.lake.root / "heatmaps" / model_id / "heatmaps.parquet"
+        if not path.is_file():
+            continue
+        table = pq.read_table(path)
+        for row in table.filter(pc.is_in(table["sha256"], value_set=shas)).to_pylist():
+            found.setdefault(row["sha256"], []).append(
+                {"kind": row["kind"], "model_id": row["model_id"], "class": row["class"], "uri": row["uri"]})
+    return [dataclasses.replace(i, heatmaps=i.heatmaps + found.get(i.sha256, [])) for i in images]
+
+
+def _predicted_classes(images: list[PartImage], engine_id: str) -> list[str]:
+    """The classes ``engine_id`` gave the part's images, defects first (they are what a reject rests on)."""
+    classes = {p.predicted_class for i in images for p in i.predictions if p.engine_id == engine_id}
+    return sorted(classes, key=lambda c: (c == OK_CLASS, c))
+
+
+def _broken(engine_id: str, problem: str, *, engine: dict[str, Any] | None = None,
+            model: dict[str, Any] | None = None, version: dict[str, Any] | None = None) -> Chain:
+    return Chain(engine_id=engine_id, engine=engine, model=model, dataset_version=version, manifest_verified=False,
+                 membership=[], evidence=[], problem=problem)
+
+
+def _timeline_event(e: RecordedEvent) -> TimelineEvent:
+    return TimelineEvent(position=e.position, occurred_at=e.occurred_at, recorded_at=e.recorded_at, type=e.type,
+                         stream_id=e.stream_id, actor=e.metadata.get("actor"), summary=event_summary(e.type, e.payload))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

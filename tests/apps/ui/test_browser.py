@@ -1,0 +1,145 @@
+"""End to end in a real browser: the app started as `streamlit run` would be, on the line-run catalog, as an
+auditor; Playwright drives Debian's chromium to trace a rejected part (typed on the Trace page, and reached
+in two clicks from a disagreement on Performance), downloads its JSON report, and saves screenshots to
+``test-artifacts/`` at the repository root."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[3]
+ARTIFACTS = ROOT / "test-artifacts"
+START_TIMEOUT_S = 90
+WAIT_MS = 60_000
+
+if not CHROMIUM.is_file():
+    pytest.skip(f"no {CHROMIUM}: install Debian's chromium package (apt-get install chromium) for the browser test",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install '.[dev]'")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(ui_catalog, tmp_path):
+    """``(url, cat, engine_id)``: the real app served by Streamlit on a free port, as auditor "audrey"."""
+    cat, database, engine_id = ui_catalog
+    port = free_port()
+    env = {k: v for k, v in database.env().items()} | {"VISIONLEDGER_ROLE": "auditor", "VISIONLEDGER_USER": "audrey"}
+    log = (tmp_path / "streamlit.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "apps/ui/app.py", "--server.headless", "true", "--server.port",
+         str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with {server.returncode}:\n{(tmp_path / 'streamlit.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer within {START_TIMEOUT_S} s:\n"
+                            f"{(tmp_path / 'streamlit.log').read_text()}")
+            time.sleep(0.5)
+        yield url, cat, engine_id
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and anything it started
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def lineage(cat, engine_id: str) -> tuple[str, str, str]:
+    """A rejected part, and the dataset version id and manifest hash behind the engine, read here directly."""
+    with cat.engine.connect() as conn:
+        part_id = conn.exec_driver_sql("SELECT part_id FROM projections.part_dispositions WHERE decision = 'reject'"
+                                       " ORDER BY part_id LIMIT 1").scalar_one()
+        version_id, manifest_hash = conn.exec_driver_sql(
+            "SELECT d.version_id, d.manifest_hash FROM projections.engines e JOIN projections.dataset_versions d"
+            " ON d.version_id = e.dataset_version_id WHERE e.engine_id = %(e)s", {"e": engine_id}).one()
+    return part_id, version_id, manifest_hash
+
+
+def snap(page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls its main block, not the document, so the viewport is
+    stretched to the block's height for the picture."""
+    page.wait_for_timeout(1500)  # let images and charts paint
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight ?? 1000")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(max(height, size["height"]), 12_000)})
+    page.wait_for_timeout(500)
+    page.screenshot(path=ARTIFACTS / name, full_page=True)
+    page.set_viewport_size(size)
+
+
+def test_an_auditor_traces_a_rejected_part_in_the_browser(served_app) -> None:
+    url, cat, engine_id = served_app
+    part_id, version_id, manifest_hash = lineage(cat, engine_id)
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page.goto(url)
+            expect(page.get_by_text("signed in as")).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_text("audrey")).to_be_visible(timeout=WAIT_MS)
+
+            # Trace: typed into the page.
+            page.get_by_role("link", name="Trace", exact=True).click()
+            box = page.locator('input[aria-label="Part id"]')
+            expect(box).to_be_visible(timeout=WAIT_MS)
+            box.fill(part_id)
+            box.press("Enter")
+            expect(page.get_by_text("seen-by-cam2").first).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_text(version_id).first).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_text("in the training split").first).to_be_visible(timeout=WAIT_MS)
+            assert f"part={part_id}" in page.url  # the trace can be shared by its address
+            snap(page, "trace-rejected-part.png")
+
+            with page.expect_download(timeout=WAIT_MS) as download:
+                page.get_by_role("button", name="Download JSON").click()
+            report = ARTIFACTS / "trace-rejected-part.json"
+            download.value.save_as(report)
+            chain = json.loads(report.read_text())["chains"][0]
+            assert chain["dataset_version"]["version_id"] == version_id
+            assert chain["dataset_version"]["manifest_hash"] == manifest_hash
+
+            # Performance: a disagreement, then its trace, in two clicks.
+            page.get_by_role("link", name="Performance", exact=True).click()
+            expect(page.get_by_text("Confusion matrix").first).to_be_visible(timeout=WAIT_MS)
+            link = page.get_by_role("link", name=re.compile(r"^Trace \S+$")).first  # not the sidebar's "Trace"
+            expect(link).to_be_visible(timeout=WAIT_MS)
+            snap(page, "performance.png")
+            linked_part = link.inner_text().removeprefix("Trace ").strip()
+            link.click()
+            expect(page.locator('input[aria-label="Part id"]')).to_have_value(linked_part, timeout=WAIT_MS)
+            expect(page.get_by_text("disagrees").first).to_be_visible(timeout=WAIT_MS)
+            snap(page, "trace-from-disagreement.png")
+        finally:
+            browser.close()
