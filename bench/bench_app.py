@@ -34,7 +34,7 @@ from catalog.store import NewEvent
 from catalog.synthetic import ENGINE_ID, FactoryShape, ontology_event, simulated_day
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "ui" / "app.py"
-PAGES = Path(__file__).resolve().parents[1] / "apps" / "ui" / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "apps" / "ui" / "views"
 IMAGES_PER_DAY = 2_400  # FactoryShape(): 3 lines x 200 parts x 2 stations x 2 cameras
 # Who opens each page: the role that sees all of it (its actions too); everything else as the read-only analyst.
 ROLE_OF = {"curate": "curator", "review": "annotator"}
@@ -152,7 +152,7 @@ def render(page: str, *, part: str, runs: int) -> dict:
     try:
         at = AppTest.from_file(str(APP), default_timeout=600)
         at.run()
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"views/{page}.py")
         if page == "trace":
             at.query_params["part"] = part
         started = time.perf_counter()
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per page, uncached and cached each")
     parser.add_argument("--review", type=int, default=1_000, help="images in the review queue")
     parser.add_argument("--pages", default=",".join(sorted(p.stem for p in PAGES.glob("*.py"))),
-                        help="comma-separated page names (default: every page in apps/ui/pages)")
+                        help="comma-separated page names (default: every page in apps/ui/views)")
     args = parser.parse_args()
     pages = args.pages.split(",")
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
-from catalog.activity import _DISAGREEING, _rows
+from catalog.activity import DISAGREEING, read_rows
 from catalog.errors import CatalogError
 from catalog.lake import Lake
 
@@ -128,8 +128,8 @@ def disagreement_summary(engine: Engine) -> list[dict[str, Any]]:
     kind (see `DISAGREEMENTS`): day, kind, images."""
     sql = f"""
         SELECT (i.captured_at AT TIME ZONE 'UTC')::date AS day, {_KIND} AS kind, count(*) AS images
-        FROM projections.images i {_DISAGREEING} GROUP BY 1, 2 ORDER BY 1, 2"""
-    return _rows(engine, sql, {})
+        FROM projections.images i {DISAGREEING} GROUP BY 1, 2 ORDER BY 1, 2"""
+    return read_rows(engine, sql, {})
 
 
 def production_disagreements(engine: Engine, *, kind: str | None = None, limit: int = 20,
@@ -143,9 +143,9 @@ def production_disagreements(engine: Engine, *, kind: str | None = None, limit: 
         SELECT i.captured_at, i.part_id, i.line, i.camera, i.sha256, i.label, c.annotator, p.predicted_class,
                (p.scores ->> p.predicted_class)::float AS score, p.engine_id, {_KIND} AS kind,
                d.decision AS part_decision, d.rule AS part_rule
-        FROM projections.images i {_DISAGREEING}
+        FROM projections.images i {DISAGREEING}
         LEFT JOIN projections.current_labels c ON c.sha256 = i.sha256
         LEFT JOIN projections.part_dispositions d ON d.part_id = i.part_id
         WHERE %(kind)s::text IS NULL OR {_KIND} = %(kind)s
         ORDER BY i.captured_at DESC, i.sha256 LIMIT %(limit)s OFFSET %(offset)s"""
-    return _rows(engine, sql, {"kind": kind, "limit": limit, "offset": offset})
+    return read_rows(engine, sql, {"kind": kind, "limit": limit, "offset": offset})

@@ -22,19 +22,21 @@ except RoleError as exc:
     st.error(str(exc))
     st.stop()
 
+# The pages live in views/, not pages/: Streamlit would also serve a folder named pages/ as pages of their own,
+# and a browser opening one of them directly would skip this file (the viewer, the navigation, the layout).
 PAGES = {
     "Look": [
-        st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-        st.Page("pages/day.py", title="Day", icon=":material/calendar_today:"),
-        st.Page("pages/performance.py", title="Performance", icon=":material/insights:"),
+        st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+        st.Page("views/day.py", title="Day", icon=":material/calendar_today:"),
+        st.Page("views/performance.py", title="Performance", icon=":material/insights:"),
     ],
     "Work": [
-        st.Page("pages/curate.py", title="Curate", icon=":material/photo_library:"),
-        st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
+        st.Page("views/curate.py", title="Curate", icon=":material/photo_library:"),
+        st.Page("views/review.py", title="Review", icon=":material/rate_review:"),
     ],
     "Audit": [
-        st.Page("pages/trace.py", title="Trace", icon=":material/search:"),
-        st.Page("pages/lineage.py", title="Lineage", icon=":material/account_tree:"),
+        st.Page("views/trace.py", title="Trace", icon=":material/search:"),
+        st.Page("views/lineage.py", title="Lineage", icon=":material/account_tree:"),
     ],
 }
 st.sidebar.caption(f"signed in as **{who.name}** ({who.role})")

@@ -4,6 +4,7 @@ links to the trace of a part."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,8 +12,9 @@ import streamlit as st
 
 import catalog
 from apps.ui.roles import Action, Viewer
+from catalog import activity
 
-TRACE_PAGE = "pages/trace.py"
+TRACE_PAGE = "views/trace.py"
 
 
 @st.cache_resource
@@ -58,6 +60,21 @@ def catalog_state(cat: catalog.Catalog) -> str:
     """A cache key for reads of ``cat``: its database and head position, so a cached page re-reads as soon as
     an event is appended, and two catalogs in one process never share results."""
     return f"{cat.engine.url.render_as_string(hide_password=True)}@{cat.head()}"
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _image_days(_cat: catalog.Catalog, state: str) -> tuple[date, date] | None:
+    return activity.image_days(_cat.engine)
+
+
+def days_with_images(cat: catalog.Catalog, state: str) -> tuple[date, date]:
+    """The first and last UTC day with images (`state`: `catalog_state(cat)`); a catalog without images stops
+    the page with what to do."""
+    span = _image_days(cat, state)
+    if span is None:
+        st.info("The catalog holds no images yet: ingest a delivery (`visionledger ingest`) or run the line.")
+        st.stop()
+    return span
 
 
 def trace_url(part_id: str) -> str:

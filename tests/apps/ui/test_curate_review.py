@@ -13,7 +13,7 @@ from catalog.events import ImageIncluded
 from catalog.store import NewEvent, PermissionDenied
 from ingestion.labels import record_correction
 
-CURATE, REVIEW = "pages/curate.py", "pages/review.py"
+CURATE, REVIEW = "views/curate.py", "views/review.py"
 PAGE_SIZE = 24
 
 

@@ -75,7 +75,7 @@ def write_drift_report(cat, day: date, *, out_of_band: int) -> None:
 def test_overview_shows_the_last_week_as_the_catalog_counts_it(app, ui_catalog) -> None:
     cat, _, engine_id = ui_catalog
     last = days_with_images(cat)[-1]
-    at = app("analyst").switch_page("pages/overview.py").run()
+    at = app("analyst").switch_page("views/overview.py").run()
     assert not at.exception, at.exception
 
     expected = counted(cat, last - timedelta(days=6), last)
@@ -103,7 +103,7 @@ def test_overview_counts_drift_alerts_of_the_window(app, ui_catalog) -> None:
     days = days_with_images(cat)
     write_drift_report(cat, days[-1], out_of_band=2)
     write_drift_report(cat, days[0], out_of_band=1)
-    at = app("analyst").switch_page("pages/overview.py").run()
+    at = app("analyst").switch_page("views/overview.py").run()
     assert not at.exception, at.exception
     assert metrics(at)["drift alerts"] == "3"
     alerts = at.dataframe[0].value
@@ -116,7 +116,7 @@ def test_overview_counts_drift_alerts_of_the_window(app, ui_catalog) -> None:
 def test_day_shows_the_last_day_then_the_day_picked(app, ui_catalog) -> None:
     cat, _, _ = ui_catalog
     days = days_with_images(cat)
-    at = app("analyst").switch_page("pages/day.py").run()
+    at = app("analyst").switch_page("views/day.py").run()
     assert not at.exception, at.exception
     assert at.date_input[0].value == days[-1]
     assert metrics(at) == counted(cat, days[-1], days[-1])
@@ -151,7 +151,7 @@ def test_day_lists_a_correction_made_that_day_and_its_drift(app, ui_catalog) -> 
 
     at = app("analyst")
     at.query_params["day"] = day.isoformat()
-    at.switch_page("pages/day.py").run()
+    at.switch_page("views/day.py").run()
     assert not at.exception, at.exception
     assert at.date_input[0].value == day
     assert metrics(at) == counted(cat, day, day)
@@ -169,7 +169,7 @@ def test_day_lists_the_lineage_recorded_that_day(app, ui_catalog) -> None:
     with cat.engine.connect() as conn:
         built = conn.exec_driver_sql("SELECT built_at FROM projections.engines WHERE engine_id = %(e)s",
                                      {"e": engine_id}).scalar()
-    at = app("analyst").switch_page("pages/day.py").run()
+    at = app("analyst").switch_page("views/day.py").run()
     at.date_input[0].set_value(built.astimezone(UTC).date()).run()
     assert not at.exception, at.exception
     records = at.dataframe[-1].value
@@ -183,7 +183,7 @@ def test_lineage_graph_names_the_dataset_version_model_and_engine(app, ui_catalo
         model_id, version_id = conn.exec_driver_sql(
             "SELECT model_id, dataset_version_id FROM projections.engines WHERE engine_id = %(e)s",
             {"e": engine_id}).fetchone()
-    at = app("auditor").switch_page("pages/lineage.py").run()
+    at = app("auditor").switch_page("views/lineage.py").run()
     assert not at.exception, at.exception
     dot = at.get("graphviz_chart")[0].proto.spec
     assert all(ident in dot for ident in (version_id, model_id, engine_id))
@@ -196,12 +196,12 @@ def test_day_says_so_on_a_quiet_day_and_on_a_bad_date(app, ui_catalog) -> None:
     cat, _, _ = ui_catalog
     at = app("analyst")
     at.query_params["day"] = "2020-01-01"
-    at.switch_page("pages/day.py").run()
+    at.switch_page("views/day.py").run()
     assert not at.exception, at.exception
     assert set(metrics(at).values()) == {"0"}
     assert any("Nothing captured or decided on 2020-01-01" in m.value for m in at.markdown)
 
     at = app("analyst")
     at.query_params["day"] = "yesterday"
-    at.switch_page("pages/day.py").run()
+    at.switch_page("views/day.py").run()
     assert "is not a date" in at.warning[0].value and at.date_input[0].value == days_with_images(cat)[-1]

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 from apps.reports.trace_report import trace_html, trace_json
 from catalog.audit import part_audit
 
-TRACE = "pages/trace.py"
-PERFORMANCE = "pages/performance.py"
+TRACE = "views/trace.py"
+PERFORMANCE = "views/performance.py"
 
 
 def rejected_part(cat) -> str:

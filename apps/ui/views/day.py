@@ -10,16 +10,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from apps.ui.common import cached, catalog_state, get_catalog, trace_url
+from apps.ui.common import cached, catalog_state, days_with_images, get_catalog, trace_url
 from assets.drift import STATISTICS, read_drift_days
 from catalog import activity
 
 ROWS = 200  # of each table: the figures above count them all
-
-
-@cached()
-def image_days(_cat, state: str) -> tuple[date, date] | None:
-    return activity.image_days(_cat.engine)
 
 
 @cached()
@@ -69,10 +64,7 @@ def table(frame: pd.DataFrame, empty: str, count: int) -> None:
 st.title("Day")
 cat = get_catalog()
 state = catalog_state(cat)
-span = image_days(cat, state)
-if span is None:
-    st.info("The catalog holds no images yet: ingest a delivery (`visionledger ingest`) or run the line.")
-    st.stop()
+span = days_with_images(cat, state)
 
 asked = st.query_params.get("day")
 try:

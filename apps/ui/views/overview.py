@@ -9,17 +9,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from apps.ui.common import cached, catalog_state, get_catalog, trace_link
+from apps.ui.common import cached, catalog_state, days_with_images, get_catalog, trace_link
 from assets.drift import out_of_band, read_drift_days
 from catalog import activity
 
 MEASURES = {"images": "images", "parts": "parts", "rejected_parts": "rejected parts",
             "disagreements": "disagreements", "drift_alerts": "drift alerts"}
-
-
-@cached()
-def image_days(_cat, state: str) -> tuple[date, date] | None:
-    return activity.image_days(_cat.engine)
 
 
 @cached()
@@ -49,10 +44,7 @@ def drift_alerts(_cat, lake_root: str, first: date, last: date) -> pd.DataFrame 
 st.title("Overview")
 cat = get_catalog()
 state = catalog_state(cat)
-span = image_days(cat, state)
-if span is None:
-    st.info("The catalog holds no images yet: ingest a delivery (`visionledger ingest`) or run the line.")
-    st.stop()
+span = days_with_images(cat, state)
 
 days = st.slider("days", min_value=1, max_value=60, value=7, help="how many days, up to the last day with images")
 last = span[1]
