@@ -75,4 +75,5 @@ def demo(days: int, size: str, seed: int, image_size: int) -> None:
             days_table.add_row(*[str(v) for v in row])
         out.print(days_table)
         out.print("next: visionledger images query --label crack | visionledger trace part <id> | "
-                  "visionledger datasets list | make dagster | psql \"$(visionledger db url)\"")
+                  "visionledger datasets list | visionledger app --role curator | make dagster | "
+                  "psql \"$(visionledger db url)\"")
