@@ -1,19 +1,24 @@
-"""Cross-checks of what the catalog stores: every image event has its blob, every blob its event, nothing
-left half-written. Used after crashes in tests and by `visionledger check`."""
+"""Cross-checks of what the catalog stores: the log, its blobs, its projections and its lake mirror agree,
+nothing lost, doubled or left half-written. Used after crashes in tests and by `visionledger check`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from catalog.blobs import LocalBlobStore
+from catalog.blobs import URI_PREFIX, LocalBlobStore
+
+if TYPE_CHECKING:
+    from catalog import Catalog
 
 
 @dataclass(frozen=True)
 class ConsistencyReport:
     images: int
     blobs: int
+    masks: int = 0  # label masks (blobs named by LabelRecorded.mask_uri), counted apart from images
     events_without_blob: list[str] = field(default_factory=list)
     blobs_without_event: list[str] = field(default_factory=list)
     staged_blobs: list[str] = field(default_factory=list)
@@ -24,14 +29,102 @@ class ConsistencyReport:
 
 
 def check_blobs(engine: Engine, blobs: LocalBlobStore) -> ConsistencyReport:
-    """Compare the images the log knows (ImageIngested streams) with the blobs on disk."""
+    """Compare the blobs the log names (ImageIngested streams, label masks) with the blobs on disk."""
     with engine.connect() as conn:
-        known = {row[0].removeprefix("image:") for row in conn.exec_driver_sql(
+        images = {row[0].removeprefix("image:") for row in conn.exec_driver_sql(
             "SELECT DISTINCT stream_id FROM catalog.events WHERE type = 'ImageIngested'")}
+        masks = {row[0].removeprefix(URI_PREFIX) for row in conn.exec_driver_sql(
+            "SELECT DISTINCT payload->>'mask_uri' FROM catalog.events"
+            " WHERE type = 'LabelRecorded' AND payload->>'mask_uri' IS NOT NULL")}
+    known = images | masks
     stored = set(blobs.all())
     return ConsistencyReport(
-        images=len(known), blobs=len(stored),
+        images=len(images), blobs=len(stored), masks=len(masks),
         events_without_blob=sorted(known - stored),
         blobs_without_event=sorted(stored - known),
         staged_blobs=blobs.staged(),
+    )
+
+
+@dataclass(frozen=True)
+class CatalogReport:
+    """What :func:`check_catalog` found; each list names what is wrong (empty when nothing is)."""
+
+    head: int
+    events: int
+    lake_position: int
+    blobs: ConsistencyReport
+    position_gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing positions
+    duplicate_event_ids: list[str] = field(default_factory=list)
+    stream_version_gaps: list[str] = field(default_factory=list)  # streams whose versions are not 1..n
+    projections_differing: list[str] = field(default_factory=list)  # tables unequal to a rebuild from the log
+    lake_missing: list[int] = field(default_factory=list)  # positions up to the lake checkpoint not mirrored
+    lake_doubled: list[int] = field(default_factory=list)  # positions mirrored more than once
+    lake_mismatched: list[int] = field(default_factory=list)  # mirrored with another event id or type
+    lake_beyond_checkpoint: list[int] = field(default_factory=list)  # mirrored past the checkpoint
+    lake_sync_interrupted: bool = False  # an intent or staged files left by a killed sync, not yet recovered
+
+    @property
+    def ok(self) -> bool:
+        return self.blobs.ok and not (
+            self.position_gaps or self.duplicate_event_ids or self.stream_version_gaps
+            or self.projections_differing or self.lake_missing or self.lake_doubled or self.lake_mismatched
+            or self.lake_beyond_checkpoint or self.lake_sync_interrupted
+        )
+
+    def problems(self) -> list[str]:
+        """One line per kind of problem, for people (empty when ``ok``)."""
+        found = {
+            "events without their blob": self.blobs.events_without_blob,
+            "blobs without their event": self.blobs.blobs_without_event,
+            "blobs staged but never promoted": self.blobs.staged_blobs,
+            "missing positions (first, last)": self.position_gaps,
+            "event ids stored twice": self.duplicate_event_ids,
+            "streams whose versions are not 1..n": self.stream_version_gaps,
+            "projections unequal to a rebuild": self.projections_differing,
+            "positions missing from the lake": self.lake_missing,
+            "positions mirrored twice in the lake": self.lake_doubled,
+            "positions mirrored with another event": self.lake_mismatched,
+            "positions mirrored past the lake checkpoint": self.lake_beyond_checkpoint,
+        }
+        lines = [f"{what}: {len(items)} (first: {items[:5]})" for what, items in found.items() if items]
+        if self.lake_sync_interrupted:
+            lines.append("a lake sync was interrupted: run `visionledger lake sync` to recover it")
+        return lines
+
+
+def check_catalog(cat: Catalog) -> CatalogReport:
+    """Cross-check the whole catalog: the log (gap-free positions, unique ids, stream versions 1..n), its blobs,
+    its projections (against a rebuild from the log; needs the ``app`` role) and its lake mirror (each event
+    exactly once up to the lake's checkpoint)."""
+    with cat.engine.connect() as conn:
+        events, head = conn.exec_driver_sql("SELECT count(*), coalesce(max(position), 0) FROM catalog.events").one()
+        gaps = [(int(a), int(b)) for a, b in conn.exec_driver_sql(
+            "SELECT prev + 1, position - 1 FROM (SELECT position, coalesce(lag(position) OVER (ORDER BY position), 0)"
+            " AS prev FROM catalog.events) p WHERE position <> prev + 1")]
+        duplicates = [row[0] for row in conn.exec_driver_sql(
+            "SELECT event_id::text FROM catalog.events GROUP BY event_id HAVING count(*) > 1 ORDER BY 1")]
+        version_gaps = [row[0] for row in conn.exec_driver_sql(
+            "SELECT stream_id FROM catalog.events GROUP BY stream_id"
+            " HAVING min(version) <> 1 OR max(version) <> count(*) OR count(DISTINCT version) <> count(*)"
+            " ORDER BY 1")]
+        lake_position = cat.lake.synced_position()
+        logged = {int(p): (e, t) for p, e, t in conn.exec_driver_sql(
+            "SELECT position, event_id::text, type FROM catalog.events WHERE position <= %(p)s",
+            {"p": lake_position})}
+    rebuilt = cat.rebuild_projections(check_only=True)
+    mirrored: dict[int, list[tuple[str, str]]] = {}
+    for position, event_id, event_type in cat.duckdb().execute(
+            "SELECT position, event_id, type FROM events").fetchall():
+        mirrored.setdefault(position, []).append((event_id, event_type))
+    return CatalogReport(
+        head=head, events=events, lake_position=lake_position, blobs=check_blobs(cat.engine, cat.blobs),
+        position_gaps=gaps, duplicate_event_ids=duplicates, stream_version_gaps=version_gaps,
+        projections_differing=[t.table for t in rebuilt.tables if not t.equal],
+        lake_missing=sorted(logged.keys() - mirrored.keys()),
+        lake_doubled=sorted(p for p, copies in mirrored.items() if len(copies) > 1),
+        lake_mismatched=sorted(p for p, copies in mirrored.items()
+                               if p in logged and any(c != logged[p] for c in copies)),
+        lake_beyond_checkpoint=sorted(p for p in mirrored if p > lake_position),
+        lake_sync_interrupted=cat.lake.sync_interrupted(),
     )

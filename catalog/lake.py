@@ -70,6 +70,10 @@ class Lake:
         """The last event position mirrored in the lake."""
         return json.loads(self._state.read_text())["position"] if self._state.exists() else 0
 
+    def sync_interrupted(self) -> bool:
+        """Whether a killed sync left an intent or staged files (the next sync recovers them)."""
+        return self._pending.exists() or self._staging.exists()
+
     def sync(self, engine: Engine, *, chunk: int = 100_000, upto: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> SyncReport:
         """Mirror every event after the last synced position (up to ``upto`` or the head) into Parquet."""

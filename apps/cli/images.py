@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.table import Table
 from rich.tree import Tree
 
-from apps.cli.common import open_catalog, out, parse_moment
+from apps.cli.common import console, open_catalog, out, parse_moment
 from catalog.curation import set_excluded
 from catalog.queries import RESULT_COLUMNS, ImageFilter, count_images, query_images, trace_part
 
@@ -116,10 +117,15 @@ def trace() -> None:
 @trace.command("part")
 @click.argument("part_id")
 @click.option("--json", "as_json", is_flag=True)
-def trace_part_command(part_id: str, as_json: bool) -> None:
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write the auditor's report: REPORT.html (self-contained) or REPORT.json, with the "
+                   "decision, images and the chain engine → model → dataset version → training labels")
+def trace_part_command(part_id: str, as_json: bool, report: Path | None) -> None:
     """Every image of a part with its full event history, and the part's own events."""
     with open_catalog() as cat:
         found = trace_part(cat.engine, part_id)
+        if report is not None:
+            _write_report(cat, part_id, report)
 
     def event_json(e):
         return {"position": e.position, "type": e.type, "occurred_at": e.occurred_at.isoformat(),
@@ -141,6 +147,18 @@ def trace_part_command(part_id: str, as_json: bool) -> None:
     for e in found.part_events:
         tree.add(f"#{e.position} {e.occurred_at:%Y-%m-%d %H:%M:%S%z} {e.type} {_summary(e.payload)}")
     out.print(tree)
+
+
+def _write_report(cat, part_id: str, path: Path) -> None:
+    from apps.reports.trace_report import trace_html, trace_json
+    from catalog.audit import part_audit
+
+    if path.suffix not in (".html", ".json"):
+        raise click.BadParameter(f"{path} must end in .html or .json", param_hint="--report")
+    audit = part_audit(cat, part_id)
+    data = trace_html(audit, cat.blobs.read).encode() if path.suffix == ".html" else trace_json(audit)
+    path.write_bytes(data)
+    console.print(f"report written to {path}")
 
 
 def _summary(payload: dict) -> str:

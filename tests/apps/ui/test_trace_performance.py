@@ -145,3 +145,21 @@ def test_performance_shows_the_evaluation_and_the_disagreements(app, ui_catalog)
     assert not at.exception, at.exception
     assert at.text_input(key="trace_part").value == part_id
     assert "(disagrees)" in texts(at) and "human: **ok**" in texts(at)
+
+
+def test_the_command_line_writes_the_same_reports(ui_catalog, tmp_path) -> None:
+    from tests.apps.test_cli import run_cli
+
+    cat, database, engine_id = ui_catalog
+    part_id = rejected_part(cat)
+    run_cli("trace", "part", part_id, "--report", str(tmp_path / "trace.json"), env=database.env())
+    run_cli("trace", "part", part_id, "--report", str(tmp_path / "trace.html"), env=database.env())
+    written = json.loads((tmp_path / "trace.json").read_text())
+    expected = json.loads(trace_json(part_audit(cat, part_id)))
+    assert written.pop("read_at") and expected.pop("read_at")  # when each was read; all else is equal
+    assert written == expected
+    html = (tmp_path / "trace.html").read_text()
+    assert lineage_of(cat, engine_id)["version_id"] in html and "seen-by-cam2" in html
+    refused = run_cli("trace", "part", part_id, "--report", str(tmp_path / "trace.pdf"), env=database.env(),
+                      check=False)
+    assert refused.returncode != 0 and ".html or .json" in refused.stderr

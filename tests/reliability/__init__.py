@@ -1,0 +1,1 @@
+"""Reliability tests: the catalog under faults (processes killed mid-work, PostgreSQL restarted)."""

@@ -1,0 +1,250 @@
+"""Every kind of bad input against a catalog holding the tiny factory: each is refused with a specific reason,
+and nothing stored changes (a rejected delivery row leaves only its quarantine event)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import catalog
+from catalog.datasets.publish import load_manifest
+from catalog.errors import CatalogError
+from catalog.queries import ImageFilter, count_images, query_images
+from ingestion.ingest import ingest
+from ingestion.inspect_file import Limits
+from tests.apps.test_cli import run_cli
+from tests.ingestion.test_ingest import png, texture, write_manifest
+from tests.reliability.stored import cli_env, factory_catalog, snapshot
+
+INJECTIONS = [
+    "x' OR '1'='1",
+    "'; DROP TABLE catalog.events; --",
+    "line1'; DELETE FROM projections.images; --",
+    "%(limit)s",
+    "%s",
+    "line1\u2019 OR \u20181\u2019=\u20181",  # typographic quotes some keyboards and pastes produce
+    "line1\" OR \"\"=\"",
+    "line1\\",
+]
+
+
+@pytest.fixture(scope="module")
+def stored(pg_server, factory_dir) -> Iterator[catalog.Catalog]:
+    # One catalog for the module: every test leaves it as it was, which is what each one asserts.
+    with factory_catalog(pg_server, factory_dir) as cat:
+        yield cat
+
+
+# -- deliveries: every reject reason of the ingester ---------------------------------------------------------
+
+
+def _png_bomb() -> bytes:
+    """A valid little PNG whose header claims 100,000 x 100,000 pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+            + chunk(b"IEND", b""))
+
+
+def _good(folder: Path) -> bytes:
+    return png(folder / "good.png", texture(91))
+
+
+Delivery = Callable[[Path, Path], dict[str, str]]  # (delivery folder, a folder outside it) -> manifest row
+DELIVERIES: dict[str, tuple[Delivery, str]] = {
+    "empty file": (lambda d, o: (d / "f.png").write_bytes(b"") and {} or {"path": "f.png"}, "empty"),
+    "text named .png": (lambda d, o: (d / "f.png").write_text("GET / HTTP/1.1\r\n") and {"path": "f.png"},
+                        "not_an_image"),
+    "truncated png": (lambda d, o: (d / "f.png").write_bytes(_good(o)[:200]) and {"path": "f.png"}, "truncated"),
+    "corrupt png": (lambda d, o: (d / "f.png").write_bytes((g := _good(o))[:40] + bytes(len(g) - 52) + g[-12:])
+                    and {"path": "f.png"}, "unreadable"),
+    "a folder": (lambda d, o: (d / "f.png").mkdir() or {"path": "f.png"}, "unreadable"),
+    "too many pixels": (lambda d, o: png(d / "f.png", texture(92, (300, 300))) and {"path": "f.png"}, "too_large"),
+    "png bomb header": (lambda d, o: (d / "f.png").write_bytes(_png_bomb()) and {"path": "f.png"}, "too_large"),
+    "missing file": (lambda d, o: {"path": "nowhere.png"}, "missing_file"),
+    "dot-dot traversal": (lambda d, o: _good(o) and {"path": "../outside/good.png"}, "outside_root"),
+    "deep traversal": (lambda d, o: {"path": "a/../../../../../../etc/passwd"}, "outside_root"),
+    "absolute path": (lambda d, o: _good(o) and {"path": str(o / "good.png")}, "outside_root"),
+    "symlink out": (lambda d, o: _good(o) and (d / "f.png").symlink_to(o / "good.png") or {"path": "f.png"},
+                    "outside_root"),
+    "naive timestamp": (lambda d, o: _good(d) and {"path": "good.png", "captured_at": "2026-03-02T08:00:00"},
+                        "bad_timestamp"),
+    "nonsense timestamp": (lambda d, o: _good(d) and {"path": "good.png", "captured_at": "'; DROP TABLE x; --"},
+                           "bad_timestamp"),
+    "empty part": (lambda d, o: _good(d) and {"path": "good.png", "part_id": ""}, "missing_field"),
+    "empty path": (lambda d, o: {"path": ""}, "missing_field"),
+}
+
+
+@pytest.mark.parametrize("case", DELIVERIES)
+def test_a_bad_delivery_row_is_quarantined_and_nothing_else_changes(stored, tmp_path: Path, case: str):
+    make, reason = DELIVERIES[case]
+    delivery, outside = tmp_path / "delivery", tmp_path / "outside"
+    delivery.mkdir()
+    outside.mkdir()
+    row = make(delivery, outside)
+    manifest = write_manifest(delivery, [{"part_id": f"P-{case}", **row}])
+    before = snapshot(stored)
+    report = ingest(stored, manifest, limits=Limits(max_pixels=200 * 200), workers=1)
+    assert [r.reason for r in report.rejected_rows] == [reason], report.to_json()
+    assert report.ingested == report.duplicates == 0
+    snapshot(stored).assert_unchanged_since(before, quarantined=1)
+
+
+def test_every_reject_reason_is_swept():
+    from catalog.events import RejectReason
+    assert {reason for _, reason in DELIVERIES.values()} == {r.value for r in RejectReason}
+
+
+@pytest.mark.parametrize("content, says", [
+    ("file,part\nx.png,P-1\n", "lacks column"),
+    ("", "is empty: expected a header line"),
+    (b"path,part_id,line,station,camera,captured_at\n\xff\xfe\x00bad\n", "UTF-8"),
+])
+def test_a_malformed_ingest_manifest_is_refused_whole(stored, tmp_path: Path, content, says):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = snapshot(stored)
+    with pytest.raises(CatalogError, match=says):
+        ingest(stored, manifest, workers=1)
+    snapshot(stored).assert_unchanged_since(before)
+
+
+# -- label and correction CSVs through the CLI ---------------------------------------------------------------
+
+
+def _held(cat: catalog.Catalog) -> tuple[str, str, str]:
+    """(sha256, held label, another class) of one labelled factory image."""
+    with cat.engine.connect() as conn:
+        sha, label = conn.exec_driver_sql(
+            "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL ORDER BY sha256 LIMIT 1").one()
+        other = conn.exec_driver_sql(
+            "SELECT label FROM projections.images WHERE label IS NOT NULL AND label <> %(l)s LIMIT 1",
+            {"l": label}).scalar()
+    return sha, label, other
+
+
+def _label(sha: str, label: str, **changes: str) -> dict[str, str]:
+    return {"label_id": "rel-lbl-1", "sha256": sha, "label": label, "labeler": "eve",
+            "labeled_at": "2026-03-05T10:00:00+01:00", **changes}
+
+
+def _correction(sha: str, old: str, new: str, **changes: str) -> dict[str, str]:
+    return {"correction_id": "rel-cor-1", "sha256": sha, "old_label": old, "new_label": new, "corrected_by": "eve",
+            "corrected_at": "2026-03-05T11:00:00+01:00", "reason": "second look", **changes}
+
+
+def _rows(sha: str, held: str, other: str) -> dict[str, tuple[str, list[dict[str, str]], str]]:
+    """case -> (command group, rows, the reason or message it is refused with)."""
+    return {
+        "unknown class": ("labels", [_label(sha, "wobble")], "unknown_class"),
+        "injected class": ("labels", [_label(sha, "ok' OR '1'='1")], "unknown_class"),
+        "unknown image": ("labels", [_label("0" * 64, held)], "unknown_image"),
+        "image by a traversing path": ("labels", [_label("", held, sha256="", path="../../etc/passwd")],
+                                       "unknown_image"),
+        "mask outside the file's folder": ("labels", [_label(sha, held, mask_path="../../../etc/passwd")],
+                                           "bad_mask_path"),
+        "naive labeled_at": ("labels", [_label(sha, held, labeled_at="2026-03-05 10:00")], "bad_timestamp"),
+        "empty labeler": ("labels", [_label(sha, held, labeler="")], "missing_field"),
+        "bad region": ("labels", [_label(sha, held, region='{"cx": "x"')], "bad_region"),
+        "old label not the held one": ("corrections", [_correction(sha, other, held)], "old_label_mismatch"),
+        "correction to an unknown class": ("corrections", [_correction(sha, held, "wobble")], "unknown_class"),
+        "correction of an unknown image": ("corrections", [_correction("f" * 64, held, other)], "unknown_image"),
+    }
+
+
+ROW_CASES = list(_rows("s", "h", "o"))
+
+
+@pytest.mark.parametrize("case", ROW_CASES)
+def test_a_refused_label_or_correction_row_stores_nothing(stored, tmp_path: Path, case: str):
+    group, rows, reason = _rows(*_held(stored))[case]
+    path = tmp_path / f"{group}.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+        writer.writeheader()
+        writer.writerows(rows)
+    before = snapshot(stored)
+    result = run_cli(group, "import", str(path), "--json", env=cli_env(stored), check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert [p["reason"] for p in report["problems"]] == [reason] and report["recorded"] == 0
+    snapshot(stored).assert_unchanged_since(before)
+
+
+@pytest.mark.parametrize("group, content, says", [
+    ("labels", "label_id,path,labeler\nx,a.png,eve\n", "lacks column"),
+    ("corrections", "correction_id,sha256,new_label\nx,abc,ok\n", "lacks column"),
+    ("labels", "label_id,sha256,label,labeler,labeled_at\n\xff\xfe bad bytes\n", "UTF-8"),
+    ("corrections", "\x00\x01\x02", "lacks column"),
+])
+def test_a_malformed_label_or_correction_file_is_refused_whole(stored, tmp_path: Path, group, content, says):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(content.encode("latin-1"))
+    before = snapshot(stored)
+    result = run_cli(group, "import", str(path), env=cli_env(stored), check=False)
+    assert result.returncode != 0 and says in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    snapshot(stored).assert_unchanged_since(before)
+
+
+# -- SQL injection in every filter -----------------------------------------------------------------------------
+
+
+FIELDS = ("lines", "stations", "cameras", "parts", "labels", "predictions")
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_injection_in_a_query_filter_matches_nothing_and_changes_nothing(stored, field: str):
+    before = snapshot(stored)
+    for value in INJECTIONS:
+        for values in ((value,), (value, "' OR 1=1 --")):  # one value binds with `=`, several with `= ANY`
+            where = ImageFilter(**{field: values})
+            for as_of in (None, stored.head()):
+                assert query_images(stored.engine, where, as_of=as_of) == [], (field, value)
+                assert count_images(stored.engine, where, as_of=as_of) == 0, (field, value)
+    snapshot(stored).assert_unchanged_since(before)
+
+
+@pytest.mark.parametrize("option", ["--line", "--station", "--camera", "--part", "--label", "--from", "--as-of"])
+def test_injection_through_the_cli_query_options_matches_nothing(stored, option: str):
+    before = snapshot(stored)
+    env = cli_env(stored)
+    for value in INJECTIONS[:4]:
+        result = run_cli("images", "query", option, value, "--json", env=env, check=False)
+        if option in ("--from", "--as-of"):  # not a time: refused before any query, with what to give instead
+            assert result.returncode == 2 and "ISO 8601" in result.stderr, result.stderr
+        else:
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout) == []
+    snapshot(stored).assert_unchanged_since(before)
+
+
+def test_injection_through_curation_selects_nothing_and_records_nothing(stored):
+    before = snapshot(stored)
+    result = run_cli("curate", "exclude", "--line", INJECTIONS[0], "--camera", INJECTIONS[1], "--reason",
+                     "'); DELETE FROM catalog.events; --", "--actor", "mallory", env=cli_env(stored), check=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    snapshot(stored).assert_unchanged_since(before)
+    with psycopg.connect(catalog.database.libpq_dsn(stored.urls.app)) as conn:
+        assert conn.execute("SELECT count(*) FROM projections.images").fetchone()[0] > 0  # the tables are there
+
+
+# -- paths read from the catalog ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("uri", ["../../../../../../etc/passwd", "/etc/passwd", "datasets/../../blobs/x"])
+def test_a_manifest_uri_cannot_lead_outside_the_lake(stored, uri: str):
+    before = snapshot(stored)
+    with pytest.raises(CatalogError, match="outside the lake"):
+        load_manifest(stored.lake, uri)
+    snapshot(stored).assert_unchanged_since(before)
+
