@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class ConsistencyReport:
     images: int
     blobs: int
-    masks: int = 0  # label masks (blobs named by LabelRecorded.mask_uri), counted apart from images
+    artifacts: int = 0  # other blobs the log names by URI (label masks, checkpoints, ONNX files, engines)
     events_without_blob: list[str] = field(default_factory=list)
     blobs_without_event: list[str] = field(default_factory=list)
     staged_blobs: list[str] = field(default_factory=list)
@@ -29,17 +29,19 @@ class ConsistencyReport:
 
 
 def check_blobs(engine: Engine, blobs: LocalBlobStore) -> ConsistencyReport:
-    """Compare the blobs the log names (ImageIngested streams, label masks) with the blobs on disk."""
+    """Compare the blobs the log names (images, and the masks and artifacts its payloads name by URI) with the
+    blobs on disk."""
     with engine.connect() as conn:
         images = {row[0].removeprefix("image:") for row in conn.exec_driver_sql(
             "SELECT DISTINCT stream_id FROM catalog.events WHERE type = 'ImageIngested'")}
-        masks = {row[0].removeprefix(URI_PREFIX) for row in conn.exec_driver_sql(
-            "SELECT DISTINCT payload->>'mask_uri' FROM catalog.events"
-            " WHERE type = 'LabelRecorded' AND payload->>'mask_uri' IS NOT NULL")}
-    known = images | masks
+        # Other blobs are named by URI in a payload field: label masks, checkpoints, ONNX files, engines.
+        artifacts = {row[0].removeprefix(URI_PREFIX) for row in conn.exec_driver_sql(
+            "SELECT DISTINCT f.value FROM catalog.events, jsonb_each_text(payload) f"
+            " WHERE type <> 'ImageIngested' AND f.value LIKE %(prefix)s", {"prefix": URI_PREFIX + "%"})}
+    known = images | artifacts
     stored = set(blobs.all())
     return ConsistencyReport(
-        images=len(images), blobs=len(stored), masks=len(masks),
+        images=len(images), blobs=len(stored), artifacts=len(artifacts - images),
         events_without_blob=sorted(known - stored),
         blobs_without_event=sorted(stored - known),
         staged_blobs=blobs.staged(),

@@ -95,7 +95,8 @@ def create_app(service: InspectionService) -> FastAPI:
         captured_at: Annotated[datetime, Form(description="ISO 8601 with a UTC offset")],
         line: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
-        fields = _fields(part_id=part_id, station=station, camera=camera, captured_at=captured_at, line=line)
+        fields = _fields({"part_id": part_id, "station": station, "camera": camera, "captured_at": captured_at,
+                          "line": line})
         try:
             return await inspect_one(await read_limited(image), fields)
         except ImageRefused as exc:
@@ -110,11 +111,13 @@ def create_app(service: InspectionService) -> FastAPI:
             items = json.loads(captures)
         except json.JSONDecodeError as exc:
             raise HTTPException(422, f"captures is not JSON: {exc}") from None
+        except RecursionError:  # a nesting bomb: no capture list is nested more than two deep
+            raise HTTPException(422, "captures is nested too deeply: send a flat JSON list of objects") from None
         if not isinstance(items, list) or len(items) != len(images):
             raise HTTPException(
                 422, f"captures must be a JSON list with one entry per image ({len(images)} images sent)"
             )
-        fields = [_fields(index=i, **item) if isinstance(item, dict) else _not_object(i) for i, item in enumerate(items)]
+        fields = [_fields(item, index=i) if isinstance(item, dict) else _not_object(i) for i, item in enumerate(items)]
         results = []
         for upload, f in zip(images, fields, strict=True):
             try:
@@ -143,7 +146,8 @@ def create_app(service: InspectionService) -> FastAPI:
     return app
 
 
-def _fields(*, index: int | None = None, **values: Any) -> CaptureFields:
+def _fields(values: dict[str, Any], *, index: int | None = None) -> CaptureFields:
+    # The values arrive as one dict, not as keywords: a client's key must never meet this function's own arguments.
     try:
         return CaptureFields(**values)
     except ValidationError as exc:

@@ -1,79 +1,68 @@
-"""The README's main job: `visionledger demo`, the whole pipeline so far on the embedded defaults."""
+"""The README's main job: `visionledger demo`, the whole loop on a simulated factory with the embedded defaults."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+import time
 
 import click
 from rich.table import Table
 
 from apps.cli.common import console, open_catalog, out, progress_bar
-from catalog.curation import set_excluded
-from catalog.datasets import DatasetSpec, publish_dataset_version
-from catalog.queries import ImageFilter, count_images
-from ingestion.factory_delivery import deliver_factory
-from ingestion.simulated_factory import DRIFT, SIZE_PRESETS, simulate_factory
-
-START = date(2026, 3, 2)
-DATASET_SPEC = Path(__file__).resolve().parents[2] / "assets" / "dataset_specs" / "inspection_all.yaml"
+from apps.demo_loop import LoopConfig, run_loop
+from ingestion.simulated_factory import SIZE_PRESETS
 
 
 @click.command()
-@click.option("--days", default=3, show_default=True, help="days of production to simulate")
+@click.option("--days", default=6, show_default=True, help="days of production to simulate")
+@click.option("--history-days", default=4, show_default=True,
+              help="of those, the first days delivered with labels; the rest are served through the API")
 @click.option("--size", default="small", show_default=True, type=click.Choice(sorted(SIZE_PRESETS)))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--image-size", default=512, show_default=True)
-def demo(days: int, size: str, seed: int, image_size: int) -> None:
-    """Simulate a factory, then take its deliveries through the catalog: ontology, ingestion with quarantine,
-    labels, corrections, a curator's query and exclusion, the lake. Safe to run again: nothing is doubled."""
+@click.option("--epochs", default=12, show_default=True, help="training epochs of each classifier")
+def demo(days: int, history_days: int, size: str, seed: int, image_size: int, epochs: int) -> None:
+    """The whole loop: simulate a factory; ingest and label its first days; publish a dataset version; train,
+    export, evaluate and promote a classifier and build its engine; serve the following days through the
+    HTTP API; import their labels and correct disagreements; queue images for review; retrain on a new
+    dataset version; regression-test the candidate against the champion and promote it if it passes. Safe to
+    run again: nothing is appended twice."""
+    config = LoopConfig(days=days, history_days=history_days, size=size, seed=seed, image_size=image_size,
+                        epochs=epochs)
+    started = time.perf_counter()
     with open_catalog() as cat:
         console.rule("visionledger demo")
-        factory = cat.settings.home / "factory" / f"{size}-{days}d-seed{seed}-{image_size}px"
-        if not (factory / "manifest.csv").exists():
-            with progress_bar("simulating the factory") as update:
-                simulate_factory(factory, days=days, seed=seed, size=size, start=START, image_size=image_size,
-                                 progress=update)
-        delivered = deliver_factory(cat, factory, actor="demo", progress=progress_bar)
-        published, ingested, labels, corrections = (delivered.ontology, delivered.images, delivered.labels,
-                                                    delivered.corrections)
-        # A curator's day: the dimming lamp of the drift schedule spoiled one line's last day; exclude it.
-        last_day = datetime.combine(START + timedelta(days=days - 1), datetime.min.time(), UTC)
-        window = ImageFilter(lines=(DRIFT.dimming_line,), captured_from=last_day, captured_to=last_day + timedelta(days=1))
-        curated = set_excluded(cat, window, exclude=True, reason="lamp too dim: wrongly collected", actor="demo")
-        cracks = count_images(cat.engine, ImageFilter(labels=("crack",), excluded=False))
-        with console.status("building the dataset version"):
-            dataset = publish_dataset_version(cat, DatasetSpec.from_yaml(DATASET_SPEC), actor="demo")
+        report = run_loop(cat, config, lambda line: console.print(line, highlight=False))
         with progress_bar("lake sync") as update:
             lake = cat.sync_lake(progress=update)
-        per_day = cat.duckdb().execute(
-            "SELECT day, count(*) FILTER (WHERE type = 'ImageIngested'), count(*) FILTER (WHERE type = 'ImageRejected'),"
-            " count(*) FILTER (WHERE type = 'LabelRecorded'), count(*) FILTER (WHERE type = 'CorrectionRecorded')"
-            " FROM events WHERE type LIKE 'Image%' OR type IN ('LabelRecorded', 'CorrectionRecorded')"
-            " GROUP BY day ORDER BY day"
-        ).fetchall()
+        head = cat.head()
+    f, first, candidate, served = report.figures, report.figures["first"], report.figures["candidate"], \
+        report.figures["served"]
+    table = Table(title="what happened", show_header=False)
+    table.add_row("history", f"{', '.join(f['history_days'])}: {f['history_images']} images ingested, "
+                  f"{f['history_labels']} labels")
+    table.add_row("first model", f"{first['model']} on {first['dataset_version']} ({first['images']} images): "
+                  f"AP {_num(first['average_precision'])}, recall at P ≥ 0.95 {_num(first['recall_at_p95'])}")
+    table.add_row("engine served", f"{first['engine_in_service'][:12]} (ONNX Runtime, CPU)")
+    table.add_row("served through the API", f"{', '.join(f['served_days'])}: {served['images']} images, "
+                  f"{served['refused']} refused, {served['parts']} parts, {served['rejected_parts']} rejected; "
+                  f"p50 {served['p50_ms']} ms an image")
+    table.add_row("human verdicts", f"{f['later_labels']} labels arrived; a reviewer settled "
+                  f"{f['reviewer_corrections']} disagreements; {f['review_queue']} images queued for review")
+    table.add_row("candidate", f"{candidate['model']} on {candidate['dataset_version']} ({candidate['images']} "
+                  f"images): AP {_num(candidate['average_precision'])}, recall at P ≥ 0.95 "
+                  f"{_num(candidate['recall_at_p95'])}")
+    table.add_row("regression gate", candidate["gate"] or "nothing to replay: the candidate is the champion")
+    table.add_row("champion / engine in service", f"{f['champion']} / {candidate['engine_in_service'][:12]}")
+    excluded = f["excluded"]
+    table.add_row(f"excluded {excluded['line']} {excluded['day']} (lamp too dim)",
+                  f"{excluded['newly']} newly, {excluded['in_all']} in all")
+    table.add_row("catalog / lake", f"{head:,} events / {lake.end:,} mirrored")
+    table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in report.seconds.items())
+                  + f"; {time.perf_counter() - started:.0f} in all")
+    out.print(table)
+    out.print("next: visionledger app --role analyst  (the Streamlit app on what this built) | make dagster  "
+              "(the Dagster UI) | visionledger serve | visionledger trace part <id> --report trace.html")
 
-        summary = Table(title=f"the factory in {factory}", show_header=False)
-        summary.add_row("ontology", f"version {published.version}: {', '.join(published.classes)}")
-        summary.add_row("images: new / duplicate / known",
-                        f"{ingested.ingested} / {ingested.duplicates} / {ingested.already_ingested}")
-        summary.add_row("quarantined", ", ".join(f"{k} {v}" for k, v in ingested.rejected_by_reason().items()) or "none")
-        summary.add_row("labels: new / known / refused",
-                        f"{labels.recorded} / {labels.already_recorded} / {len(labels.problems)}")
-        summary.add_row("corrections: new / known / refused",
-                        f"{corrections.recorded} / {corrections.already_recorded} / {len(corrections.problems)}")
-        summary.add_row(f"excluded {DRIFT.dimming_line} {last_day:%Y-%m-%d}",
-                        f"{curated.changed} newly, {curated.matched} in all")
-        summary.add_row("crack images, curated", f"{cracks}")
-        counts = dataset.version.counts
-        summary.add_row("dataset version", f"{dataset.version_id}: {counts['images']} images, train / validation / "
-                        f"test {counts['train']} / {counts['validation']} / {counts['test']} (by part)")
-        summary.add_row("catalog / lake", f"{cat.head():,} events / {lake.end:,} mirrored")
-        out.print(summary)
-        days_table = Table("day (lake, DuckDB)", "ingested", "quarantined", "labels", "corrections")
-        for row in per_day:
-            days_table.add_row(*[str(v) for v in row])
-        out.print(days_table)
-        out.print("next: visionledger images query --label crack | visionledger trace part <id> | "
-                  "visionledger datasets list | visionledger app --role curator | make dagster | "
-                  "psql \"$(visionledger db url)\"")
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"

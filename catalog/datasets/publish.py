@@ -75,6 +75,9 @@ def _published(cat: Catalog, version_id: str) -> int | None:
 def load_manifest(lake: Lake, uri: str, *, expected_hash: str | None = None) -> pa.Table:
     """A published manifest, checked against its recorded hash when one is given."""
     path = lake.root / uri
+    # The uri is read from an event, which anyone who may append can write: it must not reach other files.
+    if not path.resolve().is_relative_to(lake.root.resolve()):
+        raise CatalogError(f"manifest uri {uri!r} leads outside the lake {lake.root}: refusing to read it")
     if not path.is_file():
         raise CatalogError(f"no manifest at {path}: was the lake moved, or the version never published?")
     data = path.read_bytes()

@@ -27,21 +27,28 @@ def run_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.C
     return result
 
 
-def test_demo_runs_the_pipeline_and_a_second_run_appends_nothing(database):
+def test_demo_runs_the_whole_loop_and_a_second_run_appends_nothing(database):
     env = database.env()
-    args = ("demo", "--size", "tiny", "--days", "3", "--image-size", "128")
+    args = ("demo", "--size", "tiny", "--days", "3", "--history-days", "2", "--image-size", "128", "--epochs", "1")
     first = run_cli(*args, env=env)
-    ingested, duplicates, again = map(int, re.search(r"duplicate / known +│ (\d+) / (\d+) / (\d+)", first.stdout).groups())
-    assert ingested > 50 and duplicates >= 1 and again == 0
-    assert "truncated" in first.stdout and "empty" in first.stdout
     with psycopg.connect(database.dsn("visionledger_app")) as conn:
         head = conn.execute("SELECT max(position) FROM catalog.events").fetchone()[0]
+        counts = dict(conn.execute("SELECT type, count(*) FROM catalog.events GROUP BY type").fetchall())
         excluded = conn.execute("SELECT count(*) FROM projections.images WHERE excluded").fetchone()[0]
-    assert excluded > 0 and f"{head:,} events / {head:,} mirrored" in first.stdout
+        served = conn.execute("SELECT count(*) FROM catalog.events WHERE type = 'PredictionRecorded'"
+                              " AND metadata->>'source' = 'serve'").fetchone()[0]
+    # Every stage left its facts: two dataset versions (history, then with the served days' labels), a model
+    # promoted with its engine, the served days' predictions and part decisions, corrections, a review queue.
+    assert counts["DatasetVersionPublished"] == 2 and counts["ModelPromoted"] >= 1 and counts["EngineBuilt"] >= 1
+    assert served > 0 and counts["PartDispositioned"] > 0 and counts["ReviewRequested"] > 0
+    assert counts["RegressionReplayed"] >= 1 and counts["ModelEvaluated"] >= 1
+    assert excluded > 0 and f"{head:,} events / {head:,} mirrored" in first.stdout, first.stdout
+    assert "regression gate" in first.stdout and "visionledger app" in first.stdout
     second = run_cli(*args, env=env)
-    assert re.search(rf"duplicate / known +│ 0 / 0 / {ingested + duplicates} ", second.stdout)
     with psycopg.connect(database.dsn("visionledger_app")) as conn:
-        assert conn.execute("SELECT max(position) FROM catalog.events").fetchone()[0] == head
+        again = dict(conn.execute("SELECT type, count(*) FROM catalog.events WHERE position > %s GROUP BY type",
+                                  (head,)).fetchall())
+    assert again == {}, again
     check = run_cli("projections", "rebuild", "--check", env=env)
     assert "rebuilt tables equal the live ones" in check.stdout
 

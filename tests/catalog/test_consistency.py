@@ -13,7 +13,7 @@ def test_a_clean_catalog_is_consistent(factory_cat) -> None:
     report = check_catalog(factory_cat)
     assert report.ok, report.problems()
     assert report.events == report.head == report.lake_position > 0
-    assert report.blobs.images + report.blobs.masks == report.blobs.blobs > report.blobs.images > 0
+    assert report.blobs.images + report.blobs.artifacts == report.blobs.blobs > report.blobs.images > 0
 
 
 def test_damage_is_named(factory_cat) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import make_url
 
 import catalog
 from ingestion.factory_delivery import deliver_factory
@@ -80,14 +81,20 @@ def factory_catalog(server: TestServer, factory_dir: Path) -> Iterator[catalog.C
     """A catalog of its own holding the tiny factory (ontology, images, labels, corrections), dropped afterwards;
     for a module of tests that each leave it as it was (which the tests assert)."""
     database = copy_database(server, TEMPLATE)
-    settings = dataclasses.replace(database.settings, reader_urls=tuple(
-        (role, server.url(f"visionledger_{role}", database.name)) for role in ("analyst", "auditor")))
+    settings = with_readers(database.settings, server)
     try:
         with catalog.open(settings) as cat:
             deliver_factory(cat, factory_dir, actor="test", workers=1)
             yield cat
     finally:
         drop_database(database)
+
+
+def with_readers(settings: catalog.Settings, server: TestServer) -> catalog.Settings:
+    """``settings`` that also know the read-only logins (analyst, auditor) of the same database."""
+    name = make_url(settings.database_url).database
+    return dataclasses.replace(settings, reader_urls=tuple(
+        (role, server.url(f"visionledger_{role}", name)) for role in ("analyst", "auditor")))
 
 
 def cli_env(cat: catalog.Catalog) -> dict[str, str]:

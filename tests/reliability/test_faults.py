@@ -24,6 +24,7 @@ from catalog.embedded_postgres import EmbeddedPostgres
 from catalog.events import PartDispositioned
 from catalog.lake import Lake, parquet_bytes
 from catalog.store import NewEvent, event_id_for
+from ingestion.ingest import ingest
 from serving.spool import Spool
 from tests.apps.test_cli import run_cli
 from tests.conftest import TEMPLATE
@@ -35,20 +36,22 @@ SPEC = Path(__file__).resolve().parents[2] / "assets" / "dataset_specs" / "inspe
 T0 = datetime(2026, 3, 2, 6, tzinfo=UTC)
 
 
-def _kill_midway(args: list[str], env: dict[str, str], done: Callable[[], float], total: float, seed: int) -> bool:
-    """Run `visionledger ARGS` and SIGKILL it once ``done()`` reaches a seeded fraction of ``total``. True when
-    it was killed; False when it finished first (the re-run must then find nothing left to do)."""
+def _kill_midway(args: list[str], env: dict[str, str], done: Callable[[], float], total: float, seed: int,
+                 poll: float = 0.02) -> float | None:
+    """Run `visionledger ARGS` and SIGKILL it once ``done()`` reaches a seeded fraction of ``total``; returns
+    the progress it was killed at, or None when it finished first (the re-run then has nothing left to do)."""
     target = random.Random(seed).uniform(0.2, 0.7) * total
     process = subprocess.Popen([sys.executable, "-m", "apps.cli", *args], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         while process.poll() is None:
-            if done() >= target:
+            if (reached := done()) >= target:
                 process.kill()  # SIGKILL: no handler, no cleanup, as when the machine loses power
                 process.wait()
-                return True
-            time.sleep(0.02)
-        return False
+                print(f"visionledger {args[0]} killed at {reached:,.1f} of {total:,.1f}")
+                return reached
+            time.sleep(poll)
+        return None
     finally:
         if process.poll() is None:
             process.kill()
@@ -88,7 +91,7 @@ def reference(pg_server):
     """A second, empty catalog for the run that is never interrupted."""
     database = copy_database(pg_server, TEMPLATE)
     with catalog.open(database.settings) as cat:
-        yield database, cat
+        yield cat
     drop_database(database)
 
 
@@ -97,22 +100,25 @@ def test_ingest_killed_midway_then_rerun_equals_an_uninterrupted_ingest(database
     total = len((factory_dir / "manifest.csv").read_text().splitlines()) - 1
     _kill_midway(args, database.env(), lambda: _count(cat), total, seed=1)
     again = run_cli(*args, env=database.env(), check=False)
-    ref_db, ref_cat = reference
-    uninterrupted = run_cli(*args, env=ref_db.env(), check=False)
-    assert again.returncode == uninterrupted.returncode in (0, 1) and "Traceback" not in again.stderr
+    # The uninterrupted run: the function the command calls, with the same arguments, in a catalog of its own.
+    uninterrupted = ingest(reference, factory_dir / "manifest.csv", root=factory_dir, workers=1, batch_size=4,
+                           actor="test")
+    assert again.returncode == (1 if uninterrupted.rejected else 0) and "Traceback" not in again.stderr
     ids = _event_ids(cat)
-    assert ids == _event_ids(ref_cat) and set(ids.values()) == {1}
+    assert ids == _event_ids(reference) and set(ids.values()) == {1}
     assert _count(cat, "type = 'ImageIngested'") > total // 2
     _assert_consistent(cat)
 
 
 def test_lake_sync_killed_midway_then_rerun_mirrors_each_event_once(database, cat, tmp_path):
-    events = 40_000
+    events = 24_000
     cat.append(_dispositions(events, prefix="lake"), catch_up=False)
-    _kill_midway(["lake", "sync", "--chunk", "1000"], database.env(), cat.lake.synced_position, events, seed=2)
-    run_cli("lake", "sync", "--chunk", "1000", env=database.env())
+    killed_at = _kill_midway(["lake", "sync", "--chunk", "600"], database.env(), cat.lake.synced_position, events,
+                             seed=2)
+    assert killed_at is None or killed_at < events
+    run_cli("lake", "sync", "--chunk", "600", env=database.env())
     uninterrupted = Lake(tmp_path / "reference-lake")
-    uninterrupted.sync(cat.engine, chunk=1000)
+    uninterrupted.sync(cat.engine, chunk=600)
     assert [p.relative_to(cat.lake.root) for p in cat.lake.files()] == [
         p.relative_to(uninterrupted.root) for p in uninterrupted.files()]
     assert cat.duckdb().execute("SELECT count(*), count(DISTINCT position) FROM events").fetchone() == (
@@ -123,11 +129,17 @@ def test_lake_sync_killed_midway_then_rerun_mirrors_each_event_once(database, ca
 def test_dataset_build_killed_midway_then_rerun_publishes_once_the_same_manifest(database, factory_cat):
     cat = factory_cat
     args = ["datasets", "build", str(SPEC), "--actor", "test"]
-    # The build has no progress to poll: kill at a seeded moment within its usual run time (start-up included).
-    started = time.monotonic()
-    _kill_midway(args, database.env(), lambda: time.monotonic() - started, total=5.0, seed=3)
+    # Its one milestone is the manifest reaching the lake; it appends the event milliseconds later, so a
+    # seeded moment within 10 ms of it kills the build in that window (a manifest no event names yet).
+    written: list[float] = []
+
+    def ms_since_manifest() -> float:
+        if not written and next((cat.lake.root / "datasets").glob("*/*/manifest.parquet"), None):
+            written.append(time.monotonic())
+        return (time.monotonic() - written[0]) * 1000 if written else 0.0
+
+    _kill_midway(args, database.env(), ms_since_manifest, total=10, seed=3, poll=0.001)
     run_cli(*args, env=database.env())
-    run_cli(*args, env=database.env())  # and once more: already published, nothing appended
     with cat.engine.connect() as conn:
         published = conn.exec_driver_sql(
             "SELECT payload FROM catalog.events WHERE type = 'DatasetVersionPublished'").scalars().all()
@@ -140,11 +152,12 @@ def test_dataset_build_killed_midway_then_rerun_publishes_once_the_same_manifest
 
 
 def test_spool_sync_killed_midway_then_rerun_appends_every_event_once(database, cat):
-    events = _dispositions(20_000, prefix="spool")
+    events = _dispositions(12_000, prefix="spool")
     spool = Spool(cat.settings.home / "spool")
     spool.put(events)
     spool.close()
-    _kill_midway(["spool", "sync"], database.env(), lambda: _count(cat), len(events), seed=4)
+    killed_at = _kill_midway(["spool", "sync"], database.env(), lambda: _count(cat), len(events), seed=4)
+    assert killed_at is None or killed_at < len(events)
     run_cli("spool", "sync", env=database.env())
     ids = _event_ids(cat)
     assert ids == {f"PartDispositioned:{e.event_id}": 1 for e in events}

@@ -1,0 +1,297 @@
+"""The whole loop on a simulated factory, stage by stage, as plain functions: `visionledger demo` runs them.
+
+History (the first days, with their labels) → dataset version → classifier → ONNX → evaluation → champion and
+engine → the following days served through the HTTP API → their labels arrive, a reviewer corrects
+disagreements → embeddings and a review queue → a new dataset version → a retrained candidate → regression
+replay against the champion on history → promotion (and its engine) when the gate passes.
+"""
+
+from __future__ import annotations
+
+import csv
+import socket
+import threading
+import time as clock
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from assets.learning.evaluation import EvaluationConfig, evaluate
+from assets.learning.promotion import ReplayConfig, replay_and_gate
+from assets.learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
+from assets.learning.training import export_model, train_model
+from catalog import Catalog
+from catalog.blobs import sha256_of
+from catalog.curation import set_excluded
+from catalog.datasets import DatasetSpec, publish_dataset_version
+from catalog.embeddings import EmbeddingStore
+from catalog.lineage import CLASSIFIER, champion
+from catalog.queries import ImageFilter, count_images
+from catalog.review_queue import count_waiting_reviews
+from ingestion.ingest import ingest
+from ingestion.labels import import_corrections, import_labels, record_correction
+from ingestion.ontology_publish import publish_ontology
+from ingestion.simulated_factory import DRIFT, simulate_factory
+from models.training import ClassifierParams
+from serving.api import create_app
+from serving.engines import build_engine
+from serving.service import InspectionService, ServeConfig
+
+DATASET_SPEC = Path(__file__).resolve().parents[1] / "assets" / "dataset_specs" / "inspection_all.yaml"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    days: int = 6  # simulated production days
+    history_days: int = 4  # delivered with their labels before the first model; the rest are served
+    size: str = "small"
+    seed: int = 0
+    image_size: int = 512
+    epochs: int = 12
+    samples_per_epoch: int = 0  # 0: one crop per training image and epoch
+    corrections: int = 20  # disagreements a reviewer settles
+    review_budget: int = 20
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.history_days < self.days:
+            raise ValueError(f"need 1 <= history_days < days, not {self.history_days} and {self.days}")
+
+
+@dataclass
+class LoopReport:
+    figures: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_loop(cat: Catalog, config: LoopConfig, say: Say) -> LoopReport:
+    """Run every stage once; safe to run again on the same catalog (nothing is appended twice)."""
+    report = LoopReport()
+
+    def stage(name: str, work: Callable[[], Any]) -> Any:
+        say(f"— {name}")
+        started = clock.perf_counter()
+        result = work()
+        report.seconds[name] = round(clock.perf_counter() - started, 1)
+        return result
+
+    factory = cat.settings.home / "factory" / (
+        f"{config.size}-{config.days}d-seed{config.seed}-{config.image_size}px")
+    if not (factory / "manifest.csv").exists():
+        stage("simulate the factory", lambda: simulate_factory(
+            factory, days=config.days, seed=config.seed, size=config.size, image_size=config.image_size))
+    days = sorted({_day(r["path"]) for r in _rows(factory / "manifest.csv")})
+    history, later = days[:config.history_days], days[config.history_days:]
+    files = stage("split the deliveries by day", lambda: _split_by_day(factory, set(history)))
+    f = report.figures
+    f["history_days"], f["served_days"] = [str(d) for d in history], [str(d) for d in later]
+
+    def deliver_history() -> None:
+        publish_ontology(cat, factory / "ontology.yaml", actor="demo")
+        f["history_images"] = ingest(cat, files["manifest"][0], root=factory, actor="demo").ingested
+        f["history_labels"] = import_labels(cat, files["labels"][0], actor="demo").recorded
+        import_corrections(cat, files["corrections"][0], actor="demo")
+    stage("deliver the history with its labels", deliver_history)
+
+    first = stage("train, export, evaluate and promote the first model",
+                  lambda: _model_of_days(cat, config, say, "first", until=later[0]))
+    f["first"] = first
+    served = stage("serve the following days through the HTTP API", lambda: _serve(cat, factory, set(later), first["engine_in_service"], say))
+    f["served"] = served
+
+    def review() -> None:
+        f["later_labels"] = import_labels(cat, files["labels"][1], actor="demo").recorded
+        import_corrections(cat, files["corrections"][1], actor="demo")
+        f["reviewer_corrections"] = _settle_disagreements(cat, factory, served["predictions"], config.corrections)
+        f["excluded"] = _exclude_dim_day(cat, later)
+        store = EmbeddingStore(cat.settings.home / "lancedb")
+        embed_catalog(cat, store, None, near_duplicate_distance=EmbeddingConfig().near_duplicate_distance, log=say)
+        queue = ReviewQueueConfig(budget=config.review_budget)
+        waiting = count_waiting_reviews(cat.engine, queue=queue.queue)
+        # A new batch only once the reviewers are through the last one (a second run of the demo finds it).
+        f["review_queue"] = waiting or len(build_review_queue(cat, store, None, budget=queue.budget,
+                                                              strategies=queue.strategies, queue=queue.queue))
+    stage("labels arrive, a reviewer corrects disagreements, a curator excludes a dim day, the review queue",
+          review)
+
+    f["candidate"] = stage("retrain on a new dataset version and regression-test the candidate",
+                           lambda: _model_of_days(cat, config, say, "candidate",
+                                                  until=later[-1] + timedelta(days=1)))
+    f["champion"] = champion(cat, CLASSIFIER)
+    return report
+
+
+def _model_of_days(cat: Catalog, config: LoopConfig, say: Say, which: str, until: date) -> dict[str, Any]:
+    """Publish the dataset version of the images captured before `until`, train and export a classifier on it,
+    evaluate it, replay it against the champion (none the first time: it passes) and build the engine of
+    whichever model serves. The capture window, not the head, fixes the version: a second run of the demo
+    finds the same version, the same model (training is deterministic), and appends nothing."""
+    spec = DatasetSpec.from_yaml(DATASET_SPEC)
+    spec = spec.model_copy(update={"filters": spec.filters.model_copy(
+        update={"captured_to": datetime.combine(until, time(), UTC)})})
+    version = publish_dataset_version(cat, spec, actor="demo")
+    params = replace(ClassifierParams(), epochs=config.epochs, samples_per_epoch=config.samples_per_epoch)
+    trained = train_model(cat, CLASSIFIER, params, say, dataset_version_id=version.version_id)
+    export_model(cat, CLASSIFIER, trained.model_id, say)
+    evaluated, _ = evaluate(cat, EvaluationConfig(model_id=trained.model_id), say)
+    gate, promoted = None, False
+    if not _replayed(cat, trained.model_id):  # judged once: a second run of the demo does not judge it again
+        _, gate, promoted = replay_and_gate(cat, ReplayConfig(candidate_model_id=trained.model_id,
+                                                              min_images=10), say)
+    promoted = promoted or _promoted(cat, trained.model_id)
+    # The engine that serves after this stage: this model's once it is promoted, else the champion's.
+    serving_model = trained.model_id if promoted else champion(cat, CLASSIFIER)
+    engine = build_engine(cat, model_id=serving_model, actor="demo").record.engine_id
+    return {"dataset_version": version.version_id, "images": version.version.counts["images"],
+            "model": trained.model_id, "recall_at_p95": evaluated.metrics.get("recall_at_min_precision"),
+            "average_precision": evaluated.metrics.get("average_precision"),
+            "gate": None if gate is None else ("passed" if gate.passed else "refused") + ": " + "; ".join(gate.reasons),
+            "promoted": promoted, "engine_in_service": engine}
+
+
+def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, say: Say) -> dict[str, Any]:
+    """Start the API on a free port over `engine_id` and send it every image of `days`, as the line would;
+    returns what it answered."""
+    service = InspectionService(cat, ServeConfig(engine_id=engine_id, max_wait_ms=5))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    while not server.started:
+        clock.sleep(0.05)
+    rows = [r for r in _rows(factory / "manifest.csv") if _day(r["path"]) in days]
+    predictions, decisions, latencies, refused = {}, {}, [], 0
+    try:
+        with httpx.Client(timeout=60) as client:
+            for i, row in enumerate(rows):
+                image = factory / row["path"]
+                if not image.exists():  # the simulator's lost files: nothing reaches the server
+                    refused += 1
+                    continue
+                sent = clock.perf_counter()
+                response = client.post(f"{url}/v1/inspect", files={"image": (row["path"], image.read_bytes())},
+                                       data={k: row[k] for k in ("part_id", "line", "station", "camera",
+                                                                 "captured_at")})
+                latencies.append(clock.perf_counter() - sent)
+                if response.status_code != 200:
+                    refused += 1  # the damaged files the simulator delivers: refused and quarantined by the server
+                    continue
+                body = response.json()
+                predictions[row["path"]] = (body["sha256"], body["class"])
+                decisions[row["part_id"]] = body["part"]["decision"]
+                if (i + 1) % 50 == 0:
+                    say(f"  {i + 1}/{len(rows)} images served")
+    finally:
+        server.should_exit = True
+        thread.join()
+    latencies.sort()
+    return {"images": len(rows), "refused": refused, "parts": len(decisions),
+            "rejected_parts": sum(d == "reject" for d in decisions.values()),
+            "p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
+            "predictions": predictions}
+
+
+def _settle_disagreements(cat: Catalog, factory: Path, predictions: dict[str, tuple[str, str]], limit: int) -> int:
+    """A reviewer looks at images where the engine and the labeler disagree and records what is really there
+    (the simulator's truth): a correction of the label when the labeler erred, else of the prediction."""
+    truth = {r["path"]: r["true_label"] for r in _rows(factory / "truth.csv")}
+    with cat.engine.connect() as conn:
+        labels = dict(conn.exec_driver_sql(
+            "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL").fetchall())
+        reviewed = {r[0] for r in conn.exec_driver_sql(
+            "SELECT substr(stream_id, 7) FROM catalog.events WHERE type = 'CorrectionRecorded'"
+            " AND payload->>'corrected_by' = 'demo-reviewer'")}
+    settled = 0
+    for path, (sha, predicted) in sorted(predictions.items()):
+        label = labels.get(sha)
+        if settled >= limit or label is None or label == predicted or sha in reviewed:
+            continue  # a second run of the demo finds them reviewed already
+        wrong_label = truth[path] != label
+        prediction = None if wrong_label else _latest_prediction(cat, sha)
+        record_correction(cat, sha256=sha, new_label=truth[path], corrected_by="demo-reviewer",
+                          target="label" if wrong_label else "prediction", prediction_event_id=prediction,
+                          reason="reviewed: the label was wrong" if wrong_label else "reviewed: the model was wrong",
+                          actor="demo-reviewer")
+        settled += 1
+    return settled
+
+
+def _replayed(cat: Catalog, model_id: str) -> bool:
+    return _exists(cat, "regression_replays", "candidate_model_id", model_id)
+
+
+def _promoted(cat: Catalog, model_id: str) -> bool:
+    return _exists(cat, "model_promotions", "model_id", model_id)
+
+
+def _exists(cat: Catalog, table: str, column: str, value: str) -> bool:
+    cat.catch_up()
+    with cat.engine.connect() as conn:
+        return conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM projections.{table} WHERE {column} = %(v)s)",
+                                    {"v": value}).scalar()
+
+
+def _exclude_dim_day(cat: Catalog, days: list[date]) -> dict[str, Any]:
+    """A curator's day: the dimming lamp of the simulator's drift schedule spoiled one line's images; exclude
+    that line's last served day with images, before the next dataset version is cut."""
+    windows = [ImageFilter(lines=(DRIFT.dimming_line,), captured_from=start, captured_to=start + timedelta(days=1))
+               for start in (datetime.combine(d, time(), UTC) for d in days)]
+    spoiled = next((w for w in reversed(windows) if count_images(cat.engine, w)), windows[-1])
+    done = set_excluded(cat, spoiled, exclude=True, reason="lamp too dim: wrongly collected", actor="demo")
+    return {"line": DRIFT.dimming_line, "day": spoiled.captured_from.date().isoformat(), "newly": done.changed,
+            "in_all": done.matched}
+
+
+def _latest_prediction(cat: Catalog, sha256: str) -> uuid.UUID:
+    with cat.engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT event_id FROM catalog.events WHERE stream_id = %(s)s AND type = 'PredictionRecorded'"
+            " ORDER BY position DESC LIMIT 1", {"s": f"image:{sha256}"}).scalar_one()
+
+
+def _split_by_day(factory: Path, history: set[date]) -> dict[str, tuple[Path, Path]]:
+    """Each delivery file split into (history, later) files beside it, by the capture day in each row's path.
+
+    The later days' images reach the catalog through the server, not as files of a delivery, so their labels
+    and corrections name them by content (`sha256`) instead of by path.
+    """
+    out = {}
+    for name in ("manifest", "labels", "corrections"):
+        rows = _rows(factory / f"{name}.csv")
+        parts = []
+        for which, keep in (("history", True), ("later", False)):
+            chosen = [r for r in rows if (_day(r["path"]) in history) == keep]
+            if name != "manifest" and which == "later":
+                chosen = [{"sha256": sha256_of((factory / r.pop("path")).read_bytes())} | r
+                          for r in chosen if (factory / r["path"]).exists()]
+            path = factory / f"{name}-{which}.csv"
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                writer = csv.DictWriter(fh, list(chosen[0]) if chosen else list(rows[0]) if rows else [])
+                writer.writeheader()
+                writer.writerows(chosen)
+            parts.append(path)
+        out[name] = tuple(parts)
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _day(path: str) -> date:
+    # The simulator files images as <line>/<YYYY-MM-DD>/<station>/<file>.
+    return date.fromisoformat(path.split("/")[1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
