@@ -34,6 +34,7 @@ from catalog.embeddings import EmbeddingStore
 from catalog.lineage import CLASSIFIER, champion
 from catalog.queries import ImageFilter, count_images
 from catalog.review_queue import count_waiting_reviews
+from ingestion.factory_delivery import ProgressFactory, no_progress
 from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels, record_correction
 from ingestion.ontology_publish import publish_ontology
@@ -70,8 +71,9 @@ class LoopReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_loop(cat: Catalog, config: LoopConfig, say: Say) -> LoopReport:
-    """Run every stage once; safe to run again on the same catalog (nothing is appended twice)."""
+def run_loop(cat: Catalog, config: LoopConfig, say: Say, *, progress: ProgressFactory = no_progress) -> LoopReport:
+    """Run every stage once; safe to run again on the same catalog (nothing is appended twice). `say` tells
+    what happens; `progress(description)` gives a bar's update(done, total) for the long steps."""
     report = LoopReport()
 
     def stage(name: str, work: Callable[[], Any]) -> Any:
@@ -84,8 +86,11 @@ def run_loop(cat: Catalog, config: LoopConfig, say: Say) -> LoopReport:
     factory = cat.settings.home / "factory" / (
         f"{config.size}-{config.days}d-seed{config.seed}-{config.image_size}px")
     if not (factory / "manifest.csv").exists():
-        stage("simulate the factory", lambda: simulate_factory(
-            factory, days=config.days, seed=config.seed, size=config.size, image_size=config.image_size))
+        def simulate() -> None:
+            with progress("simulating the factory") as update:
+                simulate_factory(factory, days=config.days, seed=config.seed, size=config.size,
+                                 image_size=config.image_size, progress=update)
+        stage("simulate the factory", simulate)
     days = sorted({_day(r["path"]) for r in _rows(factory / "manifest.csv")})
     history, later = days[:config.history_days], days[config.history_days:]
     files = stage("split the deliveries by day", lambda: _split_by_day(factory, set(history)))
@@ -94,15 +99,18 @@ def run_loop(cat: Catalog, config: LoopConfig, say: Say) -> LoopReport:
 
     def deliver_history() -> None:
         publish_ontology(cat, factory / "ontology.yaml", actor="demo")
-        f["history_images"] = ingest(cat, files["manifest"][0], root=factory, actor="demo").ingested
-        f["history_labels"] = import_labels(cat, files["labels"][0], actor="demo").recorded
+        with progress("ingesting images") as update:
+            f["history_images"] = ingest(cat, files["manifest"][0], root=factory, actor="demo",
+                                         progress=update).ingested
+        with progress("importing labels") as update:
+            f["history_labels"] = import_labels(cat, files["labels"][0], actor="demo", progress=update).recorded
         import_corrections(cat, files["corrections"][0], actor="demo")
     stage("deliver the history with its labels", deliver_history)
 
     first = stage("train, export, evaluate and promote the first model",
                   lambda: _model_of_days(cat, config, say, "first", until=later[0]))
     f["first"] = first
-    served = stage("serve the following days through the HTTP API", lambda: _serve(cat, factory, set(later), first["engine_in_service"], say))
+    served = stage("serve the following days through the HTTP API", lambda: _serve(cat, factory, set(later), first["engine_in_service"], progress))
     f["served"] = served
 
     def review() -> None:
@@ -155,7 +163,8 @@ def _model_of_days(cat: Catalog, config: LoopConfig, say: Say, which: str, until
             "promoted": promoted, "engine_in_service": engine}
 
 
-def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, say: Say) -> dict[str, Any]:
+def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progress: ProgressFactory
+           ) -> dict[str, Any]:
     """Start the API on a free port over `engine_id` and send it every image of `days`, as the line would;
     returns what it answered."""
     service = InspectionService(cat, ServeConfig(engine_id=engine_id, max_wait_ms=5))
@@ -169,8 +178,10 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, say: Sa
     rows = [r for r in _rows(factory / "manifest.csv") if _day(r["path"]) in days]
     predictions, decisions, latencies, refused = {}, {}, [], 0
     try:
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=60) as client, progress("serving images through the API") as update:
             for i, row in enumerate(rows):
+                if update:
+                    update(i + 1, len(rows))
                 image = factory / row["path"]
                 if not image.exists():  # the simulator's lost files: nothing reaches the server
                     refused += 1
@@ -186,8 +197,6 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, say: Sa
                 body = response.json()
                 predictions[row["path"]] = (body["sha256"], body["class"])
                 decisions[row["part_id"]] = body["part"]["decision"]
-                if (i + 1) % 50 == 0:
-                    say(f"  {i + 1}/{len(rows)} images served")
     finally:
         server.should_exit = True
         thread.join()

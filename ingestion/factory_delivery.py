@@ -26,11 +26,11 @@ class FactoryDelivery:
     corrections: ImportReport
 
 
-def _no_progress(description: str) -> AbstractContextManager[None]:
+def no_progress(description: str) -> AbstractContextManager[None]:
     return nullcontext()
 
 
-def deliver_factory(cat: Catalog, folder: Path, *, actor: str, progress: ProgressFactory = _no_progress,
+def deliver_factory(cat: Catalog, folder: Path, *, actor: str, progress: ProgressFactory = no_progress,
                     workers: int | None = None) -> FactoryDelivery:
     """Take everything ``simulate_factory`` wrote in ``folder`` into ``cat``. Idempotent: a second call
     records nothing new."""

@@ -31,7 +31,7 @@ def demo(days: int, history_days: int, size: str, seed: int, image_size: int, ep
     started = time.perf_counter()
     with open_catalog() as cat:
         console.rule("visionledger demo")
-        report = run_loop(cat, config, lambda line: console.print(line, highlight=False))
+        report = run_loop(cat, config, lambda line: console.print(line, highlight=False), progress=progress_bar)
         with progress_bar("lake sync") as update:
             lake = cat.sync_lake(progress=update)
         head = cat.head()
