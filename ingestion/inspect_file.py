@@ -74,16 +74,22 @@ def inspect(root: Path, relative: str, blob_root: Path, thumbnail_root: Path, li
     if isinstance(checked, Rejected):
         return checked
     sha, fmt, pixels = checked
-    height, width = pixels.shape[:2]
     blobs = LocalBlobStore(blob_root)
     already = blobs.exists(sha)
     if not already:
         blobs.stage(data, sha, durable=False)  # the caller syncs once per batch before appending events
     thumbnail = write_thumbnail(pixels, sha, thumbnail_root)
+    return describe(sha, fmt, pixels, size, already_stored=already, thumbnail=thumbnail)
+
+
+def describe(sha: str, fmt: str, pixels: np.ndarray, byte_size: int, *, already_stored: bool,
+             thumbnail: str) -> Inspected:
+    """The facts an ImageIngested records about decoded, accepted bytes."""
+    height, width = pixels.shape[:2]
     return Inspected(
         sha256=sha, width=width, height=height, channels=1 if pixels.ndim == 2 else pixels.shape[2],
-        bit_depth=16 if pixels.dtype == np.uint16 else 8, format=fmt, byte_size=size, already_stored=already,
-        thumbnail=thumbnail,
+        bit_depth=16 if pixels.dtype == np.uint16 else 8, format=fmt, byte_size=byte_size,
+        already_stored=already_stored, thumbnail=thumbnail,
     )
 
 

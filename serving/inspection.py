@@ -20,7 +20,7 @@ from catalog import Catalog
 from catalog.blobs import uri_of
 from catalog.events import ImageIngested, ImageRejected, PartDispositioned, PredictionRecorded, Region
 from catalog.store import NewEvent, event_id_for
-from ingestion.inspect_file import Limits, Rejected, check_image_bytes, write_thumbnail
+from ingestion.inspect_file import Inspected, Limits, Rejected, check_image_bytes, describe, write_thumbnail
 from serving.decision import Finding, PartDecision, RuleSet, decide, regions_from_map
 from serving.engines.base import Engine, EngineOutput
 from serving.tiling import ImageResult, Tiles, combine, cut_tiles
@@ -52,15 +52,13 @@ class Prepared:
     """An accepted image, stored, and cut into the engine's tiles."""
 
     capture: Capture
-    sha256: str
-    width: int
-    height: int
-    channels: int
-    bit_depth: int
-    format: str
-    byte_size: int
+    image: Inspected  # what the ingester would record of the same bytes
     thumbnail_uri: str
     tiles: Tiles
+
+    @property
+    def sha256(self) -> str:
+        return self.image.sha256
 
 
 @dataclass(frozen=True)
@@ -149,21 +147,14 @@ class Inspector:
         if isinstance(checked, Rejected):
             raise ImageRefused(checked)
         sha, fmt, pixels = checked
-        if not self.cat.blobs.exists(sha):
+        already = self.cat.blobs.exists(sha)
+        if not already:
             self.cat.blobs.put(data)
         thumbnail = write_thumbnail(pixels, sha, self.cat.settings.thumbnail_root)
-        thumbnail_uri = str((self.cat.settings.thumbnail_root / thumbnail).relative_to(self.cat.settings.home))
-        height, width = pixels.shape[:2]
         return Prepared(
             capture=capture,
-            sha256=sha,
-            width=width,
-            height=height,
-            channels=1 if pixels.ndim == 2 else pixels.shape[2],
-            bit_depth=16 if pixels.dtype == np.uint16 else 8,
-            format=fmt,
-            byte_size=len(data),
-            thumbnail_uri=thumbnail_uri,
+            image=describe(sha, fmt, pixels, len(data), already_stored=already, thumbnail=thumbnail),
+            thumbnail_uri=str((self.cat.settings.thumbnail_root / thumbnail).relative_to(self.cat.settings.home)),
             tiles=cut_tiles(gray8(pixels), self.engine.input_size),
         )
 
@@ -246,15 +237,15 @@ class Inspector:
         defect = [i for i in range(len(engine.classes)) if i != engine.ok_index]
         return engine.classes[max(defect, key=lambda i: result.probabilities[i])]
 
-    def _ingested(self, p: Prepared) -> NewEvent:
-        c = p.capture
+    def _ingested(self, prepared: Prepared) -> NewEvent:
+        c, p = prepared.capture, prepared.image
         source_path = f"{self.source}:{c.line}/{c.station}/{c.camera}/{c.part_id}"
         return NewEvent(
             data=ImageIngested(
                 sha256=p.sha256, part_id=c.part_id, line=c.line, station=c.station, camera=c.camera,
                 captured_at=c.captured_at, width=p.width, height=p.height, channels=p.channels,
                 bit_depth=p.bit_depth, byte_size=p.byte_size, format=p.format, blob_uri=uri_of(p.sha256),
-                thumbnail_uri=p.thumbnail_uri, source_path=source_path,
+                thumbnail_uri=prepared.thumbnail_uri, source_path=source_path,
             ),
             occurred_at=c.captured_at,
             event_id=event_id_for("ingested", p.sha256, source_path, c.part_id, c.camera, c.captured_at.isoformat()),
