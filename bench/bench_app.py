@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-from common import FIRST_DAY, console, load, progress_bar, report, temp_catalog
+from common import FIRST_DAY, analyze, console, load, progress_bar, report, temp_catalog
 
 import catalog
 from catalog import events as ev
@@ -206,8 +206,7 @@ def main() -> None:
             project_s = time.perf_counter() - started
         cat.append(review_queue(cat, args.review))
         days = drift_reports(cat)
-        with cat.engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+        analyze(cat)
         console.print(f"catalog: {images:,} images over {days} days, {cat.head():,} events "
                       f"(appended in {append_s:.0f} s, projected in {project_s:.0f} s)")
         # The app opens the catalog from the environment, as `visionledger app` does: the same embedded server.

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from common import percentiles, progress_bar, report, temp_catalog
+from common import analyze, percentiles, progress_bar, report, temp_catalog
 
 from catalog.embedded_postgres import EmbeddedPostgres
 from catalog.events import ImageIngested, LabelRecorded, OntologyPublished
@@ -103,8 +103,7 @@ def main() -> None:
             started = time.perf_counter()
             cat.projections.catch_up(progress=update)
             project_s = time.perf_counter() - started
-        with cat.engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+        analyze(cat)
         rng = random.Random(1)
         for _ in range(20):
             curator_query(cat, rng, args.days)  # warm up shared buffers and plans

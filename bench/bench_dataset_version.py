@@ -13,7 +13,7 @@ import time
 from datetime import timedelta
 
 from bench_catalog_scale import CLASSES, FIRST, images
-from common import progress_bar, report, temp_catalog
+from common import analyze, progress_bar, report, temp_catalog
 
 from catalog.datasets import DatasetSpec, build_dataset_version, check_manifest, publish_dataset_version
 from catalog.events import CorrectionRecorded, OntologyPublished
@@ -78,8 +78,7 @@ def main() -> None:
             ontology_version=1), FIRST + timedelta(days=args.days + 1))
             for sha in rng.sample(sorted(labels), args.relabelled)]
         cat.append(corrections)
-        with cat.engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+        analyze(cat)
 
         read_s, _ = timed(args.runs, lambda: bare_read(cat))
         head_s, head = timed(args.runs, lambda: build_dataset_version(cat.engine, ALL))

@@ -232,12 +232,35 @@ def engine_chain(cat: Catalog, engine_id: str, shas: Sequence[str], predicted: S
         return _broken(engine_id, f"the manifest hashes of engine, model and {version['version_id']} disagree",
                        engine=engine, model=model, version=version)
     try:
-        manifest = load_manifest(cat.lake, version["manifest_uri"], expected_hash=version["manifest_hash"])
+        manifest = _verified_manifest(cat, version["manifest_uri"], version["manifest_hash"])
     except CatalogError as exc:
         return _broken(engine_id, str(exc), engine=engine, model=model, version=version)
     return Chain(engine_id=engine_id, engine=engine, model=model, dataset_version=version, manifest_verified=True,
                  membership=membership(manifest, shas),
-                 evidence=[class_evidence(cat.engine, manifest, c, version["as_of_position"]) for c in predicted])
+                 evidence=[class_evidence(cat.engine, manifest, c, version["as_of_position"],
+                                          manifest_hash=version["manifest_hash"]) for c in predicted])
+
+
+# A million-image manifest takes ~0.5 s to hash and read, and every engine built from the same dataset version
+# needs it again: keep the last few, keyed by the file's identity on disk as well as its recorded hash, so that
+# a file replaced since is read (and checked) afresh.
+_MANIFESTS: dict[tuple[Any, ...], pa.Table] = {}
+_MANIFESTS_KEPT = 2
+
+
+def _verified_manifest(cat: Catalog, uri: str, manifest_hash: str) -> pa.Table:
+    path = cat.lake.root / uri
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    key = (str(path), manifest_hash, stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    if stat is None or key not in _MANIFESTS:
+        manifest = load_manifest(cat.lake, uri, expected_hash=manifest_hash)  # raises what is wrong with it
+        while len(_MANIFESTS) >= _MANIFESTS_KEPT:
+            del _MANIFESTS[next(iter(_MANIFESTS))]
+        _MANIFESTS[key] = manifest.select(["sha256", "part_id", "split", "class"])
+    return _MANIFESTS[key]
 
 
 def membership(manifest: pa.Table, shas: Sequence[str]) -> list[Membership]:
@@ -247,14 +270,41 @@ def membership(manifest: pa.Table, shas: Sequence[str]) -> list[Membership]:
     return [Membership(sha, rows.get(sha, {}).get("split"), rows.get(sha, {}).get("class")) for sha in shas]
 
 
-def class_evidence(engine: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int) -> ClassEvidence:
+def class_evidence(engine: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int, *,
+                   manifest_hash: str | None = None) -> ClassEvidence:
     """Who labelled the training images of ``predicted_class``: the label of each in force at the dataset
     version's position (the one the version learned from), counted per annotator, with a few examples, and
-    how many were relabelled since."""
+    how many were relabelled since. With ``manifest_hash`` what cannot change is computed once per process."""
+    training = _training_labels(engine, manifest, predicted_class, as_of_position, manifest_hash)
+    return ClassEvidence(
+        predicted_class=predicted_class, training_images=len(training.shas), annotators=training.annotators,
+        corrections=sum(a["corrections"] for a in training.annotators),
+        relabelled_since=_relabelled_since(engine, training.shas, as_of_position), examples=training.examples)
+
+
+@dataclass(frozen=True)
+class _TrainingLabels:
+    shas: pa.ChunkedArray  # the training images of one class
+    annotators: list[dict[str, Any]]
+    examples: list[dict[str, Any]]
+
+
+# The labels in force at a position never change (the log is append-only and the history projection is its
+# fold), nor does a published manifest (it is named by its hash): who labelled a version's training images of
+# a class is computed once per (database, manifest, class, position). For a large class (half a million images
+# of a million-image version) that is seconds of work, and every engine built from the version needs it.
+_TRAINING_LABELS: dict[tuple[Any, ...], _TrainingLabels] = {}
+_TRAINING_LABELS_KEPT = 16
+
+
+def _training_labels(engine: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int,
+                     manifest_hash: str | None) -> _TrainingLabels:
+    key = (engine.url.render_as_string(hide_password=True), manifest_hash, predicted_class, as_of_position)
+    if manifest_hash is not None and key in _TRAINING_LABELS:
+        return _TRAINING_LABELS[key]
     chosen = manifest.filter(pc.and_(pc.equal(manifest["split"], TRAIN),
                                      pc.equal(manifest["class"], predicted_class)))
     shas = chosen["sha256"].to_pylist()
-    parts = dict(zip(shas, chosen["part_id"].to_pylist(), strict=True))
     # The images' ids go to the server once, as one bytea of 32-byte digests: tens of thousands of hex strings
     # (the good class of a large catalog) take ~20 times longer to send as a text array.
     sql = """
@@ -271,10 +321,7 @@ def class_evidence(engine: Engine, manifest: pa.Table, predicted_class: str, as_
         FROM l GROUP BY annotator
         UNION ALL (
             SELECT 'example', annotator, NULL, NULL, sha256, label, source, labeled_at FROM l
-            ORDER BY labeled_at DESC, sha256 LIMIT %(examples)s)
-        UNION ALL
-        SELECT 'relabelled', NULL, count(DISTINCT h.sha256), NULL, NULL, NULL, NULL, NULL
-        FROM projections.label_history h JOIN s USING (sha256) WHERE h.position > %(as_of)s"""
+            ORDER BY labeled_at DESC, sha256 LIMIT %(examples)s)"""
     params = {"ids": b"".join(bytes.fromhex(sha) for sha in shas), "n": len(shas), "as_of": as_of_position,
               "examples": EXAMPLES}
     with engine.connect() as conn:
@@ -283,15 +330,30 @@ def class_evidence(engine: Engine, manifest: pa.Table, predicted_class: str, as_
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
         conn.rollback()
-    annotators = sorted(({"annotator": r["annotator"], "images": r["images"], "corrections": r["corrections"]}
-                         for r in rows if r["row"] == "annotator"), key=lambda a: (-a["images"], a["annotator"]))
-    examples = [{"sha256": r["sha256"], "part_id": parts[r["sha256"]], "label": r["label"],
-                 "annotator": r["annotator"], "source": r["source"], "labeled_at": r["labeled_at"]}
-                for r in rows if r["row"] == "example"]
-    return ClassEvidence(
-        predicted_class=predicted_class, training_images=len(shas), annotators=annotators,
-        corrections=sum(a["corrections"] for a in annotators),
-        relabelled_since=next(r["images"] for r in rows if r["row"] == "relabelled"), examples=examples)
+    parts = dict(zip(shas, chosen["part_id"].to_pylist(), strict=True))
+    training = _TrainingLabels(
+        shas=chosen["sha256"],
+        annotators=sorted(({"annotator": r["annotator"], "images": r["images"], "corrections": r["corrections"]}
+                           for r in rows if r["row"] == "annotator"), key=lambda a: (-a["images"], a["annotator"])),
+        examples=[{"sha256": r["sha256"], "part_id": parts[r["sha256"]], "label": r["label"],
+                   "annotator": r["annotator"], "source": r["source"], "labeled_at": r["labeled_at"]}
+                  for r in rows if r["row"] == "example"])
+    if manifest_hash is not None:
+        while len(_TRAINING_LABELS) >= _TRAINING_LABELS_KEPT:
+            del _TRAINING_LABELS[next(iter(_TRAINING_LABELS))]
+        _TRAINING_LABELS[key] = training
+    return training
+
+
+def _relabelled_since(engine: Engine, shas: pa.ChunkedArray, as_of_position: int) -> int:
+    """How many of ``shas`` have a label recorded after ``as_of_position``: the labels recorded since are read
+    (a range of the history's primary key, usually short) and matched against the images here."""
+    with engine.connect() as conn:
+        since = conn.exec_driver_sql("SELECT DISTINCT sha256 FROM projections.label_history WHERE position > %(p)s",
+                                     {"p": as_of_position}).scalars().all()
+    if not since:
+        return 0
+    return pc.sum(pc.is_in(shas, value_set=pa.array(since, pa.string()))).as_py() or 0
 
 
 def event_summary(event_type: str, payload: dict[str, Any]) -> str:

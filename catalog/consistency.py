@@ -62,7 +62,7 @@ class CatalogReport:
     projections_differing: list[str] = field(default_factory=list)  # tables unequal to a rebuild from the log
     lake_missing: list[int] = field(default_factory=list)  # positions up to the lake checkpoint not mirrored
     lake_doubled: list[int] = field(default_factory=list)  # positions mirrored more than once
-    lake_mismatched: list[int] = field(default_factory=list)  # mirrored with another event id or type
+    lake_mismatched: list[int] = field(default_factory=list)  # mirrored with another id, type or content
     lake_beyond_checkpoint: list[int] = field(default_factory=list)  # mirrored past the checkpoint
     lake_sync_interrupted: bool = False  # an intent or staged files left by a killed sync, not yet recovered
 
@@ -86,7 +86,7 @@ class CatalogReport:
             "projections unequal to a rebuild": self.projections_differing,
             "positions missing from the lake": self.lake_missing,
             "positions mirrored twice in the lake": self.lake_doubled,
-            "positions mirrored with another event": self.lake_mismatched,
+            "positions whose lake copy differs from the log": self.lake_mismatched,
             "positions mirrored past the lake checkpoint": self.lake_beyond_checkpoint,
         }
         lines = [f"{what}: {len(items)} (first: {items[:5]})" for what, items in found.items() if items]
@@ -98,7 +98,7 @@ class CatalogReport:
 def check_catalog(cat: Catalog) -> CatalogReport:
     """Cross-check the whole catalog: the log (gap-free positions, unique ids, stream versions 1..n), its blobs,
     its projections (against a rebuild from the log; needs the ``app`` role) and its lake mirror (each event
-    exactly once up to the lake's checkpoint)."""
+    exactly once up to the lake's checkpoint, with the same content)."""
     with cat.engine.connect() as conn:
         events, head = conn.exec_driver_sql("SELECT count(*), coalesce(max(position), 0) FROM catalog.events").one()
         gaps = [(int(a), int(b)) for a, b in conn.exec_driver_sql(
@@ -111,14 +111,18 @@ def check_catalog(cat: Catalog) -> CatalogReport:
             " HAVING min(version) <> 1 OR max(version) <> count(*) OR count(DISTINCT version) <> count(*)"
             " ORDER BY 1")]
         lake_position = cat.lake.synced_position()
-        logged = {int(p): (e, t) for p, e, t in conn.exec_driver_sql(
-            "SELECT position, event_id::text, type FROM catalog.events WHERE position <= %(p)s",
-            {"p": lake_position})}
+        # Each event's content is compared by digest as well: the lake is the log's second copy, so an event
+        # altered in place (only the owner, by disabling the append-only trigger, could) shows as a mismatch.
+        logged = {int(p): (e, t, d) for p, e, t, d in conn.exec_driver_sql(
+            "SELECT position, event_id::text, type, md5(concat_ws('|', stream_id, version,"
+            " (extract(epoch FROM occurred_at) * 1000000)::bigint, payload::text, metadata::text))"
+            " FROM catalog.events WHERE position <= %(p)s", {"p": lake_position})}
     rebuilt = cat.rebuild_projections(check_only=True)
-    mirrored: dict[int, list[tuple[str, str]]] = {}
-    for position, event_id, event_type in cat.duckdb().execute(
-            "SELECT position, event_id, type FROM events").fetchall():
-        mirrored.setdefault(position, []).append((event_id, event_type))
+    mirrored: dict[int, list[tuple[str, str, str]]] = {}
+    for position, event_id, event_type, digest in cat.duckdb().execute(
+            "SELECT position, event_id, type, md5(concat_ws('|', stream_id, version, epoch_us(occurred_at),"
+            " payload, metadata)) FROM events").fetchall():
+        mirrored.setdefault(position, []).append((event_id, event_type, digest))
     return CatalogReport(
         head=head, events=events, lake_position=lake_position, blobs=check_blobs(cat.engine, cat.blobs),
         position_gaps=gaps, duplicate_event_ids=duplicates, stream_version_gaps=version_gaps,

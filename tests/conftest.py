@@ -76,6 +76,11 @@ def pg_server() -> Iterator[TestServer]:
     info = server.start()
     test_server = TestServer(home=root / "home", info=info)
     with psycopg.connect(test_server.admin_dsn(), autocommit=True) as conn:
+        # Throwaway databases: no flushes to disk. The fault tests kill clients and stop servers cleanly; none
+        # simulates the machine losing power, and the suite spends much of its time creating databases.
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
         conn.execute(f"CREATE DATABASE {TEMPLATE} OWNER {OWNER_ROLE}")
     upgrade(test_server.url(OWNER_ROLE, TEMPLATE))
     yield test_server

@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 import catalog
-from apps.cli import (
-    app,
-    corrections,
-    datasets,
-    db,
-    demo,
-    engines,
-    events,
-    images,
-    ingest,
-    labels,
-    lake,
-    ontology,
-    projections,
-    serve,
-    simulate,
-)
 from catalog.embedded_postgres import EmbeddedPostgresError
 from serving.decision import RulesError
 from serving.engines import EngineError
 
+# Each command's module is imported only when that command runs: between them they pull in torch, Dagster,
+# LanceDB and Streamlit, and a command that needs none of them should not wait seconds for all of them.
+COMMANDS = {
+    "db": "db:db", "events": "events:events", "projections": "projections:projections", "labels": "labels:labels",
+    "corrections": "corrections:corrections", "ontology": "ontology:ontology", "lake": "lake:lake",
+    "datasets": "datasets:datasets", "engines": "engines:engines", "demo": "demo:demo", "ingest": "ingest:ingest",
+    "simulate": "simulate:simulate", "images": "images:images", "curate": "images:curate", "trace": "images:trace",
+    "check": "check:check", "serve": "serve:serve", "spool": "serve:spool", "replay": "serve:replay", "app": "app:app",
+}
+
 
 class _Cli(click.Group):
-    """Turns the catalog's and the server's own errors into one clear line and exit status 1, without a
-    traceback."""
+    """Loads commands on demand, and turns the catalog's and the server's own errors into one clear line and
+    exit status 1, without a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        command = getattr(importlib.import_module(f"apps.cli.{module}"), attribute)
+        assert command.name == name, (name, command.name)
+        return command
 
     def invoke(self, ctx: click.Context):
         try:
@@ -41,27 +47,6 @@ class _Cli(click.Group):
 @click.group(cls=_Cli)
 def cli() -> None:
     """visionledger: the system of record for industrial visual inspection."""
-
-
-cli.add_command(db.db)
-cli.add_command(events.events)
-cli.add_command(projections.projections)
-cli.add_command(labels.labels)
-cli.add_command(corrections.corrections)
-cli.add_command(ontology.ontology)
-cli.add_command(lake.lake)
-cli.add_command(datasets.datasets)
-cli.add_command(engines.engines)
-cli.add_command(demo.demo)
-cli.add_command(ingest.ingest)
-cli.add_command(simulate.simulate)
-cli.add_command(images.images)
-cli.add_command(images.curate)
-cli.add_command(images.trace)
-cli.add_command(serve.serve)
-cli.add_command(serve.spool)
-cli.add_command(serve.replay)
-cli.add_command(app.app)
 
 
 def main() -> None:

@@ -3,17 +3,26 @@ projection row gone) is named."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 
 from catalog.consistency import check_catalog
 
 
-def test_a_clean_catalog_is_consistent(factory_cat) -> None:
+def test_a_clean_catalog_is_consistent(factory_cat, database) -> None:
     factory_cat.sync_lake()
     report = check_catalog(factory_cat)
     assert report.ok, report.problems()
     assert report.events == report.head == report.lake_position > 0
     assert report.blobs.images + report.blobs.artifacts == report.blobs.blobs > report.blobs.images > 0
+    checked = subprocess.run([sys.executable, "-m", "apps.cli", "check", "--json"], env=database.env(),
+                             capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout) == {
+        "ok": True, "head": report.head, "events": report.events, "lake_position": report.lake_position,
+        "images": report.blobs.images, "blobs": report.blobs.blobs, "problems": []}
 
 
 def test_damage_is_named(factory_cat) -> None:

@@ -5,6 +5,8 @@ tests/serving/test_engines.py hold the single cases; this is the systematic swee
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 import catalog
 from catalog import events as ev
+from catalog.consistency import check_catalog
 from catalog.database import libpq_dsn
 from catalog.store import NewEvent, PermissionDenied
 from serving.engines import LineageError, engine_record
@@ -80,6 +83,26 @@ def test_no_login_but_the_owner_can_alter_the_event_table(stored, role: str, sta
     before = snapshot(stored)
     assert "must be owner" in _refused(stored, role, NOT_FOR_NON_OWNERS[statement])
     snapshot(stored).assert_unchanged_since(before)
+
+
+def test_the_owner_can_lift_the_trigger_but_the_lake_copy_shows_the_altered_event(factory_cat, database):
+    # The owner runs migrations and so owns the table: PostgreSQL lets it disable the trigger. What it cannot
+    # do unseen is alter an event the lake already mirrors: `visionledger check` compares the two copies.
+    cat = factory_cat
+    cat.sync_lake()
+    assert check_catalog(cat).ok
+    with psycopg.connect(_dsn(cat, "owner")) as conn:
+        conn.execute("ALTER TABLE catalog.events DISABLE TRIGGER events_append_only")
+        altered = conn.execute("UPDATE catalog.events SET metadata = metadata || '{\"actor\": \"mallory\"}'"
+                               " WHERE position = (SELECT min(position) FROM catalog.events WHERE type = 'LabelRecorded')"
+                               " RETURNING position").fetchone()[0]
+        conn.execute("ALTER TABLE catalog.events ENABLE TRIGGER events_append_only")
+    report = check_catalog(cat)
+    assert report.lake_mismatched == [altered]
+    assert any("lake copy differs from the log: 1" in line for line in report.problems())
+    checked = subprocess.run([sys.executable, "-m", "apps.cli", "check"], env=database.env(), capture_output=True,
+                             text=True, timeout=300)
+    assert checked.returncode == 1 and f"lake copy differs from the log: 1 (first: [{altered}])" in checked.stdout
 
 
 @pytest.mark.parametrize("statement", NOT_FOR_READERS)
