@@ -15,7 +15,8 @@ figures that matter at that size, each beside a baseline measured in the same ru
 The catalog is the synthetic factory (`catalog/synthetic.py`: 2,400 images a day on 3 lines, 4 images a
 part, labelled with ~5 % wrong labels half of them corrected, predicted, every part dispositioned), where
 each image is also scored by the shadow engines tried over the year and ~20 % are queued for review: about
-ten events an image. Results go to `bench/out/bench_scale.json` and, as a table, to `bench/RESULTS.md`.
+ten events an image. Results go to `bench/out/bench_scale.json` and, as a table, to `bench/RESULTS.md`
+(rewritten up to its first `## ` heading; the notes from there on are kept).
 """
 
 from __future__ import annotations
@@ -419,7 +420,9 @@ def write_results(path: Path, f: dict[str, Any], rows: list[dict[str, str]]) -> 
         "", "| figure | measured | baseline (same run) | ratio | command |", "| --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {r['figure']} | {r['value']} | {r['baseline']} | {r['ratio']} | `{r['command']}` |" for r in rows]
-    path.write_text("\n".join(lines) + "\n")
+    # What people wrote under the table (from a "## " heading on) stays.
+    kept = path.read_text().partition("\n## ") if path.exists() else ("", "", "")
+    path.write_text("\n".join(lines) + "\n" + (f"\n## {kept[2]}" if kept[1] else ""))
     console.print(f"table written to {path}")
 
 
