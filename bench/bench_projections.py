@@ -24,11 +24,12 @@ def catch_up_rate(runner: ProjectionRunner, head: int, page_size: int, label: st
 
 
 def read_only_rate(cat: catalog.Catalog, head: int, page_size: int) -> float:
-    """Events/s of reading and decoding the log page by page, as catch_up does, with nothing applied: a ceiling."""
+    """Events/s of reading and decoding the log up to ``head`` page by page, as catch_up does, with nothing
+    applied: a ceiling."""
     def read_all() -> None:
         with cat.engine.connect() as sa_conn:
             after = 0
-            while page := read_page(sa_conn.connection.driver_connection, after, None, page_size):
+            while page := read_page(sa_conn.connection.driver_connection, after, head, page_size):
                 after = page.last
     return head / timed(read_all).seconds
 

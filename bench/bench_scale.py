@@ -22,7 +22,6 @@ ten events an image. Results go to `bench/out/bench_scale.json` and, as a table,
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import statistics
@@ -35,7 +34,9 @@ from typing import Any
 
 import psycopg
 from bench_append import PLAIN_TABLE, SCRATCH, copy_events
-from common import FIRST_DAY, analyze, console, percentiles, progress_bar, report, temp_catalog
+from bench_dataset_version import bare_read
+from bench_projections import read_only_rate
+from common import FIRST_DAY, analyze, console, percentiles, progress_bar, report, temp_catalog, timed
 
 import catalog
 from catalog import events as ev
@@ -44,7 +45,6 @@ from catalog.database import libpq_dsn, make_engine
 from catalog.datasets import DatasetSpec, build_dataset_version, publish_dataset_version
 from catalog.lineage import CLASSIFIER
 from catalog.projections import rebuild
-from catalog.projections.framework import read_page
 from catalog.queries import ImageFilter, query_images, trace_part
 from catalog.store import NewEvent
 from catalog.synthetic import CLASSES, ENGINE_ID, FactoryShape, ontology_event, simulated_day
@@ -161,16 +161,6 @@ def samples_ms(n: int, description: str, fn: Callable[[int], Any]) -> list[float
     return out
 
 
-def read_log(cat: catalog.Catalog, upto: int, page_size: int = 20_000) -> float:
-    """Seconds to read and decode the log up to ``upto`` page by page, as catch-up does, applying nothing."""
-    started = time.perf_counter()
-    with cat.engine.connect() as sa_conn:
-        after = 0
-        while page := read_page(sa_conn.connection.driver_connection, after, upto, page_size):
-            after = page.last
-    return time.perf_counter() - started
-
-
 def curator_queries(cat: catalog.Catalog, days: int, n: int) -> dict[str, list[float]]:
     """The curator's query (line, 7-day window, class, first page of 100) through `query_images`, and the
     same rows from a plain table with one index made for exactly this query: the baseline."""
@@ -282,27 +272,6 @@ def breakdowns(cat: catalog.Catalog, days: int, n: int) -> dict[str, list[float]
             "bare": samples_ms(n, "its two GROUP BYs alone", bare)}
 
 
-def bare_rows(cat: catalog.Catalog) -> None:
-    """The rows a dataset build reads, through a bare COPY, nothing done with them: any build's floor."""
-    with cat.engine.connect() as sa_conn:
-        conn = sa_conn.connection.driver_connection
-        buffer = io.BytesIO()
-        with conn.cursor().copy(
-            "COPY (SELECT i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, i.label,"
-            " i.label_ontology_version, cl.mask_uri, cl.regions FROM projections.images i"
-            " LEFT JOIN projections.current_labels cl USING (sha256)"
-            " WHERE NOT i.excluded AND i.label IS NOT NULL) TO STDOUT (FORMAT csv)") as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        sa_conn.rollback()
-
-
-def seconds(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
-
-
 def database_bytes(cat: catalog.Catalog) -> dict[str, int]:
     with cat.engine.connect() as conn:
         return dict(conn.exec_driver_sql(
@@ -334,22 +303,24 @@ def main() -> None:
         head = cat.head()
         console.print(f"appended {head:,} events in {f['load']['append_s']:.0f} s")
         with progress_bar("read models from zero (catch-up)", head) as update:
-            f["catch_up_s"], _ = seconds(lambda: cat.projections.catch_up(progress=update))
-        f["read_log_events"] = min(head, 2_000_000)
-        f["read_log_s"] = read_log(cat, f["read_log_events"])
+            f["catch_up_s"] = timed(lambda: cat.projections.catch_up(progress=update)).seconds
+        f["read_log_events"] = min(head, 2_000_000)  # the rate is flat along the log: a fifth of it will do
+        f["read_log_s"] = f["read_log_events"] / read_only_rate(cat, f["read_log_events"], page_size=20_000)
         if not args.no_rebuild:
             with progress_bar("rebuild (scratch replay, compare, swap)", head) as update:
-                f["rebuild_s"], rebuilt = seconds(lambda: rebuild(cat.engine, progress=update))
-            assert rebuilt.equal, rebuilt.tables
-        f["analyze_s"], _ = seconds(lambda: analyze(cat))
+                rebuilt = timed(lambda: rebuild(cat.engine, progress=update))
+            f["rebuild_s"] = rebuilt.seconds
+            assert rebuilt.result.equal, rebuilt.result.tables
+        f["analyze_s"] = timed(lambda: analyze(cat)).seconds
         f["bytes"] = database_bytes(cat)
 
         f["curator_ms"] = curator_queries(cat, days, args.samples)
-        f["bare_rows_s"], _ = seconds(lambda: bare_rows(cat))
-        f["build_s"], built = seconds(lambda: build_dataset_version(cat.engine, ALL_LABELLED))
-        f["publish_s"], published = seconds(lambda: publish_dataset_version(cat, ALL_LABELLED, actor="bench"))
-        f["dataset_images"] = built.counts["images"]
-        register_lineage(cat, published.version_id, published.manifest_hash)
+        f["bare_rows_s"] = timed(lambda: bare_read(cat)).seconds
+        built = timed(lambda: build_dataset_version(cat.engine, ALL_LABELLED))
+        published = timed(lambda: publish_dataset_version(cat, ALL_LABELLED, actor="bench"))
+        f["build_s"], f["publish_s"] = built.seconds, published.seconds
+        f["dataset_images"] = built.result.counts["images"]
+        register_lineage(cat, published.result.version_id, published.result.manifest_hash)
         f["trace_ms"] = traces(cat, args.samples)
         f["breakdown_ms"] = breakdowns(cat, days, args.samples)
         f["events"] = cat.head()
