@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from common import analyze, percentiles, progress_bar, report, temp_catalog
+from common import TimedIterator, analyze, percentiles, progress_bar, report, temp_catalog, timed
 
 from catalog.embedded_postgres import EmbeddedPostgres
 from catalog.events import ImageIngested, LabelRecorded, OntologyPublished
@@ -84,21 +84,15 @@ def main() -> None:
     args = parser.parse_args()
     with temp_catalog() as cat:
         cat.append([NewEvent(OntologyPublished(version=1, classes=list(CLASSES)), FIRST)])
-        generate_s = append_s = 0.0
+        append_s = 0.0
         with progress_bar(f"appending {args.images:,} images (2 events each)", args.images) as update:
             done = 0
-            generator = images(args.images, args.days)
-            while True:
-                started = time.perf_counter()
-                batch = next(generator, None)
-                generate_s += time.perf_counter() - started
-                if batch is None:
-                    break
-                started = time.perf_counter()
-                cat.append(batch, catch_up=False)
-                append_s += time.perf_counter() - started
+            generator = TimedIterator(images(args.images, args.days))
+            for batch in generator:
+                append_s += timed(lambda b=batch: cat.append(b, catch_up=False)).seconds
                 done += len(batch) // 2
                 update(done, args.images)
+        generate_s = generator.seconds
         with progress_bar("projections", cat.head()) as update:
             started = time.perf_counter()
             cat.projections.catch_up(progress=update)

@@ -36,7 +36,17 @@ import psycopg
 from bench_append import PLAIN_TABLE, SCRATCH, copy_events
 from bench_dataset_version import bare_read
 from bench_projections import read_only_rate
-from common import FIRST_DAY, analyze, console, percentiles, progress_bar, report, temp_catalog, timed
+from common import (
+    FIRST_DAY,
+    TimedIterator,
+    analyze,
+    console,
+    percentiles,
+    progress_bar,
+    report,
+    temp_catalog,
+    timed,
+)
 
 import catalog
 from catalog import events as ev
@@ -117,32 +127,25 @@ def load(cat: catalog.Catalog, args: argparse.Namespace) -> dict[str, Any]:
         conn.execute(PLAIN_TABLE.replace(f"{SCRATCH}.plain", f"{SCRATCH}.plain_events"))
         conn.commit()
         sample = {"events": 0, "append_s": 0.0, "bare_s": 0.0}
-        append_s = generate_s = 0.0
+        append_s = 0.0
         appended = 0
         with progress_bar(f"appending ~{expected:,} events ({args.images:,} images)", expected) as update:
-            generator = batched(factory(args.images, args.events_per_image), args.batch)
-            while True:
-                started = time.perf_counter()
-                batch = next(generator, None)
-                generate_s += time.perf_counter() - started
-                if batch is None:
-                    break
-                if sample["events"] < args.baseline_events:
-                    started = time.perf_counter()
-                    copy_events(conn, "plain_events", batch, sample["events"] + 1)
-                    sample["bare_s"] += time.perf_counter() - started
-                started = time.perf_counter()
-                cat.append(batch, catch_up=False)
-                seconds = time.perf_counter() - started
+            generator = TimedIterator(batched(factory(args.images, args.events_per_image), args.batch))
+            for batch in generator:
+                in_sample = sample["events"] < args.baseline_events
+                if in_sample:
+                    sample["bare_s"] += timed(lambda b=batch, first=sample["events"] + 1: copy_events(
+                        conn, "plain_events", b, first)).seconds
+                seconds = timed(lambda b=batch: cat.append(b, catch_up=False)).seconds
                 append_s += seconds
-                if sample["events"] < args.baseline_events:
+                if in_sample:
                     sample["append_s"] += seconds
                     sample["events"] += len(batch)
                 appended += len(batch)
                 update(appended, max(expected, appended))
         conn.execute(f"DROP SCHEMA {SCRATCH} CASCADE")
         conn.commit()
-    return {"events": appended, "append_s": append_s, "generate_s": generate_s, "sample": sample}
+    return {"events": appended, "append_s": append_s, "generate_s": generator.seconds, "sample": sample}
 
 
 # -- measurements ---------------------------------------------------------------------------------------------

@@ -123,6 +123,25 @@ def timed(fn: Callable[[], Any]) -> Timing:
     return Timing(time.perf_counter() - started, time.process_time() - cpu, result)
 
 
+class TimedIterator:
+    """Iterates ``items``, keeping in ``seconds`` the time spent producing them (a generator's own work), apart
+    from what the loop over them does."""
+
+    def __init__(self, items: Iterator[Any]):
+        self._items = items
+        self.seconds = 0.0
+
+    def __iter__(self) -> TimedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
 def percentiles(samples: Sequence[float], qs: Sequence[int] = (50, 95, 99)) -> dict[str, float]:
     """``{"p50": …}`` with the inclusive method, so p99 of 2,000 samples is among the measured values' range."""
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
