@@ -69,12 +69,15 @@ def image_days(engine: Engine) -> tuple[date, date] | None:
 
 @dataclass(frozen=True)
 class DayFigures:
-    """One day on the line: images captured (excluded ones too), parts seen, parts whose decision is reject,
-    images whose latest prediction is not their current human label, and corrections made."""
+    """One day on the line: images captured (excluded ones too), parts seen, parts judged (with a decision,
+    by decision time), parts whose decision is reject, images whose latest prediction is not their current
+    human label, and corrections made. A reject rate divides by the parts judged: parts the engine never saw
+    were neither accepted nor rejected."""
 
     day: date
     images: int
     parts: int
+    judged_parts: int
     rejected_parts: int
     disagreements: int
     corrections: int
@@ -88,8 +91,10 @@ def daily_figures(engine: Engine, first: date, last: date) -> list[DayFigures]:
             SELECT {_day('i.captured_at')} AS day, count(*) AS images, count(DISTINCT i.part_id) AS parts
             FROM projections.images i WHERE i.captured_at >= %(start)s AND i.captured_at < %(end)s GROUP BY 1),
         rejects AS (
-            SELECT {_day('d.decided_at')} AS day, count(*) AS rejected_parts FROM projections.part_dispositions d
-            WHERE d.decision = 'reject' AND d.decided_at >= %(start)s AND d.decided_at < %(end)s GROUP BY 1),
+            SELECT {_day('d.decided_at')} AS day, count(*) AS judged_parts,
+                   count(*) FILTER (WHERE d.decision = 'reject') AS rejected_parts
+            FROM projections.part_dispositions d
+            WHERE d.decided_at >= %(start)s AND d.decided_at < %(end)s GROUP BY 1),
         disagreements AS (
             SELECT {_day('i.captured_at')} AS day, count(*) AS disagreements FROM projections.images i
             {DISAGREEING} WHERE i.captured_at >= %(start)s AND i.captured_at < %(end)s GROUP BY 1),
@@ -97,7 +102,7 @@ def daily_figures(engine: Engine, first: date, last: date) -> list[DayFigures]:
             SELECT {_day('c.corrected_at')} AS day, count(*) AS corrections FROM projections.corrections c
             WHERE c.corrected_at >= %(start)s AND c.corrected_at < %(end)s GROUP BY 1)
         SELECT days.day, coalesce(images, 0) AS images, coalesce(parts, 0) AS parts,
-               coalesce(rejected_parts, 0) AS rejected_parts, coalesce(disagreements, 0) AS disagreements,
+               coalesce(judged_parts, 0) AS judged_parts, coalesce(rejected_parts, 0) AS rejected_parts, coalesce(disagreements, 0) AS disagreements,
                coalesce(corrections, 0) AS corrections
         FROM days LEFT JOIN images USING (day) LEFT JOIN rejects USING (day)
         LEFT JOIN disagreements USING (day) LEFT JOIN corrections USING (day)

@@ -209,6 +209,10 @@ class PredictionRecorded(ImageEvent):
     heatmap_uri: str | None = None
     defect_score: float | None = Field(default=None, ge=0, le=1)  # 1 - p(ok)
     regions: list[Region] = Field(default_factory=list)  # where the engine saw defects (boxes)
+    # The defect-score threshold the class was decided at, and whose it was: the engine's operating point,
+    # a rule set's explicit override, or the fallback for an engine that carries none.
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    threshold_from: Literal["engine", "rules", "default"] | None = None
 
 
 class PartDispositioned(EventData):
@@ -300,6 +304,10 @@ class ModelEvaluated(EventData):
     threshold: float = Field(ge=0, le=1)
     cost_ratio: float = Field(gt=0)
     report_uri: str
+    # Where `threshold` was chosen: on the validation split for the precision floor `min_precision` (the
+    # operating point engines carry), or, for evaluations recorded before, on the test split itself.
+    threshold_split: Literal["validation", "test"] = "test"
+    min_precision: float | None = Field(default=None, gt=0, le=1)
 
     @property
     def stream_id(self) -> str:
@@ -349,6 +357,9 @@ class EngineBuilt(EventData):
     device: Name
     library_versions: dict[str, str]
     artifact_uri: str
+    # The model's operating threshold (defect score from which an image is defective), chosen on its
+    # validation split and carried by the engine; None for engines recorded before thresholds travelled.
+    threshold: float | None = Field(default=None, ge=0, le=1)
 
     @property
     def stream_id(self) -> str:

@@ -74,6 +74,16 @@ def model_row(cat: Catalog, model: str | None = None, model_id: str | None = Non
     return ModelRow(*row)
 
 
+def list_models(cat: Catalog, model: str | None = None) -> list[ModelRow]:
+    """Every registered model (only those called ``model`` when given), newest first."""
+    cat.catch_up()
+    query = ("SELECT model_id, model, dataset_version_id, manifest_hash, artifact_uri, onnx_uri, onnx_sha256,"
+             " metrics, evaluation FROM projections.models")
+    query += " WHERE model = %(m)s" if model else ""
+    with cat.engine.connect() as conn:
+        return [ModelRow(*row) for row in conn.exec_driver_sql(query + " ORDER BY position DESC", {"m": model})]
+
+
 def champion(cat: Catalog, model: str) -> str | None:
     """The model id in service for ``model``: the last promoted."""
     with cat.engine.connect() as conn:

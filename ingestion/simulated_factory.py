@@ -20,6 +20,7 @@ from typing import cast
 
 from ingestion.simulator.defects import Ellipse
 from ingestion.simulator.drift import DRIFT, CameraRef, DriftSchedule
+from ingestion.simulator.photos import check_surfaces
 from ingestion.simulator.plan import (
     BROKEN_KINDS,
     CLASSES,
@@ -95,19 +96,23 @@ def simulate_factory(
     image_size: int = 512,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    surfaces: tuple[str, ...] | None = None,
 ) -> FactorySummary:
     """Write `days` days of production of a `size` factory under `out`, which must be empty or absent.
 
     Images and their defect masks go to `<line>/<YYYY-MM-DD>/<station>/`; manifest.csv, labels.csv,
     corrections.csv and ontology.yaml are what a curator receives; truth.csv and bad_files.csv say what is really
     there. Every image the labelers could open has one label; broken files have none. `progress(done, total)`
-    is called as images are written. `workers` is the number of rendering processes, 1 meaning none; by default every core the process may
+    is called as images are written. `surfaces` names real photographs (`ingestion.simulator.photos`), one a
+    line in line order, in place of the procedural textures. `workers` is the number of rendering processes, 1 meaning none; by default every core the process may
     use, except that runs too small to repay starting processes render inline.
     """
     if size not in SIZE_PRESETS:
         raise ValueError(f"size must be one of {sorted(SIZE_PRESETS)}, not {size!r}")
     if days < 1 or seed < 0 or image_size < 64:
         raise ValueError("need days >= 1, seed >= 0 and image_size >= 64")
+    if surfaces is not None:
+        check_surfaces(tuple(surfaces))
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; the simulator never mixes two runs")
@@ -115,7 +120,7 @@ def simulate_factory(
 
     images = plan_images(seed, SIZE_PRESETS[size], days, start)
     bad, duplicates = choose_bad_files(seed, images)
-    results = _render_all(_jobs(out, seed, images, image_size), workers, progress)
+    results = _render_all(_jobs(out, seed, images, image_size, surfaces), workers, progress)
     for index, kind in bad.items():
         damage(out / images[index].path, kind)
     for index in duplicates:
@@ -169,8 +174,9 @@ def simulate_factory(
     )
 
 
-def _jobs(out: Path, seed: int, images: list[PlannedImage], image_size: int) -> list[RenderJob]:
-    textures = {i: line_texture(rng_for(seed, Stream.LINE, i), i) for i in {im.line_idx for im in images}}
+def _jobs(out: Path, seed: int, images: list[PlannedImage], image_size: int,
+          surfaces: tuple[str, ...] | None) -> list[RenderJob]:
+    textures = {i: line_texture(rng_for(seed, Stream.LINE, i), i, surfaces) for i in {im.line_idx for im in images}}
     jobs = []
     for index, im in enumerate(images):
         camera = CameraRef(im.line, im.station, im.camera)

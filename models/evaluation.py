@@ -20,9 +20,11 @@ def evaluate_classifier(
     min_precision: float = 0.95,
     false_accept_cost: float = metrics.DAGM_FALSE_ACCEPT_COST,
     classification: Classification | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Accuracy, per-class scores and the image-level defect-versus-ok figures of `samples` (their labels are
-    the truth). Pass `classification` when the images were already classified."""
+    the truth); with `threshold` (an operating point chosen elsewhere), precision and recall there too. Pass
+    `classification` when the images were already classified."""
     unknown = sorted(set(samples.labels) - set(model.classes))
     if unknown:
         raise ValueError(f"samples carry class(es) {unknown} the model does not know ({list(model.classes)})")
@@ -52,7 +54,14 @@ def evaluate_classifier(
             "cost_threshold": cheapest.threshold,
             "cost_false_accepts": cheapest.false_accepts,
             "cost_false_rejects": cheapest.false_rejects,
+            "recall_at_0_99_precision": metrics.recall_at_precision(is_defect, scores, 0.99).recall,
         }
+        if threshold is not None:
+            called = scores >= threshold
+            out |= {
+                "precision_at_threshold": float(is_defect[called].mean()) if called.any() else 1.0,
+                "recall_at_threshold": float(called[is_defect].mean()),
+            }
     return out
 
 

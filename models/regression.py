@@ -143,3 +143,29 @@ def _compare_slice(
         judged,
         worse,
     )
+
+
+@dataclass(frozen=True)
+class QualityFloor:
+    """What a model must reach on its validation split, at its operating threshold, before it may serve:
+    the first model too, for "no champion yet" says nothing about fitness."""
+
+    min_recall: float = 0.90  # defective validation images called defective (at precision >= the floor)
+    max_good_parts_rejected: float = 0.05  # validation parts with every image ok that it would reject
+
+    def shortfalls(self, evaluation: Mapping[str, Any] | None) -> list[str]:
+        """One readable line per reason the model falls short; empty when it is fit."""
+        if not evaluation or evaluation.get("threshold_split") != "validation":
+            return ["no operating threshold chosen on a validation split: evaluate the model first "
+                    "(`visionledger models evaluate`)"]
+        figures = evaluation.get("metrics", {})
+        reasons = []
+        recall = figures.get("validation_recall", float("nan"))
+        if not recall >= self.min_recall:  # NaN (no defect in validation) falls short too
+            reasons.append(f"validation recall {recall:.3f} at precision >= {evaluation.get('min_precision')} "
+                           f"is below the floor of {self.min_recall:.2f}")
+        rejected = figures.get("validation_good_parts_rejected", float("nan"))
+        if not rejected <= self.max_good_parts_rejected:
+            reasons.append(f"it rejects {rejected:.1%} of the good validation parts, above the ceiling of "
+                           f"{self.max_good_parts_rejected:.1%}")
+        return reasons

@@ -21,15 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.classifier import STRIDE, DefectClassifier
+from models.classifier import ARCHITECTURES, STRIDE, DefectClassifier
 from models.data import OK_CLASS, Box, SampleSet, augment, crop_centre, to_input
 from models.evaluation import evaluate_classifier, evaluate_segmenter
 from models.segmenter import DefectSegmenter
+from models.synthetic import paint_anomaly
 
 # cuBLAS is deterministic only with a fixed workspace; it reads this when CUDA first starts.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 Progress = Callable[[int, int], None]
+EpochReport = Callable[[dict[str, Any]], None]  # after each epoch: epoch, loss, seconds, validation (or None)
 P = TypeVar("P", bound="TrainParams")
 M = TypeVar("M", bound=nn.Module)
 
@@ -65,7 +67,8 @@ class ClassifierParams(TrainParams):
     lr: float = 5e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
     crop_size: int = 128  # training crop; a multiple of the classifier's 16 px cell
-    width: int = 16  # channels after the stem; the embedding has 8 x width
+    width: int = 16  # channels after the stem; the embedding has 4 x width ("fast") or 8 x width
+    arch: str = "fast"  # models.classifier.ARCHITECTURES
     seed: int = 0
     # "sampler": draw images with probability proportional to the manifest weight (each draw a fresh crop),
     # then rescaled so that `ok_fraction` of the draws are ok images; "loss": every image once per epoch, the
@@ -80,7 +83,16 @@ class ClassifierParams(TrainParams):
     # Scales the weight of defect samples without a mask. Their label is then the only evidence of a defect,
     # and a labeler's false alarm (a region drawn on a clean surface) is exactly such a sample: at full weight
     # the rare classes' few images are largely false alarms, and the network learns to flag clean texture.
-    unmasked_defect_weight: float = 0.1
+    unmasked_defect_weight: float = 0.5
+    # Share of the ok crops that get a synthetic anomaly painted on (models.synthetic) and count as defect
+    # crops with a known mask: where labels say only "this image", they teach what a defect looks like.
+    synthetic_fraction: float = 0.3
+    # Multiple-instance learning for defect images with neither mask nor region: for the first `mil_warmup`
+    # of the epochs they wait (ok crops and painted anomalies teach what is unusual), then each epoch crops
+    # them where the classifier finds the image's worst cell. The `mil_drop` share whose worst cell still
+    # looks cleanest is left out that epoch: that is where a labeler's false alarm hides.
+    mil_warmup: float = 0.3
+    mil_drop: float = 0.2
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +100,12 @@ class ClassifierParams(TrainParams):
             raise ValueError(f"ok_fraction must lie strictly between 0 and 1, not {self.ok_fraction}")
         if not 0 <= self.unmasked_defect_weight <= 1:
             raise ValueError(f"unmasked_defect_weight must lie in [0, 1], not {self.unmasked_defect_weight}")
+        if not (0 <= self.mil_warmup < 1 and 0 <= self.mil_drop < 1):
+            raise ValueError(f"mil_warmup and mil_drop must lie in [0, 1), not {self.mil_warmup}, {self.mil_drop}")
+        if not 0 <= self.synthetic_fraction < 1:
+            raise ValueError(f"synthetic_fraction must lie in [0, 1), not {self.synthetic_fraction}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {ARCHITECTURES}, not {self.arch!r}")
         if self.crop_size % STRIDE:
             raise ValueError(f"crop_size must be a multiple of {STRIDE}, not {self.crop_size}")
         if self.balance not in ("sampler", "loss"):
@@ -159,6 +177,8 @@ class _Crops:
     known: torch.Tensor  # N: whether the mask is known (ok samples: empty; defect samples: if they have one)
     corners: list[tuple[int, int]]  # (top, left) of each crop in its image
     cells: list[np.ndarray]  # per crop, the unturned index of each classifier cell, as the turned crop has it
+    defect: torch.Tensor | None = None  # N: 1.0 for a defect crop (a defect sample's, or a painted ok crop)
+    typed: torch.Tensor | None = None  # N: whether the crop's defect class is known (not for painted ones)
 
 
 def _crop_batch(
@@ -168,15 +188,22 @@ def _crop_batch(
     jitter: float,
     rng: np.random.Generator,
     hard: dict[int, tuple[float, float]] | None = None,
+    located: dict[int, tuple[float, float]] | None = None,
+    synthetic_fraction: float = 0.0,
 ) -> _Crops:
-    """Crops of the samples, randomly turned: defect samples around their defect, ok samples anywhere or,
-    half the time, around the `hard` point where the classifier last raised a false alarm on them."""
-    images, masks, known, corners, cells = [], [], [], [], []
+    """Crops of the samples, randomly turned: defect samples around their defect (their mask, else their
+    region, else the `located` point where the classifier last found the image's worst cell), ok samples
+    anywhere or, half the time, around the `hard` point where the classifier last raised a false alarm on
+    them. A `synthetic_fraction` of the ok crops get an anomaly painted on and become defect crops."""
+    images, masks, known, defect, typed, corners, cells = [], [], [], [], [], [], []
     grid = np.arange((size // STRIDE) ** 2).reshape(size // STRIDE, size // STRIDE)
     for i in indices:
         sample, image = samples[i], samples.image(i)
         mask = samples.mask(i) if sample.is_defect else None
         boxes = sample.boxes if sample.is_defect else ()
+        if sample.is_defect and mask is None and not boxes and located and i in located:
+            y, x = located[i]
+            boxes = (Box(x, y, x, y),)
         if hard and i in hard and rng.random() < 0.5:
             y, x = hard[i]
             boxes = (Box(x, y, x, y),)
@@ -184,9 +211,14 @@ def _crop_batch(
         window = (slice(top, top + size), slice(left, left + size))
         crop_mask = mask[window] if mask is not None else np.zeros((size, size), bool)
         crop, crop_mask, turn = augment(image[window], crop_mask, rng)
+        painted = not sample.is_defect and synthetic_fraction > 0 and rng.random() < synthetic_fraction
+        if painted:
+            crop, crop_mask = paint_anomaly(crop, rng)
         images.append(crop)
         masks.append(crop_mask)
         known.append(mask is not None or not sample.is_defect)
+        defect.append(sample.is_defect or painted)
+        typed.append(sample.is_defect)
         corners.append((top, left))
         cells.append(turn(grid))
     return _Crops(
@@ -195,7 +227,36 @@ def _crop_batch(
         torch.tensor(known),
         corners,
         cells,
+        defect=torch.tensor(defect, dtype=torch.float32),
+        typed=torch.tensor(typed),
     )
+
+
+@torch.no_grad()
+def _locate_worst_cells(model: DefectClassifier, samples: SampleSet, indices: Sequence[int],
+                        device: torch.device) -> tuple[dict[int, tuple[float, float]], dict[int, float]]:
+    """Multiple-instance learning's step: for images labelled defective with no mask or region, where the
+    classifier now finds the image's worst cell (its centre in image pixels), and that cell's logit.
+    Training crops there, so the image label meets the cell that decides the image, as it will when the
+    whole image is served."""
+    model.eval()
+    found: dict[int, tuple[float, float]] = {}
+    logits: dict[int, float] = {}
+    for start in range(0, len(indices), 16):
+        chunk = list(indices[start : start + 16])
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in chunk:
+            by_shape.setdefault(samples.image(i).shape, []).append(i)
+        for same in by_shape.values():
+            cells, _, _ = model.heads(model.features(to_input(np.stack([samples.image(i) for i in same])).to(device)))
+            per_row = cells.shape[-1]
+            peak = cells.flatten(1).max(dim=1)
+            for i, worst, logit in zip(same, peak.indices.tolist(), peak.values.tolist(), strict=True):
+                row, col = divmod(worst, per_row)
+                found[i] = ((row + 0.5) * STRIDE, (col + 0.5) * STRIDE)
+                logits[i] = logit
+    model.train()
+    return found, logits
 
 
 def _remember_false_alarms(
@@ -247,11 +308,14 @@ def _classifier_loss(
     cell_targets: torch.Tensor,
     labels: torch.Tensor,
     weights: torch.Tensor | None,
+    is_defect: torch.Tensor,
+    typed: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The training loss, and the image probabilities and cell logits it saw.
 
-    Three terms: every labelled cell's defect probability; the image's defect probability (its worst cell) against its label, weighted per
-    sample when `weights` is given; the defect type, for defect samples.
+    Three terms: every labelled cell's defect probability; the crop's defect probability (its worst cell)
+    against `is_defect`, weighted per sample when `weights` is given; the defect type, for crops whose class
+    is known (`typed`).
     """
     cells, types, _ = model.heads(fmap)
     labelled = ~cell_targets.isnan()
@@ -262,14 +326,14 @@ def _classifier_loss(
         if labelled.any()
         else cells.sum() * 0
     )
-    is_defect = (labels != model.ok_index).float()
     worst = cells.flatten(1).amax(dim=1)
     per_image = F.binary_cross_entropy_with_logits(worst, is_defect, reduction="none")
-    loss = loss + (per_image.mean() if weights is None else (per_image * weights).sum() / weights.sum())
-    if is_defect.any():
+    loss = loss + (per_image.mean() if weights is None
+                   else (per_image * weights).sum() / weights.sum().clamp_min(1e-6))
+    if typed.any():
         # Defect classes are numbered in `classes` order without ok.
         type_target = labels - (labels > model.ok_index).long()
-        loss = loss + F.cross_entropy(types[is_defect > 0], type_target[is_defect > 0])
+        loss = loss + F.cross_entropy(types[typed], type_target[typed])
     cells, types = cells.detach(), types.detach()
     return loss, model.image_probabilities(cells, types), cells
 
@@ -292,6 +356,7 @@ def train_classifier(
     classes: Sequence[str] | None = None,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
+    on_epoch: EpochReport | None = None,
 ) -> TrainingResult[DefectClassifier]:
     """Train the classifier on crops of `train`; `classes` defaults to ok plus the defect classes present
     (pass the ontology's classes to keep ones the data lacks). The crops are cut on the CPU and the network
@@ -321,12 +386,20 @@ def train_classifier(
     history: dict[str, list[Any]] = {"loss": [], "accuracy": [], "lr": [], "validation": []}
     device = torch.device(device)
     with deterministic(params.seed, device):
-        model = DefectClassifier(classes, width=params.width).to(device)
+        model = DefectClassifier(classes, width=params.width, arch=params.arch).to(device)
         optimizer, scheduler = _schedule(model, params, params.epochs * steps)
         generator = torch.Generator().manual_seed(params.seed)
         rng = np.random.default_rng(params.seed)
         hard: dict[int, tuple[float, float]] = {}
+        unplaced = [i for i, s in enumerate(train) if s.is_defect and not s.mask_uri and not s.boxes]
+        unplaced_set = set(unplaced)
+        located: dict[int, tuple[float, float]] = {}
         for epoch in range(params.epochs):
+            if unplaced and epoch >= params.mil_warmup * params.epochs:
+                located, worst = _locate_worst_cells(model, train, unplaced, device)
+                cut = int(params.mil_drop * len(unplaced))
+                for i in sorted(unplaced, key=worst.__getitem__)[:cut]:
+                    located.pop(i)
             model.train()
             if params.balance == "sampler":
                 order = torch.multinomial(draw, per_epoch, replacement=True, generator=generator)
@@ -339,14 +412,23 @@ def train_classifier(
             for step in range(steps):
                 batch = order[step * params.batch_size : (step + 1) * params.batch_size]
                 indices = batch.tolist()
-                crops = _crop_batch(train, indices, params.crop_size, params.centre_jitter, rng, hard)
+                crops = _crop_batch(train, indices, params.crop_size, params.centre_jitter, rng, hard,
+                                    located, params.synthetic_fraction)
                 labels = targets[batch].to(device)
                 w = weights[batch].to(device, torch.float32) if params.balance == "loss" else None
+                if unplaced:
+                    # Before a worst cell is located (or when left out), a random crop of an image labelled
+                    # defective most likely misses its defect: such crops teach nothing.
+                    w = (torch.ones(len(indices), device=device) if w is None else w) * torch.tensor(
+                        [i not in unplaced_set or i in located for i in indices], dtype=torch.float32,
+                        device=device)
                 cell_targets = _cell_targets(crops.masks.to(device), crops.known.to(device))
                 loss, probabilities, cells = _classifier_loss(
-                    model, model.features(crops.images.to(device)), cell_targets, labels, w
+                    model, model.features(crops.images.to(device)), cell_targets, labels, w,
+                    crops.defect.to(device), crops.typed.to(device),
                 )
-                _remember_false_alarms(hard, indices, crops, cells.cpu(), (labels == model.ok_index).cpu())
+                clean = ((labels == model.ok_index) & (crops.defect.to(device) == 0)).cpu()
+                _remember_false_alarms(hard, indices, crops, cells.cpu(), clean)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -361,6 +443,9 @@ def train_classifier(
             figures = _validate(epoch, params, validation, lambda: evaluate_classifier(model, validation))
             if figures:
                 history["validation"].append(figures)
+            if on_epoch:
+                on_epoch({"epoch": epoch + 1, "loss": history["loss"][-1], "validation": figures,
+                          "seconds": time.perf_counter() - started})
     model.eval().cpu()
     metrics = history["validation"][-1] if history["validation"] else {}
     return TrainingResult(model, params, history, metrics, time.perf_counter() - started)
@@ -379,6 +464,7 @@ def train_segmenter(
     validation: SampleSet | None = None,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
+    on_epoch: EpochReport | None = None,
 ) -> TrainingResult[DefectSegmenter]:
     """Train the U-Net on crops of the samples with a defect mask, mixed with crops of ok samples.
 
@@ -430,6 +516,9 @@ def train_segmenter(
             figures = _validate(epoch, params, validation, lambda: evaluate_segmenter(model, validation))
             if figures:
                 history["validation"].append(figures)
+            if on_epoch:
+                on_epoch({"epoch": epoch + 1, "loss": history["loss"][-1], "validation": figures,
+                          "seconds": time.perf_counter() - started})
     model.eval().cpu()
     metrics = history["validation"][-1] if history["validation"] else {}
     return TrainingResult(model, params, history, metrics, time.perf_counter() - started)

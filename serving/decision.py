@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 import cv2
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 Decision = Literal["accept", "reject"]
 Probability = Annotated[float, Field(ge=0, le=1)]
+FALLBACK_THRESHOLD = 0.5  # for an engine whose model was never evaluated on a validation split
 DEFAULT_RULE = "default"  # the `rule` of a decision that no rule made
 
 
@@ -146,8 +147,11 @@ class RuleSet(_Strict):
 
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
-    threshold: Probability = 0.5
-    region_threshold: Probability = 0.5  # cell probability at which defect-map cells form regions
+    # None: the engine's operating threshold (its model's, chosen on the validation split); a number here
+    # overrides it, and every prediction records which it was decided at.
+    threshold: Probability | None = None
+    # None: the image threshold, so an image called defective always has a region for the area rules to see.
+    region_threshold: Probability | None = None
     default: Decision = "accept"
     rules: list[Rule] = Field(default_factory=list)
 
@@ -158,12 +162,33 @@ class RuleSet(_Strict):
             raise ValueError(f"rule names must be unique; used more than once: {', '.join(twice)}")
         return self
 
+    # A copy settled for an engine (`resolved`) keeps the version of the rules as written: the threshold it
+    # was settled at is recorded beside each prediction instead.
+    _written_version: str | None = PrivateAttr(default=None)
+
     @cached_property
     def rules_version(self) -> str:
         """``name@version+hash``: the hash of the canonical rules shows edits made without a version bump."""
+        if self._written_version:
+            return self._written_version
         canonical = json.dumps(self.model_dump(mode="json", exclude={"name", "version"}), sort_keys=True,
                                separators=(",", ":"))
         return f"{self.name}@{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+
+    def resolved(self, engine_threshold: float | None) -> tuple[RuleSet, str]:
+        """These rules with their thresholds settled for an engine, and whose the image threshold is:
+        "rules" (set here), "engine" (the engine's operating point), or "default" (an engine that carries
+        none, decided at FALLBACK_THRESHOLD)."""
+        if self.threshold is not None:
+            threshold, source = self.threshold, "rules"
+        elif engine_threshold is not None:
+            threshold, source = engine_threshold, "engine"
+        else:
+            threshold, source = FALLBACK_THRESHOLD, "default"
+        region = self.region_threshold if self.region_threshold is not None else threshold
+        settled = self.model_copy(update={"threshold": threshold, "region_threshold": region})
+        settled._written_version = self.rules_version
+        return settled, source
 
     @classmethod
     def parse(cls, data: Any, *, origin: str = "rules") -> RuleSet:
@@ -205,6 +230,8 @@ def _describe(finding: Finding, regions: list[DefectRegion]) -> str:
 def decide(rules: RuleSet, findings: list[Finding]) -> PartDecision:
     """The decision on a part from all its images seen so far: the first rule that fires, else the default."""
     image_sha256s = [finding.sha256 for finding in findings]
+    if rules.threshold is None:  # rules not settled for an engine: the fallback, as for an engine without one
+        rules = rules.resolved(None)[0]
     defective = [finding for finding in findings if finding.defect_score >= rules.threshold]
     for rule in rules.rules:
         matching = [finding for finding in defective if rule.matches(finding)]

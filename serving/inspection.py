@@ -132,7 +132,8 @@ class Inspector:
     ):
         self.cat = cat
         self.engine = engine
-        self.rules = rules
+        # The engine's operating threshold unless the rule set overrides it; predictions record which.
+        self.rules, self.threshold_from = rules.resolved(engine.record.threshold)
         self.limits = limits or Limits()
         self.source = source
         self.parts = parts or PartMemory()
@@ -187,6 +188,7 @@ class Inspector:
                 part_id=capture.part_id, defect_score=min(1.0, max(0.0, defect_score)),
                 regions=[Region(shape="box", x0=r.bbox[0], y0=r.bbox[1], x1=r.bbox[2], y1=r.bbox[3])
                          for r in regions],
+                threshold=self.rules.threshold, threshold_from=self.threshold_from,
             ),
             occurred_at=capture.captured_at,
             event_id=event_id_for("prediction", prepared.sha256, engine.engine_id, capture.part_id,

@@ -108,11 +108,10 @@ def replay(
     )
 
 
-def predicted_classes(cat: Catalog, engine_id: str, shas: Sequence[str], *, threshold: float) -> list[str]:
-    """The class the line would give each image (by sha256) under `engine_id`, an image counting as defective
-    from defect score `threshold` on: for the regression gate, which records nothing itself."""
+def predicted_classes(cat: Catalog, engine_id: str, shas: Sequence[str]) -> list[str]:
+    """The class the line would give each image (by sha256) under `engine_id` and the packaged rules, at the
+    threshold the server would use (the engine's own): for the regression gate, which records nothing."""
     rules = load_rules()
-    rules = RuleSet(**(rules.model_dump() | {"threshold": threshold}))
     engine = load_engine(cat, engine_id)
     try:
         found = {row[0]: row for row in _images(cat, "sha256 = ANY(%(shas)s)", {"shas": list(shas)})}

@@ -101,7 +101,8 @@ class InspectionService:
             "catalog": "reachable" if status.catalog_reachable else "unreachable",
             "spooled_events": status.spooled,
             "last_error": status.last_error,
-            "rules_version": self.rules.rules_version,
+            "rules_version": self.inspector.rules.rules_version,
+            "threshold": self.inspector.rules.threshold, "threshold_from": self.inspector.threshold_from,
             "batches": {"runs": stats.batches, "tiles": stats.tiles, "mean_tiles": round(stats.mean_batch, 2)},
             "queued_requests": self.batcher.pending(),
         }

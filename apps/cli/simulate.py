@@ -9,6 +9,7 @@ from rich.table import Table
 
 from apps.cli.common import out, progress_bar
 from ingestion.simulated_factory import SIZE_PRESETS, simulate_factory
+from ingestion.simulator.photos import DEFAULT_SURFACES, PHOTOGRAPHS, check_surfaces
 
 
 @click.command()
@@ -18,9 +19,19 @@ from ingestion.simulated_factory import SIZE_PRESETS, simulate_factory
 @click.option("--size", default="small", show_default=True, type=click.Choice(sorted(SIZE_PRESETS)))
 @click.option("--image-size", default=512, show_default=True, help="pixels a side (DAGM 2007: 512)")
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="first day (default 2026-03-02)")
-def simulate(out_dir: Path, days: int, seed: int, size: str, image_size: int, start) -> None:
+@click.option("--surfaces", help="real photographs as the lines' surfaces, comma-separated, one a line "
+              f"('photo' for {','.join(DEFAULT_SURFACES[:3])}…; any of {', '.join(sorted(PHOTOGRAPHS))}); "
+              "default: procedural textures")
+def simulate(out_dir: Path, days: int, seed: int, size: str, image_size: int, start, surfaces: str | None) -> None:
     """Write a simulated factory's images, manifest, labels, corrections and ontology, deterministic by seed."""
     kwargs = {"start": start.date()} if start else {}
+    if surfaces:
+        names = DEFAULT_SURFACES if surfaces == "photo" else tuple(n.strip() for n in surfaces.split(","))
+        try:
+            check_surfaces(names)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--surfaces") from None
+        kwargs["surfaces"] = names
     with progress_bar("simulating") as update:
         summary = simulate_factory(out_dir, days=days, seed=seed, size=size, image_size=image_size,
                                    progress=update, **kwargs)

@@ -1,7 +1,7 @@
-"""The evaluation of a model on its dataset version's held-out test split, broken down the way a factory
-thinks: per part, per day, per defect and per camera. Tables and plots go to ``lake/evaluations/<model>/``;
-``ModelEvaluated`` records the headline figures and the decision threshold chosen for a stated cost ratio
-of false accepts to false rejects."""
+"""The evaluation of a model: its operating threshold chosen on the validation split for a precision floor,
+then its figures at that threshold on the held-out test split, broken down the way a factory thinks: per
+part, per day, per defect and per camera. Tables and plots go to ``lake/evaluations/<model>/``;
+``ModelEvaluated`` records the headline figures and the threshold, which the model's engines carry."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,33 @@ class EvaluationConfig(dg.Config):
     model_id: str | None = None
     cost_ratio: float = metrics.DAGM_FALSE_ACCEPT_COST
     min_precision: float = 0.95
+
+
+def validation_operating_point(model, validation, manifest: pa.Table, min_precision: float) -> dict[str, float]:
+    """The threshold with the highest validation recall at precision >= ``min_precision`` (1.0, flagging
+    only certain defects, when no threshold reaches the floor), and what it gives there: image precision and
+    recall, and the share of good parts (every image labelled ok) that it rejects."""
+    scores = classify(model, [validation.image(i) for i in range(len(validation))]).defect_scores
+    is_defect = np.array([label != "ok" for label in validation.labels])
+    point = metrics.recall_at_precision(is_defect, scores, min_precision) if is_defect.any() else None
+    threshold = min(1.0, point.threshold) if point and np.isfinite(point.threshold) else 1.0
+    called = scores >= threshold
+    parts = {r["sha256"]: r["part_id"] for r in manifest.select(["sha256", "part_id"]).to_pylist()}
+    bad_parts, rejected = set(), set()
+    for sample, flagged in zip(validation, called, strict=True):
+        if sample.is_defect:
+            bad_parts.add(parts[sample.sha256])
+        if flagged:
+            rejected.add(parts[sample.sha256])
+    good = {parts[s.sha256] for s in validation} - bad_parts
+    return {
+        "threshold": float(threshold),
+        "validation_images": float(len(validation)),
+        "validation_precision": float(is_defect[called].mean()) if called.any() else 1.0,
+        "validation_recall": float(called[is_defect].mean()) if is_defect.any() else float("nan"),
+        "validation_good_parts_rejected": len(good & rejected) / len(good) if good else 0.0,
+        "validation_defective_parts_rejected": len(bad_parts & rejected) / len(bad_parts) if bad_parts else float("nan"),
+    }
 
 
 def per_image(manifest: pa.Table, shas: list[str], classes: tuple[str, ...], probabilities: np.ndarray,
@@ -107,14 +134,20 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
     model = load_checkpoint(cat, row.artifact_uri).model
     version = dataset_version(cat, row.dataset_version_id)
     manifest, sample_set = samples(cat, version)
-    test = sample_set.split("test")
-    if not len(test):
-        raise CatalogError(f"{version.version_id} has no test split to evaluate on")
-    log(f"evaluating {row.model_id} on {len(test):,} test images of {version.version_id}")
+    test, validation = sample_set.split("test"), sample_set.split("validation")
+    if not len(test) or not len(validation):
+        raise CatalogError(f"{version.version_id} needs a validation split (to choose the threshold on) and a "
+                           "test split (to measure it on)")
+    log(f"choosing the threshold of {row.model_id} on {len(validation):,} validation images, measuring it on "
+        f"{len(test):,} test images of {version.version_id}")
+    point = validation_operating_point(model, validation, manifest, config.min_precision)
+    threshold = point["threshold"]
+    log(f"operating threshold {threshold:.4f}: validation recall {point['validation_recall']:.3f} at precision "
+        f"{point['validation_precision']:.3f}, {point['validation_good_parts_rejected']:.1%} of good parts rejected")
     classification = classify(model, [test.image(i) for i in range(len(test))])
     figures = evaluate_classifier(model, test, min_precision=config.min_precision,
-                                  false_accept_cost=config.cost_ratio, classification=classification)
-    threshold = float(figures.get("cost_threshold", 0.5))
+                                  false_accept_cost=config.cost_ratio, classification=classification,
+                                  threshold=threshold) | point
     images = per_image(manifest, [s.sha256 for s in test], model.classes, classification.probabilities, threshold)
     slices = slice_table(images)
     is_defect = np.array([label != "ok" for label in test.labels])
@@ -129,8 +162,9 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
     headline = {k: float(v) for k, v in figures.items()
                 if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
     event = ModelEvaluated(model=CLASSIFIER, model_id=row.model_id, dataset_version_id=version.version_id,
-                           split="test", metrics=headline, threshold=min(max(threshold, 0.0), 1.0),
-                           cost_ratio=config.cost_ratio, report_uri=folder)
+                           split="test", metrics=headline, threshold=threshold,
+                           cost_ratio=config.cost_ratio, report_uri=folder, threshold_split="validation",
+                           min_precision=config.min_precision)
     cat.append([NewEvent(event, datetime.now(UTC),
                          event_id=event_id_for("evaluation", row.model_id, config.cost_ratio, config.min_precision),
                          metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])

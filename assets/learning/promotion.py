@@ -2,6 +2,7 @@
 Runtime engines and the server's inspection path as production runs them, on historical images with their
 human verdicts (labels and corrections), slice by slice; only a passed gate appends ``ModelPromoted``."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -20,7 +21,7 @@ from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.events import ModelPromoted, RegressionReplayed
 from catalog.store import NewEvent, event_id_for
-from models.regression import GateResult, compare
+from models.regression import GateResult, QualityFloor, compare
 from serving.engines import build_engine
 from serving.replay import predicted_classes
 
@@ -43,27 +44,25 @@ def replay_set(cat: Catalog, models: list[ModelRow], first_day: date | None, las
     return images.filter(pa.array(keep, pa.bool_()))
 
 
-def run_engine(cat: Catalog, row: ModelRow, shas: list[str], threshold: float) -> list[str]:
+def run_engine(cat: Catalog, row: ModelRow, shas: list[str]) -> list[str]:
     """The class production would give each image: the model's ONNX Runtime engine (built and recorded if it
-    is not yet) through the server's own inspection path, an image counting as defective from the model's
-    threshold on, then its most likely defect class."""
+    is not yet) through the server's own inspection path, at the engine's operating threshold."""
     engine_id = build_engine(cat, model_id=row.model_id, actor="dagster").record.engine_id
-    return predicted_classes(cat, engine_id, shas, threshold=threshold)
-
-
-def _threshold(row: ModelRow) -> float:
-    return float(row.evaluation["threshold"]) if row.evaluation else 0.5
+    return predicted_classes(cat, engine_id, shas)
 
 
 class ReplayConfig(dg.Config):
-    """The candidate (default: the latest exported classifier), the replay window (UTC days, default all)
-    and the gate: how much worse a slice may be, and how many images a slice needs to be judged."""
+    """The candidate (default: the latest exported classifier), the replay window (UTC days, default all),
+    the gate (how much worse a slice may be, and how many images a slice needs to be judged) and the quality
+    floor every model must reach on its validation split, the first one too."""
 
     candidate_model_id: str | None = None
     first_day: str | None = None
     last_day: str | None = None
     tolerance: float = 0.02
     min_images: int = 20
+    min_validation_recall: float = QualityFloor.min_recall
+    max_good_parts_rejected: float = QualityFloor.max_good_parts_rejected
 
 
 def replay_and_gate(cat: Catalog, config: ReplayConfig,
@@ -79,8 +78,8 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
     images = replay_set(cat, [candidate] + ([champ] if champ else []), first, last)
     shas = images["sha256"].to_pylist()
     log(f"replaying {len(shas):,} images: {candidate.model_id} vs {champ.model_id if champ else 'no champion'}")
-    cand_pred = run_engine(cat, candidate, shas, _threshold(candidate))
-    champ_pred = run_engine(cat, champ, shas, _threshold(champ)) if champ else None
+    cand_pred = run_engine(cat, candidate, shas)
+    champ_pred = run_engine(cat, champ, shas) if champ else None
     cameras = [f"{a}/{b}/{c}" for a, b, c in zip(images["line"].to_pylist(), images["station"].to_pylist(),
                                                  images["camera"].to_pylist(), strict=True)]
     truth = images["label"].to_pylist()
@@ -88,6 +87,10 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
                    {"line": images["line"].to_pylist(), "camera": cameras,
                     "day": [d.isoformat() for d in images["day"].to_pylist()], "class": truth},
                    tolerance=config.tolerance, min_images=config.min_images)
+    unfit = QualityFloor(config.min_validation_recall, config.max_good_parts_rejected).shortfalls(
+        candidate.evaluation)
+    if unfit:  # fit first: a gate passed against no champion, or a worse one, proves nothing
+        gate = replace(gate, passed=False, reasons=[f"unfit: {r}" for r in unfit] + gate.reasons)
     folder = f"replays/{candidate.model_id}/vs-{champ.model_id if champ else 'none'}-at-{cat.head()}"
     cat.lake.write_parquet(f"{folder}/images.parquet", images.append_column("candidate", pa.array(cand_pred))
                            .append_column("champion", pa.array(champ_pred or [None] * len(shas), pa.string())))

@@ -7,7 +7,7 @@ the dataset version and manifest hash it learned from; ``ModelExported`` the che
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,14 +40,28 @@ from models.training import (
     train_segmenter,
 )
 
+MODEL_NAMES = {"classifier": CLASSIFIER, "segmenter": SEGMENTER}
+
+
+def default_params(which: str) -> ClassifierParams | SegmenterParams:
+    """The default hyper-parameters of "classifier" or "segmenter": what the CLI and the assets start from."""
+    return ClassifierParams() if which == "classifier" else SegmenterParams()
+
 
 class TrainingConfig(dg.Config):
-    """Which dataset version to learn from (default: the latest of inspection-all) and how long."""
+    """Which dataset version to learn from (default: the latest of inspection-all), how long (default: the
+    model's own defaults) and where (cpu, or cuda / cuda:N)."""
 
     dataset_version_id: str | None = None
-    epochs: int = 20
+    epochs: int = 0  # 0: the model's default
     samples_per_epoch: int = 0  # 0: one pass over the training images per epoch
     seed: int = 0
+    device: str = "cpu"
+
+    def params(self, which: str) -> ClassifierParams | SegmenterParams:
+        overrides = {"epochs": self.epochs} if self.epochs else {}
+        return replace(default_params(which), samples_per_epoch=self.samples_per_epoch, seed=self.seed,
+                       **overrides)
 
 
 def register_model(cat: Catalog, model: str, network, params, version, metrics: dict,
@@ -66,6 +80,20 @@ def register_model(cat: Catalog, model: str, network, params, version, metrics: 
         metadata={"actor": "dagster", "source": "assets.learning.training"})])
     log(f"{model_id}: {'registered' if result.appended else 'already registered'} ({len(data):,} bytes)")
     return model_id, bool(result.appended)
+
+
+def _epoch_log(log, epochs: int):
+    def report(figures: dict) -> None:
+        text = f"epoch {figures['epoch']}/{epochs}: loss {figures['loss']:.4f}, {figures['seconds']:.0f} s"
+        validation = figures.get("validation") or {}
+        if "average_precision" in validation:
+            text += (f"; validation AP {validation['average_precision']:.3f}, recall at precision >= "
+                     f"{validation['min_precision']} {validation['recall_at_min_precision']:.3f}")
+        elif "dice" in validation:
+            text += f"; validation dice {validation['dice']:.3f}"
+        log(text)
+
+    return report
 
 
 def _progress(context: dg.AssetExecutionContext, what: str):
@@ -89,19 +117,23 @@ class TrainedModel:
 
 
 def train_model(cat: Catalog, model: str, params: ClassifierParams | SegmenterParams, log, *,
-                dataset_version_id: str | None = None, progress=None) -> TrainedModel:
+                dataset_version_id: str | None = None, progress=None, device: str = "cpu") -> TrainedModel:
     """Train ``model`` (the classifier or the U-Net) on a dataset version's training split (default: the
-    latest of inspection-all), validate it on its validation split and register it."""
+    latest of inspection-all) on ``device``, validate it on its validation split and register it. ``log``
+    hears each epoch's loss and, where there are any, its validation figures."""
     version = dataset_version(cat, dataset_version_id)
     _, sample_set = samples(cat, version)
     train, validation = sample_set.split("train"), sample_set.split("validation")
-    log(f"training {model} on {version.version_id}: {len(train):,} images")
+    log(f"training {model} on {version.version_id}: {len(train):,} images, {params.epochs} epochs on {device}")
+    epoch_log = _epoch_log(log, params.epochs)
     if model == CLASSIFIER:
         ontology = Ontology.load(cat.engine)
         classes = class_order(ontology.versions[version.spec["ontology_version"]].classes)
-        result = train_classifier(train, params, validation=validation, classes=classes, progress=progress)
+        result = train_classifier(train, params, validation=validation, classes=classes, progress=progress,
+                                  device=device, on_epoch=epoch_log)
     else:
-        result = train_segmenter(train, params, validation=validation, progress=progress)
+        result = train_segmenter(train, params, validation=validation, progress=progress, device=device,
+                                 on_epoch=epoch_log)
     model_id, new = register_model(cat, model, result.model, params, version, result.metrics, log)
     return TrainedModel(model_id, new, version.version_id, result)
 
@@ -122,12 +154,10 @@ def classifier_model(context: dg.AssetExecutionContext, config: TrainingConfig,
                      catalog: CatalogResource) -> dg.MaterializeResult:
     """The inspection classifier (ok and each defect class), trained from scratch on a dataset version's
     training split with its class weights, on defect-centred crops; validated on its validation split."""
-    params = ClassifierParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch,
-                              seed=config.seed)
     with catalog.open() as cat:
-        trained = train_model(cat, CLASSIFIER, params, context.log.info,
+        trained = train_model(cat, CLASSIFIER, config.params("classifier"), context.log.info,
                               dataset_version_id=config.dataset_version_id,
-                              progress=_progress(context, "training"))
+                              progress=_progress(context, "training"), device=config.device)
     return _trained(trained)
 
 
@@ -135,12 +165,10 @@ def classifier_model(context: dg.AssetExecutionContext, config: TrainingConfig,
 def segmenter_model(context: dg.AssetExecutionContext, config: TrainingConfig,
                     catalog: CatalogResource) -> dg.MaterializeResult:
     """The defect U-Net, trained on the masks of a dataset version's training split (dice as its metric)."""
-    params = SegmenterParams(epochs=config.epochs, samples_per_epoch=config.samples_per_epoch,
-                             seed=config.seed)
     with catalog.open() as cat:
-        trained = train_model(cat, SEGMENTER, params, context.log.info,
+        trained = train_model(cat, SEGMENTER, config.params("segmenter"), context.log.info,
                               dataset_version_id=config.dataset_version_id,
-                              progress=_progress(context, "training"))
+                              progress=_progress(context, "training"), device=config.device)
     return _trained(trained)
 
 

@@ -299,6 +299,7 @@ def _model_exported(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | N
 
 def _model_evaluated(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
     evaluation = {k: p[k] for k in ("dataset_version_id", "split", "metrics", "threshold", "cost_ratio", "report_uri")}
+    evaluation |= {"threshold_split": p.get("threshold_split", "test"), "min_precision": p.get("min_precision")}
     return None if row is None else row | {"evaluation": evaluation}
 
 
@@ -354,13 +355,14 @@ ENGINES = Projection(
     table="engines",
     key=("engine_id",),
     columns=("engine_id", "model", "model_id", "onnx_sha256", "dataset_version_id", "manifest_hash", "backend",
-             "precision", "device", "library_versions", "artifact_uri", "built_at", "position"),
+             "precision", "device", "library_versions", "artifact_uri", "threshold", "built_at", "position"),
     # An engine id is the hash of its artifact: the first record of it stands.
     folds={"EngineBuilt": lambda row, e, p: row or {
         "engine_id": p["engine_id"], "model": p["model"], "model_id": p["model_id"], "onnx_sha256": p["onnx_sha256"],
         "dataset_version_id": p["dataset_version_id"], "manifest_hash": p["manifest_hash"], "backend": p["backend"],
         "precision": p["precision"], "device": p["device"], "library_versions": p["library_versions"],
-        "artifact_uri": p["artifact_uri"], "built_at": e.occurred_at, "position": e.position,
+        "artifact_uri": p["artifact_uri"], "threshold": p.get("threshold"), "built_at": e.occurred_at,
+        "position": e.position,
     }},
     key_of={"EngineBuilt": lambda e, p: (p["engine_id"],)},
     jsonb_columns=frozenset({"library_versions"}),

@@ -117,10 +117,30 @@ def _crack(canvas: np.ndarray, rng: np.random.Generator) -> float:
 _DRAWERS = {"scratch": _scratch, "spot": _spot, "crack": _crack}
 
 
-def draw_defect(surface: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """Add a defect of class `kind` to `surface` in place; return its pixel mask (uint8, 0/255)."""
+# Contrast of a defect on a real surface, in multiples of the texture's local deviation around it (DAGM's
+# defects are a few times the texture's deviation): thin strokes a little stronger than areas, which gather
+# more pixels of evidence.
+LOCAL_CONTRAST = {"scratch": (2.5, 4.5), "spot": (2.0, 4.0), "crack": (2.5, 4.5)}
+_LOCAL_FLOOR = 3.0  # gray levels: on a smooth plain the sensor's noise is what a defect stands out from
+
+
+def local_deviation(surface: np.ndarray, canvas: np.ndarray) -> float:
+    """Deviation of the surface's fine texture (what an 8 px blur removes) in the neighbourhood of the
+    stroke on `canvas`: the yardstick a defect is faint or strong against."""
+    near = cv2.dilate((canvas > 0).astype(np.uint8), np.ones((17, 17), np.uint8)) > 0
+    fine = surface - cv2.GaussianBlur(surface, (0, 0), 8)
+    return max(_LOCAL_FLOOR, float(fine[near].std()))
+
+
+def draw_defect(surface: np.ndarray, kind: str, rng: np.random.Generator, *, relative: bool = False
+                ) -> np.ndarray:
+    """Add a defect of class `kind` to `surface` in place; return its pixel mask (uint8, 0/255). With
+    `relative`, its contrast is a few times the local texture's deviation (`LOCAL_CONTRAST`) instead of the
+    fixed gray levels drawn for the procedural textures, whose deviation is the same everywhere."""
     canvas = np.zeros(surface.shape, np.uint8)
     delta = _DRAWERS[kind](canvas, rng)
+    if relative:
+        delta = math.copysign(float(rng.uniform(*LOCAL_CONTRAST[kind])) * local_deviation(surface, canvas), delta)
     surface += np.float32(delta / 255.0) * canvas
     mask = canvas >= _MASK_LEVEL
     if not mask.any():  # a stroke too faint everywhere still left a mark somewhere

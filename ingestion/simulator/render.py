@@ -46,7 +46,7 @@ def render(job: RenderJob) -> tuple[np.ndarray, np.ndarray | None]:
     """The image as the camera delivers it, and the defect's mask (None for an ok image)."""
     rng = rng_for(job.seed, Stream.RENDER, *job.key)
     scene = render_texture(job.texture, job.size, rng)
-    mask = draw_defect(scene, job.defect, rng) if job.defect else None
+    mask = draw_defect(scene, job.defect, rng, relative=job.texture.is_photo) if job.defect else None
     # Order follows the light path: lamp on the scene, dust on the lens, then noise on the sensor.
     scene *= np.float32(job.brightness)
     if job.blur_sigma > 0:

@@ -1,4 +1,5 @@
-"""Grayscale surface textures in the spirit of DAGM 2007: filtered noise, weave, granular and brushed."""
+"""Grayscale surface textures: procedural ones in the spirit of DAGM 2007 (filtered noise, weave, granular,
+brushed), or windows of real photographs (`ingestion.simulator.photos`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from ingestion.simulator.photos import photo_window
 
 TEXTURE_MODELS = ("noise", "weave", "granular", "brushed")
 
@@ -23,10 +26,21 @@ class TextureSpec:
     angle: float  # grain or weave direction
     period: float  # weave thread period
     density: float  # grains per pixel
+    photo: str | None = None  # model "photo": the photograph (`photos.PHOTOGRAPHS`) the line's parts show
+
+    @property
+    def is_photo(self) -> bool:
+        return self.model == "photo"
 
 
-def line_texture(rng: np.random.Generator, line_idx: int) -> TextureSpec:
-    """Pick the texture of a line: the model cycles with the line number, parameters come from `rng`."""
+def line_texture(rng: np.random.Generator, line_idx: int, surfaces: tuple[str, ...] | None = None
+                 ) -> TextureSpec:
+    """Pick the texture of a line: the model cycles with the line number, parameters come from `rng`. With
+    `surfaces` (photograph names), the line shows the photograph its number picks, wrapping round."""
+    if surfaces:
+        return TextureSpec(model="photo", mean=float(rng.uniform(118, 138)), contrast=float(rng.uniform(16, 22)),
+                           scale=1.0, elongation=1.0, angle=0.0, period=0.0, density=0.0,
+                           photo=surfaces[line_idx % len(surfaces)])
     model = TEXTURE_MODELS[line_idx % len(TEXTURE_MODELS)]
     return TextureSpec(
         model=model,
@@ -102,6 +116,9 @@ def render_texture(spec: TextureSpec, size: int, rng: np.random.Generator) -> np
         g1 = np.cos(k * u + np.float32(1.2) * field(10, 10))
         g2 = np.cos(k * v + np.float32(1.2) * field(10, 10))
         t = g1 + g2 + 0.6 * g1 * g2 + 0.5 * field(0.8, 0.8)
+    elif spec.model == "photo":
+        assert spec.photo is not None
+        t = photo_window(spec.photo, size, rng)
     elif spec.model == "granular":
         sparse = rng.random((size, size), dtype=np.float32) < spec.density
         grains = (rng.random((size, size), dtype=np.float32) - np.float32(0.5)) * sparse
@@ -111,4 +128,6 @@ def render_texture(spec: TextureSpec, size: int, rng: np.random.Generator) -> np
     else:
         raise ValueError(f"unknown texture model {spec.model!r}")
     mean = spec.mean + float(rng.normal(0, 3))  # part-to-part variation of the surface finish
-    return (np.float32(mean) + np.float32(spec.contrast) * _standardize(t)).astype(np.float32)
+    # A photograph keeps the photograph's scale, so a window of a smooth plain stays smooth.
+    t = t if spec.is_photo else _standardize(t)
+    return (np.float32(mean) + np.float32(spec.contrast) * t).astype(np.float32)

@@ -35,6 +35,7 @@ class EngineArtifact:
     input_size: tuple[int, int]
     cell_size: int
     payload: bytes
+    threshold: float | None = None  # the model's operating threshold: a new operating point, a new engine id
 
     def network(self) -> dict[str, Any]:
         """What `Engine.__init__` takes besides the record."""
@@ -60,6 +61,7 @@ class EngineArtifact:
             raise LineageError(f"{name} is an engine artifact of another format: rebuild it with this code")
         header["classes"] = tuple(header["classes"])
         header["input_size"] = tuple(header["input_size"])
+        header.setdefault("threshold", None)  # artifacts built before engines carried a threshold
         return cls(**header, payload=data[start + size:])
 
 

@@ -52,6 +52,7 @@ class EngineRecord:
     device: str
     library_versions: dict[str, str] = field(default_factory=dict)
     artifact_uri: str = ""
+    threshold: float | None = None  # the model's operating threshold, chosen on its validation split
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from catalog import Catalog
 from catalog.blobs import sha_from_uri
 from catalog.datasets import load_manifest
 from catalog.events import EngineBuilt
-from catalog.lineage import CLASSIFIER, DatasetVersionRow, champion, model_row
+from catalog.lineage import CLASSIFIER, DatasetVersionRow, ModelRow, champion, model_row
 from catalog.store import NewEvent, event_id_for
 from models.data import decode_png
 from models.export import CLASSIFIER_OUTPUTS, NORMALISATION, read_metadata
@@ -63,6 +63,7 @@ def build_engine(
         raise LineageError(f"the ONNX file of model {model_id} ({model.onnx_uri}) no longer hashes to the "
                            f"recorded {model.onnx_sha256}: export the model again")
     network = served_network(onnx, name=f"the ONNX file of {model_id}")
+    threshold = operating_threshold(model)
     engine_class = ENGINE_CLASSES[backend]
     inputs = BuildInputs(
         onnx=onnx, checkpoint=cat.blobs.read(sha_from_uri(model.artifact_uri)), precision=precision,
@@ -72,7 +73,8 @@ def build_engine(
     artifact = EngineArtifact(
         backend=backend, precision=precision, device=device, model_id=model.model_id,
         onnx_sha256=model.onnx_sha256, dataset_version_id=version.version_id,
-        manifest_hash=version.manifest_hash, **network, payload=engine_class.build_payload(inputs))
+        manifest_hash=version.manifest_hash, **network, payload=engine_class.build_payload(inputs),
+        threshold=threshold)
     blob = cat.blobs.put(artifact.to_bytes())
     recorded = engine_record(cat, blob.sha256)
     if recorded is not None:
@@ -82,11 +84,20 @@ def build_engine(
         engine_id=blob.sha256, model=model.model, model_id=model.model_id, onnx_sha256=model.onnx_sha256,
         dataset_version_id=version.version_id, manifest_hash=version.manifest_hash, backend=backend,
         precision=precision, device=device, library_versions=engine_class.library_versions(),
-        artifact_uri=blob.uri)
+        artifact_uri=blob.uri, threshold=threshold)
     result = cat.append([NewEvent(EngineBuilt(**asdict(record)), datetime.now(UTC),
                                   event_id=event_id_for("engine", record.engine_id),
                                   metadata={"actor": actor, "source": "serving.engines.build"})])
     return BuiltEngine(record, new=bool(result.appended))
+
+
+def operating_threshold(model: ModelRow) -> float | None:
+    """The threshold the model's evaluation chose on its validation split, which its engines carry; None for
+    a model not evaluated that way (its engines then decide at the rule set's or the fallback threshold)."""
+    evaluation = model.evaluation or {}
+    if evaluation.get("threshold_split") != "validation":
+        return None
+    return float(evaluation["threshold"])
 
 
 def served_network(onnx: bytes, *, name: str) -> dict:

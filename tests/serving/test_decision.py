@@ -192,8 +192,10 @@ def test_rules_version_names_the_rules_and_hashes_their_content() -> None:
 
     assert rule_set({"name": "big", "min_area_px": 1024}).rules_version == base.rules_version
     # Spelling out a default is no change.
-    spelt_out = rule_set({"name": "big", "decision": "reject", "min_area_px": 1024}, threshold=0.5)
+    spelt_out = rule_set({"name": "big", "decision": "reject", "min_area_px": 1024}, default="accept")
     assert spelt_out.rules_version == base.rules_version
+    # Overriding the engine's operating threshold is a change of the rules.
+    assert rule_set({"name": "big", "min_area_px": 1024}, threshold=0.5).rules_version != base.rules_version
     # An edit without a version bump still shows; a bump alone changes only the version.
     edited = rule_set({"name": "big", "min_area_px": 2048})
     assert edited.rules_version.startswith("test@1+") and edited.rules_version != base.rules_version

@@ -61,8 +61,9 @@ columns = st.columns(5)
 columns[0].metric("images", f"{images:,}")
 columns[1].metric("parts", f"{parts:,}")
 columns[2].metric("rejected parts", f"{rejected:,}", help="parts whose decision is reject, by decision time")
-if parts:
-    columns[2].caption(f"{rejected / parts:.1%} of the parts")
+judged = int(figures["judged_parts"].sum())
+if judged:  # parts the engine never judged were neither accepted nor rejected: not in the rate
+    columns[2].caption(f"{rejected / judged:.1%} of the {judged:,} parts judged")
 columns[3].metric("disagreements", f"{int(total['disagreements']):,}",
                   help="images whose latest prediction is not their current human label")
 columns[4].metric("drift alerts", "no drift report yet" if alerts is None else f"{len(alerts):,}",
