@@ -55,7 +55,7 @@ class LoopConfig:
     size: str = "small"
     seed: int = 0
     image_size: int = 512
-    epochs: int = 12
+    epochs: int = 0  # 0: the classifier's default
     samples_per_epoch: int = 0  # 0: one crop per training image and epoch
     corrections: int = 20  # disagreements a reviewer settles
     review_budget: int = 20
@@ -144,8 +144,10 @@ def _model_of_days(cat: Catalog, config: LoopConfig, say: Say, which: str, until
     spec = spec.model_copy(update={"filters": spec.filters.model_copy(
         update={"captured_to": datetime.combine(until, time(), UTC)})})
     version = publish_dataset_version(cat, spec, actor="demo")
-    params = replace(ClassifierParams(), epochs=config.epochs, samples_per_epoch=config.samples_per_epoch)
-    trained = train_model(cat, CLASSIFIER, params, say, dataset_version_id=version.version_id)
+    params = replace(ClassifierParams(), samples_per_epoch=config.samples_per_epoch,
+                     **({"epochs": config.epochs} if config.epochs else {}))
+    trained = train_model(cat, CLASSIFIER, params, _every_tenth_epoch(say, params.epochs),
+                          dataset_version_id=version.version_id)
     export_model(cat, CLASSIFIER, trained.model_id, say)
     evaluated, _ = evaluate(cat, EvaluationConfig(model_id=trained.model_id), say)
     gate, promoted = None, False
@@ -153,14 +155,40 @@ def _model_of_days(cat: Catalog, config: LoopConfig, say: Say, which: str, until
         _, gate, promoted = replay_and_gate(cat, ReplayConfig(candidate_model_id=trained.model_id,
                                                               min_images=10), say)
     promoted = promoted or _promoted(cat, trained.model_id)
-    # The engine that serves after this stage: this model's once it is promoted, else the champion's.
+    # The engine that serves after this stage: this model's once it is promoted, else the champion's; with
+    # no champion at all (no model passed the quality floor), the unfit candidate, named as such, so that the
+    # loop can go on. `visionledger serve` would refuse to pick it by itself.
     serving_model = trained.model_id if promoted else champion(cat, CLASSIFIER)
-    engine = build_engine(cat, model_id=serving_model, actor="demo").record.engine_id
+    unfit = serving_model is None
+    if unfit:
+        serving_model = trained.model_id
+        say(f"WARNING: no model passed the quality floor, so none is promoted; the demo serves the UNPROMOTED "
+            f"{serving_model} to go on, and its decisions are not fit for a line")
+    engine = build_engine(cat, model_id=serving_model, actor="demo").record
+    m = evaluated.metrics
+    say(f"serving {serving_model} ({'promoted' if not unfit else 'unpromoted, unfit'}) at its operating "
+        f"threshold {engine.threshold if engine.threshold is not None else float('nan'):.3f}: validation recall "
+        f"{m.get('validation_recall', float('nan')):.2f}, {m.get('validation_good_parts_rejected', float('nan')):.1%}"
+        " of good validation parts rejected")
     return {"dataset_version": version.version_id, "images": version.version.counts["images"],
             "model": trained.model_id, "recall_at_p95": evaluated.metrics.get("recall_at_min_precision"),
             "average_precision": evaluated.metrics.get("average_precision"),
             "gate": None if gate is None else ("passed" if gate.passed else "refused") + ": " + "; ".join(gate.reasons),
-            "promoted": promoted, "engine_in_service": engine}
+            "promoted": promoted, "serving_model": serving_model, "serving_unfit": unfit,
+            "threshold": engine.threshold, "validation_recall": m.get("validation_recall"),
+            "validation_good_parts_rejected": m.get("validation_good_parts_rejected"),
+            "engine_in_service": engine.engine_id}
+
+
+def _every_tenth_epoch(say: Say, epochs: int) -> Say:
+    """Training's epoch lines, thinned to about ten, so the demo shows progress without a wall of text."""
+    step = max(1, epochs // 10)
+
+    def log(text: str) -> None:
+        if not text.startswith("epoch ") or int(text.split()[1].split("/")[0]) % step == 0:
+            say(text)
+
+    return log
 
 
 def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progress: ProgressFactory
@@ -201,8 +229,14 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
         server.should_exit = True
         thread.join()
     latencies.sort()
+    # Judged against what is really there (the simulator's truth, which no stage above has seen).
+    truly_bad = {r["part_id"] for r in _rows(factory / "truth.csv") if r["part_label"] != "ok"}
+    bad, good = [p for p in decisions if p in truly_bad], [p for p in decisions if p not in truly_bad]
     return {"images": len(rows), "refused": refused, "parts": len(decisions),
             "rejected_parts": sum(d == "reject" for d in decisions.values()),
+            "defective_parts": len(bad),
+            "part_recall": sum(decisions[p] == "reject" for p in bad) / len(bad) if bad else None,
+            "good_parts_rejected": sum(decisions[p] == "reject" for p in good) / len(good) if good else None,
             "p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
             "predictions": predictions}
 

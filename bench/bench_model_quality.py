@@ -35,9 +35,10 @@ from typing import Any
 import altair as alt
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import vl_convert as vlc
-from common import console, progress_bar, report, temp_catalog
+from common import OUT, console, progress_bar, report, temp_catalog
 
 from assets.learning.evaluation import EvaluationConfig, evaluate
 from assets.learning.review import EmbeddingConfig, build_review_queue, embed_catalog
@@ -49,7 +50,7 @@ from catalog.lineage import CLASSIFIER
 from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels
 from ingestion.ontology_publish import publish_ontology
-from ingestion.simulated_factory import simulate_factory
+from ingestion.simulated_factory import DRIFT, CameraRef, simulate_factory
 from ingestion.simulator.photos import DEFAULT_SURFACES
 from models import metrics
 from serving.engines import build_engine
@@ -90,6 +91,16 @@ def truth_by_sha(factory: Path) -> dict[str, dict[str, str]]:
     return truth
 
 
+def drift_of(path: str) -> str | None:
+    """Which of the simulator's drifts touches the image at `path` (<line>/<day>/<station>/<part>_<camera>.png)
+    on the replayed days, all of which come after every drift began."""
+    line, _, station, name = path.split("/")
+    camera = CameraRef(line, station, name.rsplit("_", 1)[1].removesuffix(".png"))
+    if line == DRIFT.dimming_line:
+        return "dimming"
+    return {DRIFT.stuck_camera: "stuck pixels", DRIFT.dust_camera: "dust"}.get(camera)
+
+
 def served_figures(rows: list[dict], truth: dict[str, dict[str, str]], threshold: float) -> dict[str, Any]:
     """What the replayed engine did, judged against the truth."""
     rows = [r for r in rows if r["sha256"] in truth]
@@ -108,6 +119,11 @@ def served_figures(rows: list[dict], truth: dict[str, dict[str, str]], threshold
     for kind in sorted({t["true_label"] for t in truth.values()} - {"ok"}):
         of_kind = np.array([truth[r["sha256"]]["true_label"] == kind for r in rows])
         out[f"served_recall_{kind}"] = float(called[of_kind].mean()) if of_kind.any() else float("nan")
+    # The model's robustness: its recall on the camera-days a drift touched against the clean ones.
+    drifted = np.array([drift_of(truth[r["sha256"]]["path"]) is not None for r in rows])
+    for name, keep in (("drifted", drifted), ("clean", ~drifted)):
+        chosen = keep & is_defect
+        out[f"served_recall_{name}_camera_days"] = float(called[chosen].mean()) if chosen.any() else float("nan")
     final: dict[str, str] = {}
     for r in rows:  # the replay's rows are in capture order: a part's last row holds its final decision
         final[r["part_id"]] = r["part_decision"]
@@ -231,6 +247,7 @@ def main() -> None:
         parser.error(f"unknown levels {sorted(unknown)}; choose among {LEVELS}")
     cut, last = START + timedelta(days=args.cut_day), START + timedelta(days=args.days - 1)
     FIGURES.mkdir(exist_ok=True)
+    OUT.mkdir(exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     rows_table = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,6 +263,7 @@ def main() -> None:
             curves = {}
             for level in levels:
                 figures, rows = run_level(factory, truth, level, args, cut, last)
+                pq.write_table(pa.Table.from_pylist(rows), OUT / f"model_quality_replay_{source}_{level}.parquet")
                 results[f"{source}/{level}"] = figures
                 scored = [r for r in rows if r["sha256"] in truth]
                 curve = metrics.pr_curve([truth[r["sha256"]]["true_label"] != "ok" for r in scored],
@@ -270,16 +288,23 @@ def _rows(name: str, f: dict[str, Any]) -> list[tuple[str, Any, str]]:
          f"{f['recall_at_precision_0.95']:.3f} / {f['recall_at_precision_0.99']:.3f}", f"target {targets[level]}"),
         (f"{name}: served threshold, image precision / recall",
          f"{f['served_threshold']:.3f}: {f['served_image_precision']:.3f} / {f['served_image_recall']:.3f}",
-         f"evaluation on test: {f['evaluation_test_precision_at_threshold']:.3f} / "
-         f"{f['evaluation_test_recall_at_threshold']:.3f}"),
+         f"evaluation on test: {_f(f['evaluation_test_precision_at_threshold'])} / "
+         f"{_f(f['evaluation_test_recall_at_threshold'])}"),
         (f"{name}: served recall per class", classes, ""),
         (f"{name}: part recall, good parts rejected",
          f"{f['part_recall']:.3f}, {f['good_parts_rejected']:.1%} ({f['parts_rejected']} of {f['parts']} rejected, "
          f"{f['defective_parts']} defective)", "target ≥ 0.99, ≤ 3 %"),
+        (f"{name}: served recall on drifted / clean camera-days",
+         f"{f['served_recall_drifted_camera_days']:.3f} / {f['served_recall_clean_camera_days']:.3f}",
+         "target: within 0.02"),
         (f"{name}: training seconds", f["training_seconds"], f"{f['epochs']} epochs, target ≤ 600"),
         (f"{name}: still-wrong labels in the review queue's top 100",
          f"{f['still_wrong_in_top_100']} of {f['labels_still_wrong']}", "target ≥ 80 %"),
     ]
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -73,12 +73,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _through_http(env: dict[str, str], engine_id: str, frames: list[bytes], clients: int, args) -> dict:
+def _through_http(env: dict[str, str], frames: list[bytes], clients: int, args) -> dict:
     port = _free_port()
-    # Named explicitly: the one-epoch model is not promoted, so no engine is in service.
     server = subprocess.Popen(
-        [sys.executable, "-m", "apps.cli", "serve", "--port", str(port), "--engine", engine_id,
-         "--max-batch", str(args.max_batch),
+        [sys.executable, "-m", "apps.cli", "serve", "--port", str(port), "--max-batch", str(args.max_batch),
          "--max-wait-ms", str(args.max_wait_ms)], env=env, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -157,7 +155,7 @@ def main() -> None:
         http = {}
         for clients in (int(c) for c in args.clients.split(",")):
             with console.status(f"{args.frames} frames through HTTP from {clients} client(s)…"):
-                http[clients] = _through_http(env, engine_id, frames, clients, args)
+                http[clients] = _through_http(env, frames, clients, args)
     rows = [("engine alone: frames/s (16 tiles of 512 px each)", engine_fps, "baseline"),
             ("PNG decode of one 2048² frame (ms)", decode_ms, "")]
     for clients, h in http.items():

@@ -19,7 +19,7 @@ from ingestion.simulated_factory import SIZE_PRESETS
 @click.option("--size", default="small", show_default=True, type=click.Choice(sorted(SIZE_PRESETS)))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--image-size", default=512, show_default=True)
-@click.option("--epochs", default=12, show_default=True, help="training epochs of each classifier")
+@click.option("--epochs", default=0, show_default=True, help="training epochs of each classifier (0: the default)")
 def demo(days: int, history_days: int, size: str, seed: int, image_size: int, epochs: int) -> None:
     """The whole loop: simulate a factory; ingest and label its first days; publish a dataset version; train,
     export, evaluate and promote a classifier and build its engine; serve the following days through the
@@ -42,10 +42,16 @@ def demo(days: int, history_days: int, size: str, seed: int, image_size: int, ep
                   f"{f['history_labels']} labels")
     table.add_row("first model", f"{first['model']} on {first['dataset_version']} ({first['images']} images): "
                   f"AP {_num(first['average_precision'])}, recall at P ≥ 0.95 {_num(first['recall_at_p95'])}")
-    table.add_row("engine served", f"{first['engine_in_service'][:12]} (ONNX Runtime, CPU)")
+    fitness = "[red]UNPROMOTED: no model passed the quality floor[/]" if first["serving_unfit"] else "promoted"
+    table.add_row("engine served", f"{first['engine_in_service'][:12]} (ONNX Runtime, CPU) of "
+                  f"{first['serving_model']}, {fitness}; threshold {_num(first['threshold'], 3)} (validation "
+                  f"recall {_num(first['validation_recall'])}, good parts rejected "
+                  f"{_pct(first['validation_good_parts_rejected'])})")
     table.add_row("served through the API", f"{', '.join(f['served_days'])}: {served['images']} images, "
                   f"{served['refused']} refused, {served['parts']} parts, {served['rejected_parts']} rejected; "
                   f"p50 {served['p50_ms']} ms an image")
+    table.add_row("served parts against the truth", f"{served['defective_parts']} really defective: part recall "
+                  f"{_num(served['part_recall'])}, good parts rejected {_pct(served['good_parts_rejected'])}")
     table.add_row("human verdicts", f"{f['later_labels']} labels arrived; a reviewer settled "
                   f"{f['reviewer_corrections']} disagreements; {f['review_queue']} images queued for review")
     table.add_row("candidate", f"{candidate['model']} on {candidate['dataset_version']} ({candidate['images']} "
@@ -64,5 +70,9 @@ def demo(days: int, history_days: int, size: str, seed: int, image_size: int, ep
               "(the Dagster UI) | visionledger serve | visionledger trace part <id> --report trace.html")
 
 
-def _num(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"

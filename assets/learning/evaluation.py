@@ -45,8 +45,13 @@ class EvaluationConfig(dg.Config):
 def validation_operating_point(model, validation, manifest: pa.Table, min_precision: float) -> dict[str, float]:
     """The threshold with the highest validation recall at precision >= ``min_precision`` (1.0, flagging
     only certain defects, when no threshold reaches the floor), and what it gives there: image precision and
-    recall, and the share of good parts (every image labelled ok) that it rejects."""
+    recall, and the share of good parts (every image labelled ok) that it rejects. An empty split gives 1.0
+    and no figures (NaN), which no quality floor passes."""
     scores = classify(model, [validation.image(i) for i in range(len(validation))]).defect_scores
+    if not len(validation):
+        nan = float("nan")
+        return {"threshold": 1.0, "validation_images": 0.0, "validation_precision": nan, "validation_recall": nan,
+                "validation_good_parts_rejected": nan, "validation_defective_parts_rejected": nan}
     is_defect = np.array([label != "ok" for label in validation.labels])
     point = metrics.recall_at_precision(is_defect, scores, min_precision) if is_defect.any() else None
     threshold = min(1.0, point.threshold) if point and np.isfinite(point.threshold) else 1.0
@@ -135,9 +140,11 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
     version = dataset_version(cat, row.dataset_version_id)
     manifest, sample_set = samples(cat, version)
     test, validation = sample_set.split("test"), sample_set.split("validation")
-    if not len(test) or not len(validation):
-        raise CatalogError(f"{version.version_id} needs a validation split (to choose the threshold on) and a "
-                           "test split (to measure it on)")
+    if not len(test):
+        raise CatalogError(f"{version.version_id} has no test split to measure the model on")
+    if not len(validation):
+        log(f"{version.version_id} has no validation split: the threshold is 1.0, and the quality floor will "
+            "refuse the model")
     log(f"choosing the threshold of {row.model_id} on {len(validation):,} validation images, measuring it on "
         f"{len(test):,} test images of {version.version_id}")
     point = validation_operating_point(model, validation, manifest, config.min_precision)

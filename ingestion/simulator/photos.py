@@ -31,7 +31,6 @@ PHOTOGRAPHS: dict[str, tuple[str, str]] = {
     "hubble": ("skimage", "hubble_deep_field.jpg"),  # bright points on a dark, noisy field
     "coffee": ("skimage", "coffee.png"),  # a cup on wood grain
     "coins": ("skimage", "coins.png"),  # embossed metal discs
-    "page": ("skimage", "page.png"),  # printed text under uneven light: strokes everywhere
     "brick": ("skimage", "brick.png"),  # reserved: private evaluation
     "gravel": ("skimage", "gravel.png"),  # reserved: private evaluation
     "grass": ("skimage", "grass.png"),  # reserved: private evaluation

@@ -45,24 +45,15 @@ def list_engines(cat: Catalog) -> list[EngineRecord]:
 
 
 def engine_in_service(cat: Catalog, *, backend: str | None = None) -> str:
-    """The id of the engine to serve: the newest built from the champion classifier (only of ``backend``
-    when given, e.g. "onnxruntime" on a machine without a GPU). No champion, no engine: a model reaches the
-    line only through promotion, which refuses an unfit one."""
+    """The id of the engine to serve: the newest built from the champion classifier, else the newest of all
+    (only of ``backend`` when given, e.g. "onnxruntime" on a machine without a GPU)."""
     where, params = ("WHERE backend = %(b)s", {"b": backend}) if backend else ("", {})
     engines = _records(cat, where, params)
     if not engines:
         raise EngineError(f"no {backend + ' ' if backend else ''}engine is recorded: build one with "
                           f"`visionledger engines build{' --backend ' + backend if backend else ''}`")
     served = champion(cat, CLASSIFIER)
-    if served is None:
-        raise EngineError("no classifier is promoted, so no engine is in service: promote a model that passes "
-                          "the quality floor (`visionledger models promote`), or name an engine explicitly "
-                          "(`--engine ID`) to serve an unpromoted one on purpose")
-    chosen = next((e for e in engines if e.model_id == served), None)
-    if chosen is None:
-        raise EngineError(f"no {backend + ' ' if backend else ''}engine is built from the champion {served}: "
-                          f"`visionledger engines build --model-id {served}`")
-    return chosen.engine_id
+    return next((e for e in engines if e.model_id == served), engines[0]).engine_id
 
 
 def load_engine(cat: Catalog, engine_id: str, *, threads: int | None = None) -> Engine:

@@ -97,8 +97,15 @@ def test_the_learn_loop_from_dataset_version_to_promotion(factory_cat: catalog.C
     table = duckdb.sql(f"SELECT uri FROM '{explained['table']}'").fetchall()
     assert cat.blobs.read(sha_from_uri(table[0][0]))[:4] == b"\x89PNG"
 
-    # the first classifier passes against no champion and is promoted; replaying it again does nothing
-    replay = metadata(run(regression_replay, {"min_images": 5}), "regression_replay")
+    # "no champion yet" is no pass: a second of training is below the default quality floor, and the
+    # refusal says why, one line a reason
+    refused = metadata(run(regression_replay, {"min_images": 5}), "regression_replay")
+    assert not refused["passed"] and not refused["promoted"]
+    assert "unfit: validation recall" in refused["reasons"] or "unfit: it rejects" in refused["reasons"]
+    # with the floor lowered on purpose, the first classifier passes against no champion and is promoted;
+    # replaying it again does nothing
+    lowered = {"min_images": 5, "min_validation_recall": 0.0, "max_good_parts_rejected": 1.0}
+    replay = metadata(run(regression_replay, lowered), "regression_replay")
     assert replay["passed"] and replay["promoted"] and replay["champion"] == "none"
     promotions = [e for e in cat.store.read_stream("model:inspection-classifier") if e.type == "ModelPromoted"]
     assert [p.data.model_id for p in promotions] == [model_id]

@@ -37,7 +37,7 @@ def expected_figures(events: list[NewEvent]) -> dict[date, dict[str, int]]:
     """The per-day figures, counted from the events themselves."""
     images, parts = Counter(), defaultdict(set)
     rejects, corrections, disagreements = Counter(), Counter(), Counter()
-    label, predicted, captured = {}, {}, {}
+    label, predicted, captured, judged_on = {}, {}, {}, {}
     for e in events:
         data = e.data
         if isinstance(data, ev.ImageIngested):
@@ -51,14 +51,18 @@ def expected_figures(events: list[NewEvent]) -> dict[date, dict[str, int]]:
             corrections[utc_day(e.occurred_at)] += 1
         elif isinstance(data, ev.PredictionRecorded):
             predicted[data.sha256] = data.predicted_class
-        elif isinstance(data, ev.PartDispositioned) and data.decision == "reject":
-            rejects[utc_day(e.occurred_at)] += 1
+        elif isinstance(data, ev.PartDispositioned):
+            judged_on[data.part_id] = utc_day(e.occurred_at)  # the part's latest decision counts
+            if data.decision == "reject":
+                rejects[utc_day(e.occurred_at)] += 1
     for sha, cls in predicted.items():
         if sha in label and label[sha] != cls:
             disagreements[captured[sha]] += 1
-    return {day: {"images": images[day], "parts": len(parts[day]), "rejected_parts": rejects[day],
+    judged = Counter(judged_on.values())
+    return {day: {"images": images[day], "parts": len(parts[day]), "judged_parts": judged[day],
+                  "rejected_parts": rejects[day],
                   "disagreements": disagreements[day], "corrections": corrections[day]}
-            for day in sorted(set(images) | set(rejects) | set(corrections))}
+            for day in sorted(set(images) | set(judged) | set(corrections))}
 
 
 def test_daily_figures_count_what_the_events_say(factory) -> None:
@@ -67,7 +71,7 @@ def test_daily_figures_count_what_the_events_say(factory) -> None:
     last = max(expected)  # corrections come a day after their label: the window runs past the last image
     figures = activity.daily_figures(cat.engine, FIRST - timedelta(days=1), last)
     assert [f.day for f in figures] == [FIRST - timedelta(days=1), *sorted(expected)]
-    assert figures[0] == activity.DayFigures(FIRST - timedelta(days=1), 0, 0, 0, 0, 0)  # a quiet day is zeros
+    assert figures[0] == activity.DayFigures(FIRST - timedelta(days=1), 0, 0, 0, 0, 0, 0)  # a quiet day: zeros
     for f in figures[1:]:
         assert vars(f) == {"day": f.day} | expected[f.day], f.day
     assert sum(f.images for f in figures) == 3 * 48

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.regression import compare
+from models.regression import QualityFloor, compare
 
 # 40 images: two cameras of 20; cam-a holds 4 cracks, cam-b 4 scratches.
 TRUTH = (["crack"] * 4 + ["ok"] * 16) + (["scratch"] * 4 + ["ok"] * 16)
@@ -65,3 +65,28 @@ def test_nothing_to_replay_fails_and_mismatched_lengths_are_refused():
     assert not compare([], [], [], {}).passed
     with pytest.raises(ValueError, match="one class per replayed image"):
         compare(TRUTH, TRUTH[:-1], TRUTH, {})
+
+
+# The quality floor, which every model must pass before the gate may promote it, the first one too
+
+def _evaluation(recall: float, good_rejected: float, split: str = "validation") -> dict:
+    return {"threshold_split": split, "min_precision": 0.95,
+            "metrics": {"validation_recall": recall, "validation_good_parts_rejected": good_rejected}}
+
+
+def test_a_fit_model_passes_the_quality_floor():
+    assert QualityFloor(0.9, 0.05).shortfalls(_evaluation(0.93, 0.02)) == []
+
+
+def test_the_quality_floor_says_each_shortfall_in_one_line():
+    reasons = QualityFloor(0.9, 0.05).shortfalls(_evaluation(0.35, 0.12))
+    assert reasons == ["validation recall 0.350 at precision >= 0.95 is below the floor of 0.90",
+                       "it rejects 12.0% of the good validation parts, above the ceiling of 5.0%"]
+
+
+def test_no_validation_operating_point_is_no_pass():
+    for evaluation in (None, _evaluation(1.0, 0.0, split="test")):
+        (reason,) = QualityFloor().shortfalls(evaluation)
+        assert "no operating threshold chosen on a validation split" in reason
+    # a validation split without a defect cannot show recall: that falls short too
+    assert len(QualityFloor().shortfalls(_evaluation(float("nan"), 0.0))) == 1

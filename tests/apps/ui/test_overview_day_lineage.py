@@ -178,11 +178,13 @@ def test_day_lists_the_lineage_recorded_that_day(app, ui_catalog) -> None:
 
 
 def test_lineage_graph_names_the_dataset_version_model_and_engine(app, ui_catalog) -> None:
-    cat, _, engine_id = ui_catalog
+    cat, _, _ = ui_catalog
+    # The newest engine: the promoted model's, rebuilt by the gate with the operating threshold its
+    # evaluation chose (a new operating point is a new engine id).
     with cat.engine.connect() as conn:
-        model_id, version_id = conn.exec_driver_sql(
-            "SELECT model_id, dataset_version_id FROM projections.engines WHERE engine_id = %(e)s",
-            {"e": engine_id}).fetchone()
+        engine_id, model_id, version_id = conn.exec_driver_sql(
+            "SELECT engine_id, model_id, dataset_version_id FROM projections.engines ORDER BY position DESC"
+            " LIMIT 1").fetchone()
     at = app("auditor").switch_page("views/lineage.py").run()
     assert not at.exception, at.exception
     dot = at.get("graphviz_chart")[0].proto.spec
