@@ -7,6 +7,7 @@ unprivileged system user (``postgres`` by default, ``VISIONLEDGER_PG_USER`` to c
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import json
 import os
@@ -25,6 +26,8 @@ from psycopg import sql
 from catalog.filelock import FileLock
 
 DATABASE = "visionledger"
+# Where a cluster goes when the server user cannot reach its home (see EmbeddedPostgres._relocate_if_unreachable).
+RELOCATED_ROOT = Path("/var/lib/visionledger")
 ADMIN_ROLE = "visionledger_admin"  # superuser made by initdb; only bootstraps roles and databases
 OWNER_ROLE = "visionledger_owner"  # owns the schema; migrations run as this role
 # Login roles and the group role each belongs to; the group roles' grants are made by the migrations.
@@ -92,9 +95,9 @@ class EmbeddedPostgres:
 
     def __init__(self, home: Path, *, pg_bin: Path | None = None, server_user: str | None = None):
         self.home = Path(home)
-        self.root = self.home / "pg"
-        self.data_dir = self.root / "data"
-        self.log_file = self.root / "server.log"
+        link = self.home / "pg"
+        # A cluster relocated because the server user cannot reach the home (`_initdb`) is found by its link.
+        self._place(link.resolve() if link.is_symlink() else link)
         self.state_file = self.home / "postgres.json"
         self._pg_bin = pg_bin
         self._server_user = server_user or os.environ.get("VISIONLEDGER_PG_USER") or "postgres"
@@ -184,6 +187,34 @@ class EmbeddedPostgres:
     def _pg_ctl(self, *args: str) -> None:
         self._run([str(self.pg_bin / "pg_ctl"), *args[:1], "-D", str(self.data_dir), *args[1:]])
 
+    def _place(self, root: Path) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.log_file = root / "server.log"
+
+    def _relocate_if_unreachable(self, account: pwd.struct_passwd) -> None:
+        """A home the server user cannot walk down to (a clone under /root, say) keeps the cluster under
+        RELOCATED_ROOT instead, one folder per home, with ``home/pg`` a link to it; nothing above the home
+        has its permissions changed. Raises, saying what to do, when that place is out of reach too."""
+        try:
+            self._check_reachable(account)
+            return
+        except EmbeddedPostgresError as unreachable:
+            target = RELOCATED_ROOT / f"pg-{hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]}"
+            link, root = self.home / "pg", self.root
+            self._place(target)
+            try:
+                self._check_reachable(account)
+            except EmbeddedPostgresError:
+                self._place(root)
+                raise unreachable from None
+        RELOCATED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if target.exists():  # left by an earlier home at this path, whose credentials went with it: kept aside
+            target.rename(target.with_name(f"{target.name}.stale-{int(time.time())}"))
+        if link.exists() or link.is_symlink():
+            link.rmdir() if link.is_dir() and not link.is_symlink() else link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+
     def _check_reachable(self, account: pwd.struct_passwd) -> None:
         """The server user must be able to walk down to its data directory."""
         groups = {g.gr_gid for g in _groups_of(account)} | {account.pw_gid}
@@ -209,9 +240,10 @@ class EmbeddedPostgres:
         account = self._server_account()
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise EmbeddedPostgresError(f"{self.data_dir} exists but holds no cluster; move it away and retry")
+        if account is not None:
+            self._relocate_if_unreachable(account)
         self.root.mkdir(parents=True, exist_ok=True)
         if account is not None:
-            self._check_reachable(account)
             os.chown(self.root, account.pw_uid, account.pw_gid)
         os.chmod(self.root, 0o700)
         passwords = {ADMIN_ROLE: secrets.token_urlsafe(18), OWNER_ROLE: secrets.token_urlsafe(18)}

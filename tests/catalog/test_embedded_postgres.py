@@ -11,7 +11,13 @@ import psycopg
 import pytest
 
 from catalog.database import connection_urls, libpq_dsn
-from catalog.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError, find_pg_bin
+from catalog.embedded_postgres import (
+    OWNER_ROLE,
+    RELOCATED_ROOT,
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    find_pg_bin,
+)
 from catalog.settings import Settings
 from tests.conftest import reachable_tempdir
 
@@ -82,9 +88,22 @@ def test_missing_server_user_says_what_to_do():
 
 
 @needs_root
-def test_unreachable_home_says_what_to_do():
+def test_a_home_the_server_user_cannot_reach_keeps_its_cluster_where_it_can():
+    # A clone under /root, say: the cluster goes under RELOCATED_ROOT, home/pg links to it, and nothing
+    # above the home has its permissions changed.
     locked = reachable_tempdir("vl-test-locked-") / "locked"
     locked.mkdir(mode=0o700)
-    with pytest.raises(EmbeddedPostgresError, match=r"cannot enter .*/locked: `chmod o\+x"):
-        EmbeddedPostgres(locked / "home").start()
-    shutil.rmtree(locked.parent, ignore_errors=True)
+    server = EmbeddedPostgres(locked / "home")
+    try:
+        info = server.start()
+        link = locked / "home" / "pg"
+        assert link.is_symlink() and link.resolve().parent == RELOCATED_ROOT
+        assert (locked.stat().st_mode & 0o777) == 0o700
+        with psycopg.connect(info.url(OWNER_ROLE, driver="postgresql")) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        again = EmbeddedPostgres(locked / "home")  # another process finds the same cluster through the link
+        assert again.data_dir == server.data_dir and again.running()
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+        shutil.rmtree(locked.parent, ignore_errors=True)
