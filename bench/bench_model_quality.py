@@ -269,7 +269,7 @@ def main() -> None:
                 curve = metrics.pr_curve([truth[r["sha256"]]["true_label"] != "ok" for r in scored],
                                          [r["defect_score"] for r in scored])
                 curves[level] = (curve.recall, curve.precision)
-                cv2.imwrite(str(FIGURES / f"model_quality_worst_{source}_{level}.jpg"), worst_sheet(rows, truth))
+                cv2.imwrite(str(FIGURES / f"model_quality_worst_{source}_{level}.png"), worst_sheet(rows, truth))
                 rows_table += _rows(f"{source}, {level} labels", figures)
             (FIGURES / f"model_quality_pr_{source}.png").write_bytes(
                 pr_chart(curves, f"served defect scores, days {args.cut_day}-{args.days - 1} ({source} surfaces)"))

@@ -19,7 +19,7 @@ from ingestion.simulated_factory import SIZE_PRESETS
 @click.option("--size", default="small", show_default=True, type=click.Choice(sorted(SIZE_PRESETS)))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--image-size", default=512, show_default=True)
-@click.option("--epochs", default=0, show_default=True, help="training epochs of each classifier (0: the default)")
+@click.option("--epochs", default=LoopConfig.epochs, show_default=True, help="training epochs of each classifier")
 def demo(days: int, history_days: int, size: str, seed: int, image_size: int, epochs: int) -> None:
     """The whole loop: simulate a factory; ingest and label its first days; publish a dataset version; train,
     export, evaluate and promote a classifier and build its engine; serve the following days through the
