@@ -162,8 +162,8 @@ class QualityFloor:
         reasons = []
         recall = figures.get("validation_recall", float("nan"))
         if not recall >= self.min_recall:  # NaN (no defect in validation) falls short too
-            reasons.append(f"validation recall {recall:.3f} at precision >= {evaluation.get('min_precision')} "
-                           f"is below the floor of {self.min_recall:.2f}")
+            reasons.append(f"validation recall {recall:.3f} at its threshold (chosen for precision >= "
+                           f"{evaluation.get('min_precision')}) is below the floor of {self.min_recall:.2f}")
         rejected = figures.get("validation_good_parts_rejected", float("nan"))
         if not rejected <= self.max_good_parts_rejected:
             reasons.append(f"it rejects {rejected:.1%} of the good validation parts, above the ceiling of "

@@ -90,7 +90,8 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
     unfit = QualityFloor(config.min_validation_recall, config.max_good_parts_rejected).shortfalls(
         candidate.evaluation)
     if unfit:  # fit first: a gate passed against no champion, or a worse one, proves nothing
-        gate = replace(gate, passed=False, reasons=[f"unfit: {r}" for r in unfit] + gate.reasons)
+        gate = replace(gate, passed=False, reasons=[f"unfit: {r}" for r in unfit]
+                       + [f"regression gate alone: {r}" for r in gate.reasons])
     folder = f"replays/{candidate.model_id}/vs-{champ.model_id if champ else 'none'}-at-{cat.head()}"
     cat.lake.write_parquet(f"{folder}/images.parquet", images.append_column("candidate", pa.array(cand_pred))
                            .append_column("champion", pa.array(champ_pred or [None] * len(shas), pa.string())))

@@ -80,7 +80,8 @@ def test_a_fit_model_passes_the_quality_floor():
 
 def test_the_quality_floor_says_each_shortfall_in_one_line():
     reasons = QualityFloor(0.9, 0.05).shortfalls(_evaluation(0.35, 0.12))
-    assert reasons == ["validation recall 0.350 at precision >= 0.95 is below the floor of 0.90",
+    assert reasons == ["validation recall 0.350 at its threshold (chosen for precision >= 0.95) is below the "
+                       "floor of 0.90",
                        "it rejects 12.0% of the good validation parts, above the ceiling of 5.0%"]
 
 
