@@ -95,7 +95,10 @@ def model_from_bytes(data: bytes, *, name: str = "the checkpoint") -> Checkpoint
             f"{name}: unsupported format {header.get('format')} / kind {header.get('kind')!r}"
         )
     cls, params_cls = _KINDS[header["kind"]]
-    model = cls(**header["config"])
+    config = dict(header["config"])
+    if cls is DefectClassifier:
+        config.setdefault("arch", "standard")  # classifiers saved before `arch` existed were all "standard"
+    model = cls(**config)
     body = memoryview(data)[start + size :]
     state = {}
     for t in header["tensors"]:
@@ -105,4 +108,7 @@ def model_from_bytes(data: bytes, *, name: str = "the checkpoint") -> Checkpoint
         state[t["name"]] = torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
     model.load_state_dict(state)
     model.eval()
-    return Checkpoint(model, params_cls.from_dict(header["params"]), hashlib.sha256(data).hexdigest())
+    params = dict(header["params"])
+    if cls is DefectClassifier:
+        params.setdefault("arch", config["arch"])
+    return Checkpoint(model, params_cls.from_dict(params), hashlib.sha256(data).hexdigest())

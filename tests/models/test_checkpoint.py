@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, load_model, model_bytes, save_model
+from models.checkpoint import MAGIC, CheckpointError, load_model, model_bytes, model_from_bytes, save_model
 from models.classifier import DefectClassifier
 from models.segmenter import DefectSegmenter
 from models.training import ClassifierParams, SegmenterParams
@@ -54,3 +55,17 @@ def test_other_files_are_refused(tmp_path) -> None:
     (tmp_path / "x").write_bytes(b"PK\x03\x04 a torch.save zip")
     with pytest.raises(CheckpointError, match="not a visionledger model checkpoint"):
         load_model(tmp_path / "x")
+
+
+def test_a_classifier_saved_before_architectures_had_names_loads_as_the_standard_one() -> None:
+    network = DefectClassifier(("ok", "crack"), width=4, arch="standard")
+    data = model_bytes(network, ClassifierParams(width=4, arch="standard"))
+    start = len(MAGIC) + 8
+    size = int.from_bytes(data[len(MAGIC):start], "little")
+    header = json.loads(data[start:start + size])
+    del header["config"]["arch"], header["params"]["arch"]  # as written before `arch` existed
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    loaded = model_from_bytes(MAGIC + len(head).to_bytes(8, "little") + head + data[start + size:], name="old")
+    assert (loaded.model.arch, loaded.params.arch) == ("standard", "standard")
+    for a, b in zip(loaded.model.state_dict().values(), network.state_dict().values(), strict=True):
+        assert (a == b).all()
