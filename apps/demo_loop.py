@@ -159,7 +159,7 @@ def _model_of_days(cat: Catalog, config: LoopConfig, say: Say, which: str, until
     promoted = promoted or _promoted(cat, trained.model_id)
     # The engine that serves after this stage: this model's once it is promoted, else the champion's; with
     # no champion at all (no model passed the quality floor), the unfit candidate, named as such, so that the
-    # loop can go on. `visionledger serve` would refuse to pick it by itself.
+    # loop can go on.
     serving_model = trained.model_id if promoted else champion(cat, CLASSIFIER)
     unfit = serving_model is None
     if unfit:

@@ -47,11 +47,11 @@ def validation_operating_point(model, validation, manifest: pa.Table, min_precis
     only certain defects, when no threshold reaches the floor), and what it gives there: image precision and
     recall, and the share of good parts (every image labelled ok) that it rejects. An empty split gives 1.0
     and no figures (NaN), which no quality floor passes."""
-    scores = classify(model, [validation.image(i) for i in range(len(validation))]).defect_scores
     if not len(validation):
         nan = float("nan")
         return {"threshold": 1.0, "validation_images": 0.0, "validation_precision": nan, "validation_recall": nan,
                 "validation_good_parts_rejected": nan, "validation_defective_parts_rejected": nan}
+    scores = classify(model, [validation.image(i) for i in range(len(validation))]).defect_scores
     is_defect = np.array([label != "ok" for label in validation.labels])
     point = metrics.recall_at_precision(is_defect, scores, min_precision) if is_defect.any() else None
     threshold = min(1.0, point.threshold) if point and np.isfinite(point.threshold) else 1.0
@@ -173,7 +173,10 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
                            cost_ratio=config.cost_ratio, report_uri=folder, threshold_split="validation",
                            min_precision=config.min_precision)
     cat.append([NewEvent(event, datetime.now(UTC),
-                         event_id=event_id_for("evaluation", row.model_id, config.cost_ratio, config.min_precision),
+                         # "validation": evaluations recorded before the threshold was chosen there had other
+                         # payloads under the same key.
+                         event_id=event_id_for("evaluation", row.model_id, config.cost_ratio, config.min_precision,
+                                               "validation"),
                          metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])
     extra: dict[str, Any] = {"png": str(png), "figures": figures, "slices": slices}
     try:  # the U-Net trained on the same dataset version, measured on the same test split
