@@ -159,12 +159,15 @@ def review_catch(cat, model_id: str, truth: dict[str, dict[str, str]], home: Pat
 def run_level(factory: Path, truth: dict, level: str, args: argparse.Namespace, cut: date, last: date
               ) -> tuple[dict[str, Any], list[dict]]:
     say = console.print
-    with temp_catalog() as cat, tempfile.TemporaryDirectory() as tmp:
+    with temp_catalog() as cat:
         started = time.perf_counter()
         publish_ontology(cat, factory / "ontology.yaml", actor="bench")
         with progress_bar("ingesting", 0) as update:
             ingest(cat, factory / "manifest.csv", actor="bench", progress=update)
-        import_labels(cat, labels_for_level(factory, level, Path(tmp) / "labels.csv"), actor="bench")
+        # Beside the delivery's own: mask paths are relative to the labels file's folder.
+        labels = import_labels(cat, labels_for_level(factory, level, factory / f"labels-{level}.csv"), actor="bench")
+        if labels.problems:  # a refused label changes what is measured: say so
+            say(f"[red]{len(labels.problems)} label rows refused[/], e.g. {labels.problems[0]}")
         import_corrections(cat, factory / "corrections.csv", actor="bench")
         delivered_s = time.perf_counter() - started
         spec = DatasetSpec.from_yaml(DATASET_SPEC)
