@@ -57,11 +57,8 @@ def evaluate_classifier(
             "recall_at_0_99_precision": metrics.recall_at_precision(is_defect, scores, 0.99).recall,
         }
         if threshold is not None:
-            called = scores >= threshold
-            out |= {
-                "precision_at_threshold": float(is_defect[called].mean()) if called.any() else 1.0,
-                "recall_at_threshold": float(called[is_defect].mean()),
-            }
+            there = metrics.at_threshold(is_defect, scores, threshold)
+            out |= {"precision_at_threshold": there.precision, "recall_at_threshold": there.recall}
     return out
 
 

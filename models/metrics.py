@@ -166,6 +166,18 @@ def cost_threshold(
     return best
 
 
+def at_threshold(is_defect: ArrayLike, scores: ArrayLike, threshold: float) -> OperatingPoint:
+    """What calling an image defective from `threshold` on gives on these images (a threshold chosen on
+    other images, say). Precision is 1 when nothing is flagged; recall is NaN when nothing is defective."""
+    y, s = _checked(is_defect, scores)
+    called = s >= threshold
+    tp = int((called & y).sum())
+    fp = int((called & ~y).sum())
+    fa = int(y.sum()) - tp
+    return OperatingPoint(float(threshold), tp / (tp + fp) if tp + fp else 1.0,
+                          tp / int(y.sum()) if y.any() else float("nan"), fa, fp, float(fa + fp))
+
+
 def recall_at_precision(
     is_defect: ArrayLike, scores: ArrayLike, min_precision: float = 0.95
 ) -> OperatingPoint:

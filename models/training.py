@@ -379,9 +379,12 @@ def train_classifier(
     targets = torch.tensor([classes.index(label) for label in train.labels])
     mil = params.mil_warmup < 1
 
+    def unplaced(s: Sample) -> bool:  # a defect somewhere in the image, and no mask or region saying where
+        return s.is_defect and not s.mask_uri and not s.boxes
+
     def draw_weight(s: Sample) -> float:
-        if s.is_defect and not s.mask_uri and not s.boxes and not mil:
-            return 0.0  # a defect somewhere in the image, and no way to find where: nothing to crop
+        if unplaced(s) and not mil:
+            return 0.0  # nothing to crop
         return s.weight * (params.unmasked_defect_weight if s.is_defect and not s.mask_uri else 1.0)
 
     weights = torch.tensor([draw_weight(s) for s in train], dtype=torch.float64)
@@ -398,14 +401,14 @@ def train_classifier(
         generator = torch.Generator().manual_seed(params.seed)
         rng = np.random.default_rng(params.seed)
         hard: dict[int, tuple[float, float]] = {}
-        unplaced = [i for i, s in enumerate(train) if mil and s.is_defect and not s.mask_uri and not s.boxes]
-        unplaced_set = set(unplaced)
+        to_locate = [i for i, s in enumerate(train) if mil and unplaced(s)]
+        to_locate_set = set(to_locate)
         located: dict[int, tuple[float, float]] = {}
         for epoch in range(params.epochs):
-            if unplaced and epoch >= params.mil_warmup * params.epochs:
-                located, worst = _locate_worst_cells(model, train, unplaced, device)
-                cut = int(params.mil_drop * len(unplaced))
-                for i in sorted(unplaced, key=worst.__getitem__)[:cut]:
+            if to_locate and epoch >= params.mil_warmup * params.epochs:
+                located, worst = _locate_worst_cells(model, train, to_locate, device)
+                cut = int(params.mil_drop * len(to_locate))
+                for i in sorted(to_locate, key=worst.__getitem__)[:cut]:
                     located.pop(i)
             model.train()
             if params.balance == "sampler":
@@ -423,11 +426,11 @@ def train_classifier(
                                     located, params.synthetic_fraction)
                 labels = targets[batch].to(device)
                 w = weights[batch].to(device, torch.float32) if params.balance == "loss" else None
-                if unplaced:
+                if to_locate:
                     # Before a worst cell is located (or when left out), a random crop of an image labelled
                     # defective most likely misses its defect: such crops teach nothing.
                     w = (torch.ones(len(indices), device=device) if w is None else w) * torch.tensor(
-                        [i not in unplaced_set or i in located for i in indices], dtype=torch.float32,
+                        [i not in to_locate_set or i in located for i in indices], dtype=torch.float32,
                         device=device)
                 cell_targets = _cell_targets(crops.masks.to(device), crops.known.to(device))
                 loss, probabilities, cells = _classifier_loss(

@@ -55,6 +55,7 @@ def validation_operating_point(model, validation, manifest: pa.Table, min_precis
     is_defect = np.array([label != "ok" for label in validation.labels])
     point = metrics.recall_at_precision(is_defect, scores, min_precision) if is_defect.any() else None
     threshold = min(1.0, point.threshold) if point and np.isfinite(point.threshold) else 1.0
+    there = metrics.at_threshold(is_defect, scores, threshold)
     called = scores >= threshold
     parts = {r["sha256"]: r["part_id"] for r in manifest.select(["sha256", "part_id"]).to_pylist()}
     bad_parts, rejected = set(), set()
@@ -67,8 +68,8 @@ def validation_operating_point(model, validation, manifest: pa.Table, min_precis
     return {
         "threshold": float(threshold),
         "validation_images": float(len(validation)),
-        "validation_precision": float(is_defect[called].mean()) if called.any() else 1.0,
-        "validation_recall": float(called[is_defect].mean()) if is_defect.any() else float("nan"),
+        "validation_precision": there.precision,
+        "validation_recall": there.recall,
         "validation_good_parts_rejected": len(good & rejected) / len(good) if good else 0.0,
         "validation_defective_parts_rejected": len(bad_parts & rejected) / len(bad_parts) if bad_parts else float("nan"),
     }

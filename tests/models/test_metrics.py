@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from models.metrics import (
+    at_threshold,
     average_precision,
     class_scores,
     confusion_matrix,
@@ -96,3 +97,11 @@ def test_dice_on_hand_made_masks() -> None:
     assert mean_dice([pred, truth], [truth, truth]) == pytest.approx((0.8 + 1.0) / 2)
     with pytest.raises(ValueError, match="shape"):
         dice(pred, truth[:2])
+
+
+def test_at_threshold_measures_a_threshold_chosen_elsewhere():
+    point = at_threshold([True, True, False, False, True], [0.9, 0.4, 0.7, 0.1, 0.5], 0.5)
+    assert (point.precision, point.recall, point.false_accepts, point.false_rejects) == (2 / 3, 2 / 3, 1, 1)
+    nothing = at_threshold([True, False], [0.2, 0.1], 0.5)
+    assert (nothing.precision, nothing.recall) == (1.0, 0.0)
+    assert np.isnan(at_threshold([False, False], [0.9, 0.1], 0.5).recall)
