@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import cast
 
 from ingestion.simulator.defects import Ellipse
-from ingestion.simulator.drift import DRIFT, CameraRef, DriftSchedule
+from ingestion.simulator.drift import DRIFT, NO_DRIFT, CameraRef, DriftSchedule
 from ingestion.simulator.photos import check_surfaces
 from ingestion.simulator.plan import (
     BROKEN_KINDS,
@@ -51,6 +51,7 @@ from ingestion.simulator.writer import (
 __all__ = [
     "CLASSES",
     "DRIFT",
+    "NO_DRIFT",
     "SIZE_PRESETS",
     "CameraRef",
     "DriftSchedule",
@@ -97,6 +98,7 @@ def simulate_factory(
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
     surfaces: tuple[str, ...] | None = None,
+    drift: DriftSchedule = DRIFT,
 ) -> FactorySummary:
     """Write `days` days of production of a `size` factory under `out`, which must be empty or absent.
 
@@ -105,7 +107,9 @@ def simulate_factory(
     there. Every image the labelers could open has one label; broken files have none. `progress(done, total)`
     is called as images are written. `surfaces` names real photographs (`ingestion.simulator.photos`), one a
     line in line order, in place of the procedural textures. `workers` is the number of rendering processes, 1 meaning none; by default every core the process may
-    use, except that runs too small to repay starting processes render inline.
+    use, except that runs too small to repay starting processes render inline. `drift` is the schedule of the
+    line's drift; with `NO_DRIFT` the same seed renders the same scenes, defects and sensor noise as a plant
+    whose lamps, sensors and lenses stay as installed: the twin that shows what drift alone costs a model.
     """
     if size not in SIZE_PRESETS:
         raise ValueError(f"size must be one of {sorted(SIZE_PRESETS)}, not {size!r}")
@@ -120,7 +124,7 @@ def simulate_factory(
 
     images = plan_images(seed, SIZE_PRESETS[size], days, start)
     bad, duplicates = choose_bad_files(seed, images)
-    results = _render_all(_jobs(out, seed, images, image_size, surfaces), workers, progress)
+    results = _render_all(_jobs(out, seed, images, image_size, surfaces, drift), workers, progress)
     for index, kind in bad.items():
         damage(out / images[index].path, kind)
     for index in duplicates:
@@ -175,7 +179,7 @@ def simulate_factory(
 
 
 def _jobs(out: Path, seed: int, images: list[PlannedImage], image_size: int,
-          surfaces: tuple[str, ...] | None) -> list[RenderJob]:
+          surfaces: tuple[str, ...] | None, drift: DriftSchedule) -> list[RenderJob]:
     textures = {i: line_texture(rng_for(seed, Stream.LINE, i), i, surfaces) for i in {im.line_idx for im in images}}
     jobs = []
     for index, im in enumerate(images):
@@ -190,9 +194,9 @@ def _jobs(out: Path, seed: int, images: list[PlannedImage], image_size: int,
                 size=image_size,
                 texture=textures[im.line_idx],
                 defect=im.true_label if defective else None,
-                brightness=DRIFT.brightness(im.line, im.day),
-                blur_sigma=DRIFT.blur_sigma(camera, im.day),
-                stuck_pixels=DRIFT.stuck_pixels(camera, im.day),
+                brightness=drift.brightness(im.line, im.day),
+                blur_sigma=drift.blur_sigma(camera, im.day),
+                stuck_pixels=drift.stuck_pixels(camera, im.day),
                 image_path=out / im.path,
                 mask_path=out / im.mask_path if defective else None,
             )

@@ -141,6 +141,7 @@ class SampleSet(Sequence[Sample]):
         self._load_mask = load_mask
         self._images: dict[str, np.ndarray] | None = {} if cache else None
         self._masks: dict[str, np.ndarray | None] | None = {} if cache else None
+        self._pixels: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = {} if cache else None
 
     @classmethod
     def from_manifest(
@@ -197,7 +198,7 @@ class SampleSet(Sequence[Sample]):
 
     def subset(self, keep: Callable[[Sample], bool]) -> SampleSet:
         chosen = SampleSet([s for s in self._samples if keep(s)], self._load_image, self._load_mask)
-        chosen._images, chosen._masks = self._images, self._masks
+        chosen._images, chosen._masks, chosen._pixels = self._images, self._masks, self._pixels
         return chosen
 
     def split(self, name: str) -> SampleSet:
@@ -240,25 +241,40 @@ class SampleSet(Sequence[Sample]):
             self._masks[sample.mask_uri] = mask
         return mask
 
+    def defect_pixels(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Rows and columns of the sample's mask pixels (None without a mask); kept, since training crops
+        around one of them thousands of times."""
+        sample = self._samples[index]
+        if not sample.mask_uri or self._load_mask is None:
+            return None
+        if self._pixels is not None and sample.mask_uri in self._pixels:
+            return self._pixels[sample.mask_uri]
+        mask = self.mask(index)
+        pixels = None if mask is None else np.nonzero(mask)
+        if self._pixels is not None:
+            self._pixels[sample.mask_uri] = pixels
+        return pixels
+
 
 def crop_centre(
     shape: tuple[int, int],
-    mask: np.ndarray | None,
+    pixels: tuple[np.ndarray, np.ndarray] | None,
     boxes: Sequence[Box],
     size: int,
     jitter: float,
     rng: np.random.Generator,
 ) -> tuple[int, int]:
-    """Top-left corner of a `size` crop: around a random defect pixel (mask), else a random point of a
-    labelled region, else anywhere. Jitter keeps the defect from always sitting dead centre."""
+    """Top-left corner of a `size` crop: around a random defect pixel (`pixels`, the mask's rows and columns
+    as np.nonzero gives them), else a random point of a labelled region, else anywhere. Jitter keeps the
+    defect from always sitting dead centre."""
     h, w = shape
     if size > h or size > w:
         raise ValueError(f"crop size {size} exceeds the image ({h} x {w}); choose a smaller crop_size")
     centre: tuple[float, float] | None = None
-    if mask is not None and mask.any():
+    if pixels is not None and len(pixels[0]):
         # A random defect pixel rather than the mask's centroid: a long curved scratch may not pass through
         # its centroid, and any piece of it is a valid example.
-        ys, xs = np.nonzero(mask)
+        ys, xs = pixels
         k = int(rng.integers(len(ys)))
         centre = (float(ys[k]), float(xs[k]))
     elif boxes:
@@ -287,11 +303,34 @@ def random_turn(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def augment(
-    image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, *, gain: float = 0.1
+    image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, *, gain: float = 0.3
 ) -> tuple[np.ndarray, np.ndarray | None, Callable[[np.ndarray], np.ndarray]]:
-    """A random turn of image and mask, and a brightness gain of up to +-`gain` (lamps dim over the days);
-    returns the turn too, for whatever else must follow the pixels."""
+    """A random turn of image and mask, and a brightness gain of up to +-`gain` (a line's lamp loses a few
+    per cent a day before anyone replaces it); returns the turn too, for whatever else must follow the
+    pixels."""
     turn = random_turn(rng)
     g = float(rng.uniform(1 - gain, 1 + gain))
     out = np.clip(turn(image).astype(np.float32) * g, 0, 255).round().astype(np.uint8)
     return out, None if mask is None else turn(mask), turn
+
+
+# The drift a line's cameras go through, imitated on training crops so that the model has met it before the
+# line does: dust on a lens blurs (a Gaussian of up to 3 px), a sensor grows stuck pixels (dead or hot).
+DRIFT_BLUR_SIGMA = (0.5, 3.0)
+DRIFT_STUCK_PIXELS = (1, 8)  # in a 128 px crop: up to ~130 on a whole 512 px image
+DRIFT_SENSOR_NOISE = 1.0  # gray levels a camera adds after the lens: blur must not erase the noise too
+
+
+def imitate_drift(crop: np.ndarray, rng: np.random.Generator, chance: float) -> np.ndarray:
+    """The uint8 crop, blurred with probability `chance`, then given stuck pixels with probability `chance`.
+    Neither changes what the crop shows: a defect stays a defect and an ok surface stays ok."""
+    out = crop
+    if rng.random() < chance:
+        blurred = cv2.GaussianBlur(crop.astype(np.float32), (0, 0), float(rng.uniform(*DRIFT_BLUR_SIGMA)))
+        blurred += rng.normal(0, DRIFT_SENSOR_NOISE, crop.shape).astype(np.float32)
+        out = np.clip(blurred, 0, 255).round().astype(np.uint8)
+    if rng.random() < chance:
+        n = int(rng.integers(DRIFT_STUCK_PIXELS[0], DRIFT_STUCK_PIXELS[1] + 1))
+        out = out.copy()
+        out[rng.integers(0, crop.shape[0], n), rng.integers(0, crop.shape[1], n)] = rng.choice([0, 255], n)
+    return out

@@ -1,4 +1,5 @@
-"""Synthetic anomalies painted onto crops of ok images: the evidence a defect needs where labels give none.
+"""Defect examples made on crops of ok images: synthetic anomalies where labels give no pixels, and real
+defects cut from masked examples and pasted elsewhere where they do.
 
 With image-level labels a network is told that an image holds a defect, never where; a line delivers a
 few hundred such images and thousands of ok ones. An ok crop with an anomaly painted on it is a defect
@@ -10,6 +11,8 @@ busy surface is as faint as a real one would be.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -84,3 +87,60 @@ def paint_anomaly(crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
     delta = rng.choice([-1.0, 1.0]) * rng.uniform(*CONTRAST) * deviation
     painted = np.clip(surface + delta * canvas, 0, 255).round().astype(np.uint8)
     return painted, mask
+
+
+@dataclass(frozen=True)
+class CutDefect:
+    """A real defect lifted off its image: what it adds to the surface under it, and its mask."""
+
+    label: str
+    delta: np.ndarray  # float32 gray levels, fading to zero within two pixels of the mask
+    mask: np.ndarray  # bool, same shape
+
+
+def cut_defect(image: np.ndarray, mask: np.ndarray, label: str) -> CutDefect | None:
+    """The defect of a masked example as the difference between its pixels and the surface inpainted from
+    around it, or None when the mask is empty.
+
+    Defects add to the surface they lie on (a scratch brightens, a stain darkens what is under it), so the
+    difference pasted onto another ok crop makes a new example of the real shape, width and profile; a line
+    has a few dozen masked defects, and each can land on any of thousands of ok surfaces.
+    """
+    if not mask.any():
+        return None
+    # The mask is where the stroke is strong; its soft edge reaches a few pixels further, so the surface is
+    # inpainted from beyond that.
+    hole = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8))
+    ys, xs = np.nonzero(hole)
+    y0, y1, x0, x1 = max(ys.min() - 4, 0), ys.max() + 5, max(xs.min() - 4, 0), xs.max() + 5
+    window = (slice(y0, y1), slice(x0, x1))
+    surface = cv2.inpaint(image[window], hole[window], 5, cv2.INPAINT_TELEA)
+    # Taken where the defect is and fading within two pixels of it: further out the difference is only the
+    # inpainting's guess at the texture, which pasted elsewhere would be a band of foreign texture.
+    core = mask[window].astype(np.float32)
+    keep = np.maximum(core, np.clip(cv2.GaussianBlur(core, (0, 0), 1.0) * 2, 0, 1))
+    delta = (image[window].astype(np.float32) - surface.astype(np.float32)) * keep
+    return CutDefect(label, delta, mask[window].copy())
+
+
+def paste_defect(crop: np.ndarray, defect: CutDefect, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 crop with the cut defect added at a random place, turned and flipped at random (so that a
+    random pixel of it lies in the middle half of the crop), and the pasted part of its mask."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    delta, mask = np.rot90(defect.delta, k), np.rot90(defect.mask, k)
+    if flip:
+        delta, mask = delta[:, ::-1], mask[:, ::-1]
+    size = crop.shape[0]
+    ys, xs = np.nonzero(mask)
+    pick = int(rng.integers(len(ys)))
+    target = rng.uniform(0.25, 0.75, 2) * size
+    top, left = int(target[0]) - int(ys[pick]), int(target[1]) - int(xs[pick])
+    # The overlap of the pasted patch with the crop, in crop and in patch coordinates.
+    c0, c1 = max(top, 0), min(top + delta.shape[0], size)
+    d0, d1 = max(left, 0), min(left + delta.shape[1], size)
+    patch = (slice(c0 - top, c1 - top), slice(d0 - left, d1 - left))
+    out = crop.astype(np.float32)
+    out[c0:c1, d0:d1] += delta[patch] * np.float32(rng.uniform(0.8, 1.2))
+    pasted = np.zeros(crop.shape, bool)
+    pasted[c0:c1, d0:d1] = mask[patch]
+    return np.clip(out, 0, 255).round().astype(np.uint8), pasted

@@ -57,6 +57,9 @@ class DriftSchedule:
 
 
 DRIFT = DriftSchedule()
+# Lamps, sensors and lenses as installed, every day.
+NO_DRIFT = DriftSchedule(dimming_per_day=0.0, stuck_first_day=0, stuck_per_day=0, dust_sigma=0.0,
+                         dust_sigma_per_day=0.0)
 
 STUCK_MAX = 4096
 

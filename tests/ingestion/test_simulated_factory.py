@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ingestion.simulated_factory import CLASSES, DRIFT, SIZE_PRESETS, CameraRef, simulate_factory
+from ingestion.simulated_factory import CLASSES, DRIFT, NO_DRIFT, SIZE_PRESETS, CameraRef, simulate_factory
 from ingestion.simulator.defects import Ellipse
 
 START = date(2026, 3, 2)
@@ -303,6 +303,23 @@ def test_dust_blurs_the_scheduled_camera_from_its_day(run, good_images) -> None:
         before = np.mean([v for d, v in sharp.items() if d < DRIFT.dust_from_day])
         after = np.mean([v for d, v in sharp.items() if d >= DRIFT.dust_from_day])
         assert (after / before < 0.6) if should_drop else (after / before > 0.85), (cam, before, after)
+
+
+def test_the_drift_free_twin_differs_only_where_drift_touched(tmp_path: Path) -> None:
+    simulate_factory(tmp_path / "line", days=4, seed=5, size="tiny", image_size=64)
+    simulate_factory(tmp_path / "twin", days=4, seed=5, size="tiny", image_size=64, drift=NO_DRIFT)
+    line, twin = tree_digest(tmp_path / "line"), tree_digest(tmp_path / "twin")
+    assert line.keys() == twin.keys()
+    planted = {r["path"] for r in read_csv(tmp_path / "line" / "bad_files.csv")[1]}  # the same bytes in both
+    for path in (p for p in line if p.endswith(".png") and not p.endswith("_mask.png") and p not in planted):
+        line_name, day, station, name = path.split("/")
+        camera = CameraRef(line_name, station, name.rsplit("_", 1)[1].removesuffix(".png"))
+        d = (date.fromisoformat(day) - START).days
+        drifted = (DRIFT.brightness(line_name, d) != 1.0 or DRIFT.stuck_pixels(camera, d) > 0
+                   or DRIFT.blur_sigma(camera, d) > 0)
+        assert (line[path] != twin[path]) == drifted, path
+    masks = [p for p in line if p.endswith("_mask.png")]
+    assert masks and all(line[p] == twin[p] for p in masks)  # the same defects, wherever drift fell
 
 
 def test_rejects_a_used_output_dir_and_bad_arguments(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.classifier import DefectClassifier, classify, grad_cam
+from models.classifier import DefectClassifier, box_mean, classify, grad_cam
 from models.data import to_input
 from models.segmenter import DefectSegmenter, segment
 
@@ -51,6 +51,37 @@ def test_a_brighter_lamp_changes_nothing(model: DefectClassifier, tiny_images: n
     np.testing.assert_allclose(
         classify(model, dim).probabilities, classify(model, tiny_images).probabilities, atol=0.02
     )
+
+
+@pytest.mark.parametrize("arch", ["fast", "multiscale"])
+def test_the_fused_stem_computes_its_layers_function(tiny_images: np.ndarray, arch: str) -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        model = DefectClassifier(("ok", "spot"), width=4, arch=arch)
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # not the identity
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+    x = to_input(tiny_images).requires_grad_(True)
+    for mode in (model.eval, model.train):
+        mode()
+        fused = model.features(x)
+        (fused_grad,) = torch.autograd.grad(fused.square().sum(), x)
+        layerwise = model.features.layerwise(x)
+        (layerwise_grad,) = torch.autograd.grad(layerwise.square().sum(), x)
+        torch.testing.assert_close(fused, layerwise, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fused_grad, layerwise_grad, atol=1e-3, rtol=1e-3)
+    # No texture at all: both forms divide float32 rounding by the deviations' floor (and Standardise's 1e-3),
+    # so they only agree to a few thousandths there, which no decision notices.
+    flat = to_input(np.full((128, 128), 120, np.uint8))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval().features(flat), model.features.layerwise(flat), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("size", [5, 15])
+def test_the_box_mean_is_the_average_pooling_it_replaces(size: int) -> None:
+    x = torch.randn(2, 2, 40, 24)
+    expected = torch.nn.functional.avg_pool2d(x, size, 1, size // 2, count_include_pad=False)
+    torch.testing.assert_close(box_mean(x, size), expected)
 
 
 def test_grad_cam_is_a_normalised_heatmap(model: DefectClassifier, tiny_images: np.ndarray) -> None:

@@ -66,7 +66,7 @@ def test_defect_crops_contain_the_defect() -> None:
     mask[400:403, 20:60] = True  # a short scratch near the bottom-left corner
     rng = np.random.default_rng(0)
     for _ in range(50):
-        top, left = crop_centre(mask.shape, mask, (), 128, 0.25, rng)
+        top, left = crop_centre(mask.shape, np.nonzero(mask), (), 128, 0.25, rng)
         assert 0 <= top <= 384 and 0 <= left <= 384
         assert mask[top : top + 128, left : left + 128].any()
     top, left = crop_centre(mask.shape, None, (Box(300, 300, 310, 310),), 64, 0.0, rng)

@@ -1,20 +1,28 @@
 """Day: "what happened on this day?": each line's images and rejects hour by hour, the rejects, corrections
 and disagreements (each one click from its part's trace), the cameras' drift statistics against their bands,
-and the dataset versions, models, engines and promotions recorded that day."""
+and the dataset versions, models, engines and promotions recorded that day. A drift alert names each camera
+out of band and lets a curator exclude that camera-day's images from training or queue them for review."""
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from apps.ui.common import cached, catalog_state, days_with_images, get_catalog, trace_url
-from assets.drift import STATISTICS, read_drift_days
+import catalog
+from apps.ui.common import allowed, cached, catalog_state, days_with_images, get_catalog, trace_url, viewer
+from apps.ui.roles import Action
+from assets.drift import STATISTICS, Camera, read_drift_days
 from catalog import activity
+from catalog.curation import set_excluded
+from catalog.queries import ImageFilter, count_images
+from catalog.review_queue import CURATOR_QUEUE, count_waiting_reviews, request_review
 
 ROWS = 200  # of each table: the figures above count them all
+DRIFT_STRATEGY = "drift-alert"  # how review requests from a drift alert name themselves in the queue
 
 
 @cached()
@@ -45,6 +53,92 @@ def drift_of(_cat, lake_root: str, day: date) -> pd.DataFrame | None:
     """The day's drift table (one row per camera and statistic), or None when no report covers the day."""
     report = read_drift_days(_cat.lake, [day])
     return None if report.num_rows == 0 else report.to_pandas()
+
+
+def camera_day(camera: Camera, day: date) -> ImageFilter:
+    """The images ``camera`` took on ``day`` (UTC), excluded ones included."""
+    start = datetime.combine(day, time(), UTC)
+    return ImageFilter(lines=(camera[0],), stations=(camera[1],), cameras=(camera[2],), captured_from=start,
+                       captured_to=start + timedelta(days=1))
+
+
+@cached()
+def camera_day_counts(_cat, state: str, camera: Camera, day: date) -> tuple[int, int, int]:
+    """The camera-day's images, how many of them are excluded, and how many wait in the curators' queue."""
+    where = camera_day(camera, day)
+    return (count_images(_cat.engine, where), count_images(_cat.engine, replace(where, excluded=True)),
+            count_waiting_reviews(_cat.engine, where, queue=CURATOR_QUEUE))
+
+
+def describe(row: dict) -> str:
+    """One out-of-band statistic as a curator reads it."""
+    if row["statistic"] == "stuck_pixels":
+        return (f"{row['value']:.0f} stuck pixels (reference {row['reference']:.0f}, chance allows up to "
+                f"{row['high']:.0f})")
+    change = row["value"] / row["reference"] - 1 if row["reference"] else float("nan")
+    return (f"{row['statistic']} {row['value']:.3g}, {change:+.1%} from its reference"
+            + (", with every camera of its line" if row["line_wide"] else ""))
+
+
+def _say(kind: str, text: str) -> None:
+    st.session_state["day-message"] = (kind, text)
+
+
+def _exclude(camera: Camera, day: date, reason: str) -> None:
+    try:
+        report = set_excluded(get_catalog(), camera_day(camera, day), exclude=True, reason=reason,
+                              actor=viewer().actor)
+    except catalog.CatalogError as exc:
+        _say("error", str(exc))
+        return
+    _say("success", f"Excluded {report.changed} of the {report.matched} images of {'/'.join(camera)} on {day} "
+                    f"from training ({report.matched - report.changed} already were).")
+
+
+def _queue_for_review(camera: Camera, day: date, reason: str) -> None:
+    try:
+        selected, queued = request_review(get_catalog(), camera_day(camera, day), actor=viewer().actor,
+                                          reason=reason, strategy=DRIFT_STRATEGY)
+    except catalog.CatalogError as exc:
+        _say("error", str(exc))
+        return
+    _say("success", f"Sent {queued} of the {selected} images of {'/'.join(camera)} on {day} to the "
+                    f"{CURATOR_QUEUE!r} review queue ({selected - queued} were already waiting there).")
+
+
+def drift_alerts(cat, state: str, day: date, drift: pd.DataFrame) -> None:
+    """One alert per camera with a statistic out of band, and what the viewer may do about its images."""
+    out = drift[drift["in_band"] == False]  # noqa: E712 - null (unknown) is neither in nor out
+    if out.empty:
+        return
+    st.subheader("Drift alerts")
+    if message := st.session_state.pop("day-message", None):
+        getattr(st, message[0])(message[1])
+    may_exclude, may_queue = allowed(Action.EXCLUDE), allowed(Action.REQUEST_REVIEW)
+    for (line, station, camera_name), rows in out.groupby(["line", "station", "camera"], sort=True):
+        camera, name = (line, station, camera_name), f"{line}/{station}/{camera_name}"
+        findings = [describe(row) for row in rows.to_dict("records")]
+        reason = f"drift alert on {day}, {name}: " + "; ".join(findings)
+        images, excluded, waiting = camera_day_counts(cat, state, camera, day)
+        with st.container(border=True):
+            st.markdown(f"**{name}**: " + "; ".join(findings))
+            st.caption(f"{images:,} images that day: {excluded:,} excluded from training, {waiting:,} waiting in "
+                       f"the {CURATOR_QUEUE!r} review queue")
+            if not (may_exclude or may_queue):
+                continue
+            exclude, review = st.columns(2)
+            if may_exclude:
+                exclude.button("Exclude from training", key=f"drift-exclude-{name}", on_click=_exclude,
+                               args=(camera, day, reason), disabled=excluded == images, icon=":material/block:",
+                               help="records an exclusion of each of the camera-day's images, with this alert "
+                                    "as its reason; they stay in the catalog, out of every dataset version")
+            if may_queue:
+                review.button("Queue for review", key=f"drift-review-{name}", on_click=_queue_for_review,
+                              args=(camera, day, reason), disabled=waiting == images,
+                              icon=":material/rate_review:",
+                              help=f"asks reviewers to look at the camera-day's images (the {CURATOR_QUEUE!r} queue)")
+    if not (may_exclude or may_queue):
+        st.caption("A curator can exclude these camera-days from training or queue them for review.")
 
 
 def with_trace(frame: pd.DataFrame) -> pd.DataFrame:
@@ -81,6 +175,10 @@ for column, (label, value) in zip(columns, [
         ("corrections", figures.corrections), ("disagreements", figures.disagreements)], strict=True):
     column.metric(label, f"{value:,}")
 
+drift = drift_of(cat, str(cat.lake.root), day)
+if drift is not None:
+    drift_alerts(cat, state, day, drift)
+
 st.subheader("Timeline per line")
 hours = timeline(cat, state, day)
 if hours.empty:
@@ -110,7 +208,6 @@ with tabs[1]:
 with tabs[2]:
     table(disagreeing, "The model agreed with every human label.", figures.disagreements)
 with tabs[3]:
-    drift = drift_of(cat, str(cat.lake.root), day)
     if drift is None:
         st.info(f"no drift report for {day}: materialize the `drift_report` asset for that day")
     else:
