@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -74,12 +74,14 @@ def decode_png(data: bytes) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Box:
-    """A defect's bounding box in image pixels, (x0, y0) top left, (x1, y1) bottom right."""
+    """A defect's bounding box in image pixels, (x0, y0) top left, (x1, y1) bottom right; for an ellipse,
+    the ellipse too, (cx, cy, rx, ry, angle in degrees as cv2 draws it)."""
 
     x0: float
     y0: float
     x1: float
     y1: float
+    ellipse: tuple[float, float, float, float, float] | None = field(default=None, compare=False)
 
 
 def region_boxes(regions: str | None) -> tuple[Box, ...]:
@@ -94,7 +96,8 @@ def region_boxes(regions: str | None) -> tuple[Box, ...]:
             rx, ry = r["rx"], r["ry"]
             hw = math.hypot(rx * math.cos(t), ry * math.sin(t))
             hh = math.hypot(rx * math.sin(t), ry * math.cos(t))
-            boxes.append(Box(r["cx"] - hw, r["cy"] - hh, r["cx"] + hw, r["cy"] + hh))
+            boxes.append(Box(r["cx"] - hw, r["cy"] - hh, r["cx"] + hw, r["cy"] + hh,
+                             ellipse=(r["cx"], r["cy"], rx, ry, r.get("angle") or 0.0)))
         elif shape == "box":
             boxes.append(Box(r["x0"], r["y0"], r["x1"], r["y1"]))
         elif shape == "polygon":
@@ -279,7 +282,15 @@ def crop_centre(
         centre = (float(ys[k]), float(xs[k]))
     elif boxes:
         b = boxes[int(rng.integers(len(boxes)))]
-        centre = (float(rng.uniform(b.y0, b.y1)), float(rng.uniform(b.x0, b.x1)))
+        if b.ellipse:
+            # A point of the ellipse, not of its bounding box: a long diagonal scratch fills a sliver of its
+            # box, and a crop around the box's empty corner would be labelled defective with no defect in it.
+            cx, cy, rx, ry, angle = b.ellipse
+            radius, turn = math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
+            u, v, t = rx * radius * math.cos(turn), ry * radius * math.sin(turn), math.radians(angle)
+            centre = (cy + u * math.sin(t) + v * math.cos(t), cx + u * math.cos(t) - v * math.sin(t))
+        else:
+            centre = (float(rng.uniform(b.y0, b.y1)), float(rng.uniform(b.x0, b.x1)))
     if centre is None:
         return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
     shift = rng.uniform(-jitter, jitter, 2) * size

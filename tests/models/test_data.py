@@ -73,6 +73,16 @@ def test_defect_crops_contain_the_defect() -> None:
     assert top <= 305 <= top + 64 and left <= 305 <= left + 64
 
 
+def test_region_crops_centre_on_the_ellipse_not_its_box() -> None:
+    # A long thin ellipse along the diagonal (a scratch's region): its bounding box is mostly empty corners.
+    (box,) = region_boxes(json.dumps([{"cx": 256, "cy": 256, "rx": 150, "ry": 3, "angle": 45}]))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        top, left = crop_centre((512, 512), None, (box,), 32, 0.0, rng)
+        y, x = top + 16, left + 16  # the crop's centre
+        assert abs((x - 256) - (y - 256)) / np.sqrt(2) <= 3 + 1.5, (y, x)  # within the ellipse's half-width
+
+
 def test_to_input_normalisation() -> None:
     x = to_input(np.array([[0, 128, 255]], np.uint8))
     assert x.shape == (1, 1, 1, 3)
