@@ -359,8 +359,8 @@ def _reference(camera: Camera, days: list[date], measured: dict[date, DayMeasure
                for statistic in IMAGE_STATISTICS}
     # Unknown (too few images) reads as a clean sensor.
     counts = [c for day in days if (c := measured[day].stuck_pixels.get(camera)) is not None]
-    return Reference(days, sum(len(measured[day].values(camera, "brightness")) for day in days), samples,
-                     max(counts, default=0))
+    images = samples["brightness"].n if samples["brightness"] else 0
+    return Reference(days, images, samples, max(counts, default=0))
 
 
 def difference_error(a: Sample, b: Sample) -> tuple[float, float] | None:

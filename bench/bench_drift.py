@@ -57,18 +57,6 @@ def method_before_issue_14() -> types.ModuleType:
     return module
 
 
-def drifts_touching(camera: CameraRef, day: int) -> set[str]:
-    """The simulated drifts that touch ``camera``'s images on ``day``, from the simulator's own schedule."""
-    touching = set()
-    if DRIFT.brightness(camera.line, day) < 1:
-        touching.add("dimming")
-    if DRIFT.stuck_pixels(camera, day):
-        touching.add("stuck pixels")
-    if DRIFT.blur_sigma(camera, day):
-        touching.add("dust")
-    return touching
-
-
 def run_reports(cat: Catalog, method: types.ModuleType, lake: Lake, days: list[date], label: str
                 ) -> tuple[dict[CameraDay, list[str]], set[CameraRef], float]:
     """Every day's drift report by ``method``, in order, its files written to ``lake`` as the daily asset
@@ -99,7 +87,7 @@ def score(flagged: dict[CameraDay, list[str]], cameras: set[CameraRef], days: in
     compared with a reference (day 0 is the reference itself)."""
     figures: dict[str, Any] = {}
     for name in DRIFTS:
-        touched = sorted(((c, d) for c in cameras for d in range(days) if name in drifts_touching(c, d)),
+        touched = sorted(((c, d) for c in cameras for d in range(days) if name in DRIFT.touching(c, d)),
                          key=lambda cd: (cd[1], cd[0].line, cd[0].station, cd[0].camera))
         hit = [(c, d) for c, d in touched if (c, d) in flagged]
         first = min((d for _, d in hit), default=None)
@@ -110,7 +98,7 @@ def score(flagged: dict[CameraDay, list[str]], cameras: set[CameraRef], days: in
             "camera_days_flagged": len(hit),
             "statistics_first_flagged": sorted({s for c, d in hit if d == first for s in flagged[(c, d)]}),
         }
-    clean = [(c, d) for c in cameras for d in range(1, days) if not drifts_touching(c, d)]
+    clean = [(c, d) for c in cameras for d in range(1, days) if not DRIFT.touching(c, d)]
     figures["false_flags"] = [f"day {d} {c.line}/{c.station}/{c.camera}: {', '.join(flagged[(c, d)])}"
                               for c, d in clean if (c, d) in flagged]
     figures["clean_camera_days"] = len(clean)

@@ -97,13 +97,11 @@ def truth_by_sha(factory: Path) -> dict[str, dict[str, str]]:
 
 
 def drift_of(path: str) -> str | None:
-    """Which of the simulator's drifts touches the image at `path` (<line>/<day>/<station>/<part>_<camera>.png)
-    on the replayed days, all of which come after every drift began."""
-    line, _, station, name = path.split("/")
+    """Which of the simulator's drifts touches the image at `path` (<line>/<day>/<station>/<part>_<camera>.png);
+    the schedule puts each on cameras of its own, so at most one does."""
+    line, day, station, name = path.split("/")
     camera = CameraRef(line, station, name.rsplit("_", 1)[1].removesuffix(".png"))
-    if line == DRIFT.dimming_line:
-        return "dimming"
-    return {DRIFT.stuck_camera: "stuck pixels", DRIFT.dust_camera: "dust"}.get(camera)
+    return next(iter(DRIFT.touching(camera, (date.fromisoformat(day) - START).days)), None)
 
 
 def served_figures(rows: list[dict], truth: dict[str, dict[str, str]], threshold: float) -> dict[str, Any]:

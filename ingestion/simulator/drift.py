@@ -55,6 +55,12 @@ class DriftSchedule:
             return 0.0
         return self.dust_sigma + self.dust_sigma_per_day * (day - self.dust_from_day)
 
+    def touching(self, camera: CameraRef, day: int) -> set[str]:
+        """The drifts ("dimming", "stuck pixels", "dust") that touch `camera`'s images on `day`."""
+        return {name for name, touches in (("dimming", self.brightness(camera.line, day) != 1.0),
+                                           ("stuck pixels", self.stuck_pixels(camera, day) > 0),
+                                           ("dust", self.blur_sigma(camera, day) > 0)) if touches}
+
 
 DRIFT = DriftSchedule()
 # Lamps, sensors and lenses as installed, every day.

@@ -6,7 +6,7 @@ out of band and lets a curator exclude that camera-day's images from training or
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 
 import altair as alt
 import pandas as pd
@@ -57,9 +57,9 @@ def drift_of(_cat, lake_root: str, day: date) -> pd.DataFrame | None:
 
 def camera_day(camera: Camera, day: date) -> ImageFilter:
     """The images ``camera`` took on ``day`` (UTC), excluded ones included."""
-    start = datetime.combine(day, time(), UTC)
+    start, end = activity.window(day, day)
     return ImageFilter(lines=(camera[0],), stations=(camera[1],), cameras=(camera[2],), captured_from=start,
-                       captured_to=start + timedelta(days=1))
+                       captured_to=end)
 
 
 @cached()
