@@ -126,7 +126,8 @@ def run_loop(cat: Catalog, config: LoopConfig, say: Say, *, progress: ProgressFa
         waiting = count_waiting_reviews(cat.engine, queue=queue.queue)
         # A new batch only once the reviewers are through the last one (a second run of the demo finds it).
         f["review_queue"] = waiting or len(build_review_queue(cat, store, None, budget=queue.budget,
-                                                              strategies=queue.strategies, queue=queue.queue))
+                                                              strategies=queue.strategies, queue=queue.queue,
+                                                              weights=queue.weights))
     stage("labels arrive, a reviewer corrects disagreements, a curator excludes a dim day, the review queue",
           review)
 

@@ -20,6 +20,7 @@ import catalog
 from catalog.errors import CatalogError
 from catalog.events import ReviewRequested
 from catalog.ontology import Ontology
+from catalog.performance import OK_CLASS
 from catalog.queries import ImageFilter, current_class, latest_predictions, query_images, selection_sql
 from catalog.store import NewEvent
 
@@ -68,6 +69,34 @@ def review_queues(engine: Engine) -> dict[str, int]:
             f"SELECT q.queue, count(*) FILTER (WHERE {_WAITING}) FROM projections.review_queue q"
             " GROUP BY q.queue ORDER BY q.queue").fetchall()
     return {queue: waiting for queue, waiting in rows}
+
+
+@dataclass(frozen=True)
+class LabelSides:
+    """The labelled images (not excluded) by the side, ok or a defect, of their first label, and how many of
+    each a correction has moved to the other side since: how often labellers err each way."""
+
+    ok_labels: int
+    ok_moved: int
+    defect_labels: int
+    defect_moved: int
+
+
+def label_sides(engine: Engine) -> LabelSides:
+    """Counted from each image's first label: the old label of its first label correction, else its label."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"""
+            WITH first_fix AS (
+                SELECT DISTINCT ON (sha256) sha256, old_label FROM projections.corrections
+                WHERE target = 'label' ORDER BY sha256, position)
+            SELECT coalesce(f.old_label, i.label) = '{OK_CLASS}', i.label = '{OK_CLASS}', count(*)
+            FROM projections.images i LEFT JOIN first_fix f USING (sha256)
+            WHERE i.label IS NOT NULL AND NOT i.excluded GROUP BY 1, 2""").fetchall()
+    count = {(first_ok, now_ok): n for first_ok, now_ok, n in rows}
+    ok_kept, ok_moved = count.get((True, True), 0), count.get((True, False), 0)
+    defect_kept, defect_moved = count.get((False, False), 0), count.get((False, True), 0)
+    return LabelSides(ok_labels=ok_kept + ok_moved, ok_moved=ok_moved, defect_labels=defect_kept + defect_moved,
+                      defect_moved=defect_moved)
 
 
 def _waiting_sql(where: ImageFilter, ontology: Ontology, queue: str | None) -> tuple[str, dict[str, Any]]:

@@ -13,11 +13,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 UNCERTAINTY = "uncertainty"
+WRONG_LABELS = "wrong_labels"
 DISAGREEMENT = "disagreement"
 DIVERSITY = "diversity"
 RARE_CLASSES = "rare_classes"
 _SAME_DIRECTION = 1e-6  # unit vectors closer than this are copies (float rounding keeps them off exactly 0)
 _CHUNK_ELEMENTS = 1 << 22  # similarities computed at once by diversity: 32 MiB of float64
+# Densities of the defect score are taken over its log-odds, binned (linear time at a million images) and
+# smoothed by a Gaussian of one unit: a factor e in the odds is as close as two scores need to be to count as
+# alike, and the ranking measured the same with half or twice that width.
+_LOG_ODDS_LIMIT, _BIN, _BANDWIDTH = 14.0, 0.1, 1.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,70 @@ def disagreement(
         return f"labelled {labels[i]}, but {said}"
 
     return _ranked(DISAGREEMENT, shas, confidence, chosen, reason, limit)
+
+
+@dataclass(frozen=True)
+class LabelErrorRates:
+    """How often a label on each side (ok, or a defect) has turned out to be on the wrong side: the images a
+    correction moved across, over those first labelled on that side, with one wrong and one right label
+    added to each so that a side never corrected yet is not taken for flawless."""
+
+    ok: float
+    defect: float
+
+    @classmethod
+    def from_counts(cls, *, ok_labels: int, ok_moved: int, defect_labels: int, defect_moved: int
+                    ) -> LabelErrorRates:
+        if not (0 <= ok_moved <= ok_labels and 0 <= defect_moved <= defect_labels):
+            raise ValueError("moved labels must be between 0 and the labels given on their side")
+        return cls((ok_moved + 1) / (ok_labels + 2), (defect_moved + 1) / (defect_labels + 2))
+
+
+def wrong_labels(
+    shas: Sequence[str],
+    probs: ArrayLike,
+    classes: Sequence[str],
+    labels: Sequence[str | None],
+    corrected: ArrayLike,
+    error_rates: LabelErrorRates,
+    *,
+    ok_class: str,
+    limit: int | None = None,
+) -> list[Candidate]:
+    """Labels probably on the wrong side of ok / defect, most probable first: for each labelled image no human
+    has corrected yet, the probability that its label is wrong given the model's defect score (1 - p(ok)).
+
+    Bayes' rule with what the pool itself shows: how common the image's score is among images labelled on
+    the other side against those labelled on its own (score densities, so a model that flags clean texture
+    everywhere counts for nothing: its high scores are common among ok labels too), times the prior odds that
+    a label on that side is wrong (``error_rates``, from the corrections so far). Unlike a confidence bar,
+    this does not bury a defect label on a clean image under the ok images the model finds suspicious: among
+    labels the defect side is both the rarer and the more often wrong. Empty unless both sides have labels."""
+    p = _probabilities(shas, probs, classes)
+    is_corrected = _flags(corrected, len(shas), "corrected")
+    labelled = ~_unlabelled(labels, len(shas))
+    if ok_class not in classes:
+        raise ValueError(f"ok_class {ok_class!r} is not among the classes {list(classes)}")
+    said_defect = np.array([label is not None and label != ok_class for label in labels], dtype=bool)
+    said_ok = labelled & ~said_defect
+    if not said_ok.any() or not said_defect.any():
+        return []
+    defect = 1.0 - p[:, list(classes).index(ok_class)]
+    log_odds = np.log(np.clip(defect, 1e-9, 1.0)) - np.log(np.clip(1.0 - defect, 1e-9, 1.0))
+    among_ok = _score_density(log_odds[said_ok], log_odds)
+    among_defect = _score_density(log_odds[said_defect], log_odds)
+    likelihood_ratio = np.where(said_defect, among_ok / among_defect, among_defect / among_ok)
+    prior = np.where(said_defect, error_rates.defect, error_rates.ok)
+    odds = likelihood_ratio * prior / (1.0 - prior)
+    wrong = odds / (1.0 + odds)
+
+    def reason(i: int) -> str:
+        own, other = ("defect", "ok") if said_defect[i] else ("ok", "defect")
+        return (f"labelled {labels[i]}, but a defect score of {defect[i]:.2f} is {likelihood_ratio[i]:.1f}x "
+                f"as common among {other} labels as among {own} labels; with {prior[i]:.1%} of {own} labels "
+                f"corrected so far, {wrong[i]:.0%} likely wrong")
+
+    return _ranked(WRONG_LABELS, shas, wrong, labelled & ~is_corrected, reason, limit)
 
 
 def diversity(
@@ -311,6 +380,18 @@ def _probabilities(shas: Sequence[str], probs: ArrayLike, classes: Sequence[str]
             "probs must be softmax scores (each row in [0, 1], summing to 1); apply a softmax to logits first"
         )
     return p
+
+
+def _score_density(sample: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The density of ``sample``'s log-odds at each of ``at``'s (see _BANDWIDTH), with one observation more
+    spread evenly over the range: a score no image of the sample has is rare there, not impossible."""
+    edges = np.arange(-_LOG_ODDS_LIMIT, _LOG_ODDS_LIMIT + _BIN / 2, _BIN)
+    counts, _ = np.histogram(np.clip(sample, edges[0], edges[-1]), edges)
+    offsets = np.arange(-4 * _BANDWIDTH, 4 * _BANDWIDTH + _BIN / 2, _BIN)
+    kernel = np.exp(-0.5 * (offsets / _BANDWIDTH) ** 2)
+    smooth = np.convolve(counts, kernel / kernel.sum(), mode="same") + 1.0 / len(counts)
+    bins = np.clip(np.searchsorted(edges, at, side="right") - 1, 0, len(counts) - 1)
+    return smooth[bins] / smooth.sum()
 
 
 def _top_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

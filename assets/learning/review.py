@@ -16,11 +16,17 @@ from catalog.embeddings import EmbeddingStore
 from catalog.events import ReviewRequested
 from catalog.ontology import Ontology
 from catalog.queries import current_class
+from catalog.review_queue import label_sides
 from catalog.store import NewEvent, event_id_for
 from models import active_learning
 from models.classifier import classify
+from models.data import OK_CLASS
 
-STRATEGIES = ("disagreement", "uncertainty", "diversity", "rare_classes")
+STRATEGIES = ("wrong_labels", "disagreement", "uncertainty", "diversity", "rare_classes")
+# A wrong label misleads every model trained on it and every evaluation that counts it, so finding one is
+# worth more than one more label near the boundary: by default the label audit takes half the batch.
+DEFAULT_WEIGHTS = {"wrong_labels": 4.0, "disagreement": 1.0, "uncertainty": 1.0, "diversity": 1.0,
+                   "rare_classes": 1.0}
 CHUNK = 64  # images decoded and classified at a time: memory stays flat whatever the catalog's size
 
 
@@ -111,9 +117,11 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, catal
 
 
 def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None, *, budget: int,
-                       strategies: list[str], queue: str) -> list[active_learning.Candidate]:
-    """Rank the curated images by each strategy, merge them into one batch of ``budget`` and append a
-    ``ReviewRequested`` for each (idempotent per queue, model and image)."""
+                       strategies: list[str], queue: str, weights: dict[str, float] | None = None
+                       ) -> list[active_learning.Candidate]:
+    """Rank the curated images by each strategy, merge them into one batch of ``budget`` (shares by
+    ``weights``, equal when None) and append a ``ReviewRequested`` for each (idempotent per queue, model and
+    image)."""
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
@@ -129,7 +137,14 @@ def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None
     unlabelled = any(label is None for label in labels)
     ranked: dict[str, list[active_learning.Candidate]] = {}
     for name in strategies:
-        if name == "uncertainty":  # unlabelled images first; when all are labelled, a second look at the unsure
+        if name == "wrong_labels":
+            sides = label_sides(cat.engine)
+            rates = active_learning.LabelErrorRates.from_counts(
+                ok_labels=sides.ok_labels, ok_moved=sides.ok_moved, defect_labels=sides.defect_labels,
+                defect_moved=sides.defect_moved)
+            ranked[name] = active_learning.wrong_labels(shas, probs, classes, labels, corrected, rates,
+                                                        ok_class=OK_CLASS, limit=budget)
+        elif name == "uncertainty":  # unlabelled images first; when all are labelled, a second look at the unsure
             ranked[name] = active_learning.uncertainty(shas, probs, classes, labels=labels if unlabelled else None,
                                                        limit=budget)
         elif name == "disagreement":
@@ -142,7 +157,8 @@ def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None
             order = [position[s] for s in shas]
             labelled = [s for s, label in zip(shas, labels, strict=True) if label is not None] if unlabelled else []
             ranked[name] = active_learning.diversity(shas, vectors[order], budget=budget, already_selected=labelled)
-    batch = active_learning.combine(ranked, budget)
+    shares = {name: weight for name, weight in weights.items() if name in ranked} if weights else None
+    batch = active_learning.combine(ranked, budget, weights=shares)
     now = datetime.now(UTC)
     cat.append([NewEvent(
         ReviewRequested(sha256=c.sha256, queue=queue, strategy=c.strategy, score=float(c.score),
@@ -158,6 +174,7 @@ class ReviewQueueConfig(dg.Config):
     model_id: str | None = None
     budget: int = 50
     strategies: list[str] = list(STRATEGIES)
+    weights: dict[str, float] = DEFAULT_WEIGHTS  # share of the batch by strategy, one for each of `strategies`
     queue: str = "active-learning"
 
 
@@ -168,7 +185,7 @@ def review_queue(context: dg.AssetExecutionContext, config: ReviewQueueConfig, c
     with corrections and labels, diversity over the embeddings and rarely predicted classes."""
     with catalog.open() as cat:
         batch = build_review_queue(cat, EmbeddingStore(lancedb.location()), config.model_id, budget=config.budget,
-                                   strategies=config.strategies, queue=config.queue)
+                                   strategies=config.strategies, queue=config.queue, weights=config.weights)
     by_strategy: dict[str, int] = {}
     for candidate in batch:
         by_strategy[candidate.strategy] = by_strategy.get(candidate.strategy, 0) + 1

@@ -23,8 +23,10 @@ from catalog.queries import (
     selection_csv,
 )
 from catalog.review_queue import (
+    LabelSides,
     count_waiting_reviews,
     image_view,
+    label_sides,
     request_review,
     review_queues,
     waiting_reviews,
@@ -187,3 +189,24 @@ def test_filter_choices(line: catalog.Catalog) -> None:
     assert (choices.lines, choices.stations, choices.cameras) == (["A", "B"], ["st-1"], ["cam-0", "cam-1"])
     assert choices.classes == ["ok", "scratch", "spot", "crack"]
     assert (choices.first_captured, choices.last_captured) == (DAY + timedelta(minutes=1), DAY + timedelta(minutes=8))
+
+
+def fixed(n: int, old: str, new: str, hours: int, target: str = "label") -> NewEvent:
+    correction = ev.CorrectionRecorded(sha256=sha(n), correction_id=f"C{n}-{hours}", target=target, old_label=old,
+                                       new_label=new, corrected_by="dana", ontology_version=1)
+    return NewEvent(correction, DAY + timedelta(hours=hours))
+
+
+def test_label_sides_count_first_labels_and_the_corrections_that_crossed(line: catalog.Catalog) -> None:
+    """Labelled: 1 scratch, 2 ok, 3 ok, 4 spot; 5 ok but excluded. A move within the defect side does not
+    count as crossing; a correction of a prediction is not one of a label."""
+    line.append([
+        labelled(5, "ok"),
+        NewEvent(ev.ImageExcluded(sha256=sha(5), reason="blurred"), DAY + timedelta(hours=4)),
+        fixed(2, "ok", "crack", 5),
+        fixed(4, "spot", "scratch", 5), fixed(4, "scratch", "ok", 6),  # first labelled a defect, now ok
+        fixed(1, "scratch", "crack", 5),
+        fixed(3, "scratch", "ok", 5, target="prediction"),
+    ])
+    line.catch_up()
+    assert label_sides(line.engine) == LabelSides(ok_labels=2, ok_moved=1, defect_labels=2, defect_moved=1)

@@ -7,11 +7,13 @@ import pytest
 
 from models.active_learning import (
     Candidate,
+    LabelErrorRates,
     combine,
     disagreement,
     diversity,
     rare_classes,
     uncertainty,
+    wrong_labels,
 )
 
 CLASSES = ["ok", "crack", "scratch"]
@@ -98,6 +100,78 @@ def test_disagreement_finds_contradicted_corrections_and_contradicted_labels():
         "weakly-doubted",
         "fixed-but-ignored",
     ]
+
+
+# -- wrong labels ------------------------------------------------------------------------------------------
+
+
+def defect_probs(scores: list[float]) -> list[list[float]]:
+    """Rows over CLASSES for images with these defect scores, all of the defect mass on crack."""
+    return [[1 - d, d, 0.0] for d in scores]
+
+
+def label_pool() -> tuple[list[str], list[float], list[str | None], list[bool]]:
+    """A model that flags clean texture: a quarter of the ok labels score as high as real cracks."""
+    shas, scores, labels, corrected = [], [], [], []
+
+    def add(sha: str, score: float, label: str | None, fixed: bool = False) -> None:
+        shas.append(sha), scores.append(score), labels.append(label), corrected.append(fixed)
+
+    for i in range(30):
+        add(f"ok-{i:02}", 0.02 + 0.001 * i, "ok")
+    for i in range(10):
+        add(f"texture-{i:02}", 0.97 + 0.001 * i, "ok")  # clean texture the model finds suspicious
+    for i in range(20):
+        add(f"crack-{i:02}", 0.99 + 0.0001 * i, "crack")
+    add("crack-on-clean", 0.03, "crack")  # a defect label on an image scoring like the clean ones
+    add("crack-faint", 0.5, "crack")
+    add("ok-on-crack", 0.999, "ok")  # a crack labelled ok: scores like cracks, but also like the texture
+    add("corrected-crack", 0.02, "crack", True)  # a human already looked: not queued again
+    add("unlabelled", 0.02, None)
+    return shas, scores, labels, corrected
+
+
+def test_wrong_labels_weighs_a_score_by_how_common_it_is_on_each_side():
+    shas, scores, labels, corrected = label_pool()
+    rates = LabelErrorRates.from_counts(ok_labels=1000, ok_moved=1, defect_labels=100, defect_moved=10)
+    ranked = wrong_labels(shas, defect_probs(scores), CLASSES, labels, corrected, rates, ok_class="ok")
+    order = shas_of(ranked)
+    assert order[0] == "crack-on-clean"
+    assert order.index("crack-faint") < order.index("ok-on-crack") < order.index("texture-00")
+    assert "corrected-crack" not in order and "unlabelled" not in order
+    assert len(ranked) == len(shas) - 2
+    first = ranked[0]
+    assert first.strategy == "wrong_labels" and 0.3 < first.score < 1
+    assert first.reason.startswith("labelled crack, but a defect score of 0.03 is ")
+    assert first.reason.endswith(
+        f"with {rates.defect:.1%} of defect labels corrected so far, {first.score:.0%} likely wrong")
+    # A crack label on a crack-like score is almost surely right; so is an ok label on a clean score.
+    by_sha = {c.sha256: c.score for c in ranked}
+    assert by_sha["crack-00"] < 0.05 and by_sha["ok-00"] < 0.01
+    # The more often ok labels have been wrong, the more an ok label on a crack-like score is doubted.
+    sloppy = LabelErrorRates.from_counts(ok_labels=1000, ok_moved=200, defect_labels=100, defect_moved=10)
+    doubted = {c.sha256: c.score for c in
+               wrong_labels(shas, defect_probs(scores), CLASSES, labels, corrected, sloppy, ok_class="ok")}
+    assert doubted["ok-on-crack"] > 5 * by_sha["ok-on-crack"]
+    assert shas_of(wrong_labels(shas, defect_probs(scores), CLASSES, labels, corrected, rates, ok_class="ok",
+                                limit=3)) == order[:3]
+
+
+def test_wrong_labels_needs_labels_on_both_sides_and_the_ok_class():
+    probs = defect_probs([0.1, 0.9])
+    rates = LabelErrorRates(0.01, 0.1)
+    unchecked = [False, False]
+    assert wrong_labels(["a", "b"], probs, CLASSES, ["ok", "ok"], unchecked, rates, ok_class="ok") == []
+    assert wrong_labels(["a", "b"], probs, CLASSES, ["crack", None], unchecked, rates, ok_class="ok") == []
+    with pytest.raises(ValueError, match="ok_class 'good' is not among the classes"):
+        wrong_labels(["a", "b"], probs, CLASSES, ["ok", "crack"], [False, False], rates, ok_class="good")
+
+
+def test_label_error_rates_never_claim_a_side_flawless():
+    rates = LabelErrorRates.from_counts(ok_labels=98, ok_moved=0, defect_labels=8, defect_moved=2)
+    assert rates == LabelErrorRates(ok=1 / 100, defect=3 / 10)
+    with pytest.raises(ValueError, match="between 0 and the labels given"):
+        LabelErrorRates.from_counts(ok_labels=3, ok_moved=4, defect_labels=0, defect_moved=0)
 
 
 # -- diversity ---------------------------------------------------------------------------------------------
