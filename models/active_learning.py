@@ -21,7 +21,7 @@ _SAME_DIRECTION = 1e-6  # unit vectors closer than this are copies (float roundi
 _CHUNK_ELEMENTS = 1 << 22  # similarities computed at once by diversity: 32 MiB of float64
 # Densities of the defect score are taken over its log-odds, binned (linear time at a million images) and
 # smoothed by a Gaussian of one unit: a factor e in the odds is as close as two scores need to be to count as
-# alike, and the ranking measured the same with half or twice that width.
+# alike; on the benchmark's delivery half or twice that width ranked about the same.
 _LOG_ODDS_LIMIT, _BIN, _BANDWIDTH = 14.0, 0.1, 1.0
 
 
@@ -143,7 +143,7 @@ def wrong_labels(
 
     Bayes' rule with what the pool itself shows: how common the image's score is among images labelled on
     the other side against those labelled on its own (score densities, so a model that flags clean texture
-    everywhere counts for nothing: its high scores are common among ok labels too), times the prior odds that
+    everywhere counts for little: its high scores are common among ok labels too), times the prior odds that
     a label on that side is wrong (``error_rates``, from the corrections so far). Unlike a confidence bar,
     this does not bury a defect label on a clean image under the ok images the model finds suspicious: among
     labels the defect side is both the rarer and the more often wrong. Empty unless both sides have labels."""

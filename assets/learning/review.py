@@ -181,8 +181,9 @@ class ReviewQueueConfig(dg.Config):
 @dg.asset(group_name="review", compute_kind="numpy", deps=["embeddings"])
 def review_queue(context: dg.AssetExecutionContext, config: ReviewQueueConfig, catalog: CatalogResource,
                  lancedb: LanceDBResource) -> dg.MaterializeResult:
-    """The active-learning queue: the images humans should label or check next, by uncertainty, disagreement
-    with corrections and labels, diversity over the embeddings and rarely predicted classes."""
+    """The active-learning queue: the images humans should label or check next, by labels probably on the
+    wrong side of ok / defect, disagreement with corrections and labels, uncertainty, diversity over the
+    embeddings and rarely predicted classes."""
     with catalog.open() as cat:
         batch = build_review_queue(cat, EmbeddingStore(lancedb.location()), config.model_id, budget=config.budget,
                                    strategies=config.strategies, queue=config.queue, weights=config.weights)
