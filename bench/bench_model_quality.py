@@ -224,7 +224,7 @@ def run_level(factory: Path, twin: Path, truth: dict, level: str, args: argparse
                                   dataset_version_id=version.version_id, progress=update, device=args.device)
         export_model(cat, CLASSIFIER, trained.model_id, lambda text: None)
         evaluated, _ = evaluate(cat, EvaluationConfig(model_id=trained.model_id), lambda text: None)
-        engine = build_engine(cat, model_id=trained.model_id, actor="bench").record
+        engine = build_engine(cat, model_id=trained.model_id, precision=args.precision, actor="bench").record
         with progress_bar("replaying the later days", 0) as update:
             replayed = replay(cat, engine.engine_id, first_day=cut, last_day=last, progress=update)
         rows = pq.read_table(cat.lake.root / replayed.report_uri).to_pylist()
@@ -288,6 +288,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=0, help="0: the classifier's default")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="the served engine's (ONNX Runtime: fp32 or int8)")
     args = parser.parse_args()
     levels = [lv for lv in args.levels.split(",") if lv]
     if unknown := set(levels) - set(LEVELS):

@@ -3,7 +3,8 @@ process), frames/s and p50 / p99 latency, against the engine alone on the same f
 so the API's overhead (decode, hashing, storing, events, HTTP) shows as a ratio. Target: >= 20 frames/s.
 
 The engine is the default classifier architecture (its weights barely matter to speed: a one-epoch model is
-trained to have a registered, exported model with full lineage), exported at 512 px, on ONNX Runtime (CPU).
+trained to have a registered, exported model with full lineage), exported at 512 px, on ONNX Runtime (CPU),
+in fp32 and then in int8 (learned convolutions quantised), each alone and through the API in the same run.
 """
 
 from __future__ import annotations
@@ -134,38 +135,49 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--width", type=int, default=ClassifierParams().width, help="classifier width")
+    parser.add_argument("--precisions", default="fp32,int8", help="engine precisions to serve in turn; the "
+                        "first is the baseline")
     args = parser.parse_args()
+    figures: dict[str, dict] = {}
     with temp_catalog() as cat, tempfile.TemporaryDirectory() as tmp:
         factory = Path(tmp) / "factory"
-        with console.status("simulating, ingesting, training one epoch, exporting, building the engine…"):
+        with console.status("simulating, ingesting, training one epoch, exporting…"):
             simulate_factory(factory, days=1, seed=5, size="tiny", image_size=512)
             deliver_factory(cat, factory, actor="bench")
             publish_dataset_version(cat, DatasetSpec.from_yaml(SPEC), actor="bench")
             params = replace(ClassifierParams(), epochs=1, samples_per_epoch=32, width=args.width)
             trained = train_model(cat, CLASSIFIER, params, lambda _: None)
             export_model(cat, CLASSIFIER, trained.model_id, lambda _: None)
-            engine_id = build_engine(cat, model_id=trained.model_id, actor="bench").record.engine_id
             frames = _frames(factory, 24)
-        engine = load_engine(cat, engine_id)
-        with console.status("the engine alone…"):
-            engine_fps, decode_ms = _engine_alone(engine, frames, repeats=20)
-        engine.close()
-        # The server process finds the embedded PostgreSQL of the same home already running.
+        # The server process finds the embedded PostgreSQL of the same home already running, and serves the
+        # newest engine (there is no champion): the one just built.
         env = {**os.environ, "VISIONLEDGER_HOME": str(cat.settings.home)}
-        http = {}
-        for clients in (int(c) for c in args.clients.split(",")):
-            with console.status(f"{args.frames} frames through HTTP from {clients} client(s)…"):
-                http[clients] = _through_http(env, frames, clients, args)
-    rows = [("engine alone: frames/s (16 tiles of 512 px each)", engine_fps, "baseline"),
-            ("PNG decode of one 2048² frame (ms)", decode_ms, "")]
-    for clients, h in http.items():
-        rows += [(f"HTTP, {clients} client(s): frames/s", h["fps"],
-                  f"target ≥ 20; {h['fps'] / engine_fps:.2f} × the engine alone"),
-                 (f"HTTP, {clients} client(s): p50 / p99 latency (ms)",
-                  f"{h['latency_ms']['p50']:.0f} / {h['latency_ms']['p99']:.0f}",
-                  f"{h['mean_tiles_per_run']} tiles per engine run")]
+        for precision in args.precisions.split(","):
+            with console.status(f"building the {precision} engine, then the engine alone…"):
+                engine_id = build_engine(cat, model_id=trained.model_id, precision=precision,
+                                         actor="bench").record.engine_id
+                engine = load_engine(cat, engine_id)
+                engine_fps, decode_ms = _engine_alone(engine, frames, repeats=20)
+                engine.close()
+            http = {}
+            for clients in (int(c) for c in args.clients.split(",")):
+                with console.status(f"{precision}: {args.frames} frames through HTTP from {clients} client(s)…"):
+                    http[clients] = _through_http(env, frames, clients, args)
+            figures[precision] = {"engine_fps": engine_fps, "decode_ms": decode_ms, "http": http}
+    baseline = next(iter(figures))
+    rows = [("PNG decode of one 2048² frame (ms)", figures[baseline]["decode_ms"], "")]
+    for precision, f in figures.items():
+        versus = "baseline" if precision == baseline else \
+            f"{f['engine_fps'] / figures[baseline]['engine_fps']:.2f} × the {baseline} engine"
+        rows.append((f"{precision} engine alone: frames/s (16 tiles of 512 px each)", f["engine_fps"], versus))
+        for clients, h in f["http"].items():
+            rows += [(f"{precision}, HTTP, {clients} client(s): frames/s", h["fps"],
+                      f"target ≥ 20; {h['fps'] / f['engine_fps']:.2f} × the engine alone"),
+                     (f"{precision}, HTTP, {clients} client(s): p50 / p99 latency (ms)",
+                      f"{h['latency_ms']['p50']:.0f} / {h['latency_ms']['p99']:.0f}",
+                      f"{h['mean_tiles_per_run']} tiles per engine run")]
     report("bench_serving", f"serving 2048 × 2048 frames on {os.cpu_count()} CPU cores (ONNX Runtime)", rows,
-           {"engine_fps": engine_fps, "decode_ms": decode_ms, "http": http, "args": vars(args)})
+           {"precisions": figures, "args": vars(args)})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -109,8 +110,11 @@ def test_building_records_the_engine_once_with_its_full_lineage(built_engine):
 def test_the_backends_refuse_what_they_cannot_build_and_say_what_to_do(built_engine):
     cat, _ = built_engine
     model_id = model_row(cat, CLASSIFIER).model_id
-    with pytest.raises(EngineError, match="runs the exported fp32 ONNX file only, not fp16: use --backend"):
+    with pytest.raises(EngineError, match="runs the exported fp32 ONNX file, or int8 on the CPU, not fp16 on cpu: "
+                                          "use --backend"):
         build_engine(cat, model_id=model_id, precision="fp16")
+    with pytest.raises(EngineError, match="or int8 on the CPU, not int8 on cuda:0"):
+        build_engine(cat, model_id=model_id, precision="int8", device="cuda:0")
     with pytest.raises(EngineError, match="unknown device 'gpu'"):
         build_engine(cat, model_id=model_id, device="gpu")
     with pytest.raises(EngineError, match="runs on a CUDA GPU: give --device cuda:0"):
@@ -136,6 +140,32 @@ def test_a_loaded_engine_gives_the_onnx_files_outputs(built_engine):
     np.testing.assert_allclose(output.defect_cells, cells, atol=1e-6)
     with pytest.raises(ValueError, match=r"tiles N x 128 x 128 \(N >= 1\), got uint8 \(2, 64, 64\)"):
         engine.infer(tiles[:2, :64, :64])
+
+
+def test_an_int8_engine_quantises_the_learned_convolutions_only_and_agrees_with_the_onnx_file(built_engine):
+    cat, fp32_id = built_engine
+    model_id = model_row(cat, CLASSIFIER).model_id
+    built = build_engine(cat, model_id=model_id, precision="int8", actor="test")
+    assert built.new and built.record.engine_id != fp32_id
+    assert (built.record.backend, built.record.precision, built.record.device) == ("onnxruntime", "int8", "cpu")
+    again = build_engine(cat, model_id=model_id, precision="int8", actor="test")  # the same calibration images
+    assert (again.new, again.record.engine_id) == (False, built.record.engine_id)
+
+    artifact = EngineArtifact.from_bytes(cat.blobs.read(built.record.engine_id), name="the int8 engine")
+    graph = onnx.load_from_string(artifact.payload).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    fed_int8 = [made_by.get(node.input[0]) == "DequantizeLinear" for node in convolutions]  # not by the input
+    assert not fed_int8[0] and any(fed_int8)  # the stem sees the image itself; the learned layers int8
+    fp32 = onnx.load_from_string(cat.blobs.read(model_row(cat, CLASSIFIER).onnx_sha256)).graph
+    fp32_made_by = {output: node.op_type for node in fp32.node for output in node.output}
+    assert sum(fed_int8) == sum(fp32_made_by.get(n.input[0]) == "Relu" for n in fp32.node if n.op_type == "Conv")
+
+    tiles = tiles_of(cat, 8)
+    output = load_engine(cat, built.record.engine_id, threads=1).infer(tiles)
+    probabilities, cells = onnx_outputs(cat, built.record.onnx_sha256, tiles)
+    assert np.abs(output.probabilities - probabilities).max() < 0.1
+    assert np.abs(output.defect_cells - cells).max() < 0.1
 
 
 def test_an_engine_whose_artifact_was_altered_or_lost_is_refused(built_engine):
@@ -284,9 +314,9 @@ def test_the_cli_builds_and_lists_engines(built_engine):
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [
         dataclasses.asdict(engine_record(cat, engine_id)) | {"in_service": True}]
     assert f"* {engine_id}" in runner.invoke(cli, ["engines", "list"], env=env).stdout
-    refused = runner.invoke(cli, ["engines", "build", "--precision", "int8"], env=env)
+    refused = runner.invoke(cli, ["engines", "build", "--precision", "fp16"], env=env)
     assert refused.exit_code == 1
-    assert "EngineError: the onnxruntime backend runs the exported fp32 ONNX file only" in refused.output
+    assert "EngineError: the onnxruntime backend runs the exported fp32 ONNX file, or int8 on the CPU" in refused.output
 
 
 def test_the_asset_builds_the_engine_of_the_latest_export(built_engine):
