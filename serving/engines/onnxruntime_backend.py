@@ -79,9 +79,9 @@ def quantised(network: bytes, images: np.ndarray) -> bytes:
     the calibration ``images``, uint8 N x H x W), in ONNX Runtime's QDQ form.
 
     Only the convolutions that take a ReLU's output: their inputs are non-negative features whose range the
-    calibration sees. The stem's (models.classifier.FastFeatures) filter raw gray levels whose local
-    deviation is then divided out, so eight bits there turn a smooth plain's rounding into defects (measured
-    on real surfaces: average precision 0.74 -> 0.24 with them quantised, 0.74 without)."""
+    calibration sees. The stem's convolutions (models.classifier.FastFeatures) filter raw gray levels whose
+    local deviation is then divided out, so eight bits there turn a smooth plain's rounding into defects
+    (measured on real surfaces: average precision 0.74 -> 0.24 with them quantised, 0.74 without)."""
     with tempfile.TemporaryDirectory() as folder:
         given, prepared, out = (Path(folder) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
         given.write_bytes(network)
