@@ -41,6 +41,17 @@ def open_day(app, role: str, day: date):
     return at
 
 
+def click_for_events(at, cat, key: str, kind: str, images: set[str]) -> list:
+    """Click the button ``key``; the events the click appended, checked to be one ``kind`` per image of
+    ``images``."""
+    head = cat.head()
+    at.button(key=key).click().run()
+    assert not at.exception, at.exception
+    events = cat.store.read(after=head)
+    assert {e.type for e in events} == {kind} and {e.payload["sha256"] for e in events} == images
+    return events
+
+
 def alert_buttons(at, action: str) -> set[str]:
     return {b.key.removeprefix(f"drift-{action}-") for b in at.button if b.key and b.key.startswith(f"drift-{action}-")}
 
@@ -55,11 +66,7 @@ def test_a_curator_excludes_a_drifting_camera_day_from_training(app, ui_catalog)
                for m in at.markdown)
 
     chosen = camera_day_images(cat, "line2/st1/cam1", DAY)
-    head = cat.head()
-    at.button(key="drift-exclude-line2/st1/cam1").click().run()
-    assert not at.exception, at.exception
-    events = cat.store.read(after=head)
-    assert {e.type for e in events} == {"ImageExcluded"} and {e.payload["sha256"] for e in events} == chosen
+    events = click_for_events(at, cat, "drift-exclude-line2/st1/cam1", "ImageExcluded", chosen)
     assert {e.metadata["actor"] for e in events} == {"curator:tester"}
     [reason] = {e.payload["reason"] for e in events}
     assert reason.startswith(f"drift alert on {DAY}, line2/st1/cam1: 12 stuck pixels")
@@ -77,11 +84,7 @@ def test_a_curator_queues_a_drifting_camera_day_for_review(app, ui_catalog) -> N
     report_drift(cat, DAY)
     at = open_day(app, "curator", DAY)
     chosen = camera_day_images(cat, "line1/st1/cam2", DAY)
-    head = cat.head()
-    at.button(key="drift-review-line1/st1/cam2").click().run()
-    assert not at.exception, at.exception
-    events = cat.store.read(after=head)
-    assert {e.type for e in events} == {"ReviewRequested"} and {e.payload["sha256"] for e in events} == chosen
+    events = click_for_events(at, cat, "drift-review-line1/st1/cam2", "ReviewRequested", chosen)
     assert {(e.payload["queue"], e.payload["strategy"], e.metadata["actor"]) for e in events} \
         == {("curator", "drift-alert", "curator:tester")}
     assert all(e.payload["reason"].startswith(f"drift alert on {DAY}, line1/st1/cam2: ") for e in events)
