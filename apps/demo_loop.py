@@ -31,6 +31,7 @@ from catalog.blobs import sha256_of
 from catalog.curation import set_excluded
 from catalog.datasets import DatasetSpec, publish_dataset_version
 from catalog.embeddings import EmbeddingStore
+from catalog.events import image_stream
 from catalog.lineage import CLASSIFIER, champion
 from catalog.queries import ImageFilter, count_images
 from catalog.review_queue import count_waiting_reviews
@@ -252,7 +253,7 @@ def _settle_disagreements(cat: Catalog, factory: Path, predictions: dict[str, tu
         labels = dict(conn.exec_driver_sql(
             "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL").fetchall())
         reviewed = {r[0] for r in conn.exec_driver_sql(
-            "SELECT substr(stream_id, 7) FROM catalog.events WHERE type = 'CorrectionRecorded'"
+            "SELECT payload->>'sha256' FROM catalog.events WHERE type = 'CorrectionRecorded'"
             " AND payload->>'corrected_by' = 'demo-reviewer'")}
     settled = 0
     for path, (sha, predicted) in sorted(predictions.items()):
@@ -299,7 +300,7 @@ def _latest_prediction(cat: Catalog, sha256: str) -> uuid.UUID:
     with cat.engine.connect() as conn:
         return conn.exec_driver_sql(
             "SELECT event_id FROM catalog.events WHERE stream_id = %(s)s AND type = 'PredictionRecorded'"
-            " ORDER BY position DESC LIMIT 1", {"s": f"image:{sha256}"}).scalar_one()
+            " ORDER BY position DESC LIMIT 1", {"s": image_stream(sha256)}).scalar_one()
 
 
 def _split_by_day(factory: Path, history: set[date]) -> dict[str, tuple[Path, Path]]:

@@ -34,6 +34,7 @@ from assets.partitions import daily, day_window
 from assets.resources import CatalogResource, LakeResource
 from catalog import Catalog
 from catalog.lake import Lake
+from imaging.gray import decode_gray8
 
 STATISTICS = ("brightness", "contrast", "sharpness", "stuck_pixels")
 IMAGE_STATISTICS = STATISTICS[:3]
@@ -266,11 +267,11 @@ def _images_of_day(cat: Catalog, day: date) -> list[dict]:
 
 def _decoder(cat: Catalog, sha256: str) -> Callable[[], np.ndarray]:
     def decode() -> np.ndarray:
-        gray = cv2.imdecode(np.frombuffer(cat.blobs.read(sha256), np.uint8), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
+        try:
+            return decode_gray8(cat.blobs.read(sha256))
+        except ValueError as exc:
             raise ValueError(f"blob {sha256} does not decode as an image: the blob store is damaged; restore "
-                             "it from backup or re-ingest the file")
-        return gray
+                             "it from backup or re-ingest the file") from exc
     return decode
 
 

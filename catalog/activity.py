@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from catalog.lineage import CLASSIFIER
+from catalog.lineage import CLASSIFIER, champion_of
 
 # Joined to ``projections.images i`` (by every question about disagreements, so they all count alike): the image's latest prediction (whichever engine made it; ties on time go
 # to the one recorded last) when its class is not the image's current human label. An anti-join rather than a
@@ -42,9 +42,6 @@ def window(first: date, last: date) -> tuple[datetime, datetime]:
 def read_rows(engine: Engine, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a read-side query as dicts (shared by the activity and performance questions)."""
     with engine.connect() as conn:
-        # JIT compilation pays off for scans of millions of rows, never here; but the planner's estimate for
-        # a join of a few generated days can pass its cost threshold, and compiling then takes 1-2 s.
-        conn.exec_driver_sql("SET LOCAL jit = off")
         rows = [dict(row._mapping) for row in conn.exec_driver_sql(sql, params)]
         conn.rollback()
     return rows
@@ -232,11 +229,10 @@ class ServiceEngine:
 def engine_in_service(engine: Engine) -> ServiceEngine | None:
     """The engine of the latest part decision (regression replays record predictions, never decisions, so a
     candidate being replayed is not mistaken for the one in service), or None when no part was decided."""
-    sql = """
+    sql = f"""
         SELECT d.engine_id, d.decided_at AS last_decision_at, e.model, e.model_id, e.dataset_version_id,
                e.backend, e.precision,
-               coalesce(e.model_id = (SELECT model_id FROM projections.model_promotions WHERE model = %(model)s
-                                      ORDER BY position DESC LIMIT 1), false) AS champion
+               coalesce(e.model_id = {champion_of('%(model)s')}, false) AS champion
         FROM (SELECT engine_id, decided_at FROM projections.part_dispositions WHERE engine_id IS NOT NULL
               ORDER BY decided_at DESC, position DESC LIMIT 1) d
         LEFT JOIN projections.engines e USING (engine_id)"""
@@ -263,10 +259,12 @@ def lineage_table(engine: Engine, *, limit: int = 200) -> list[dict[str, Any]]:
 
 
 def promotions(engine: Engine) -> list[dict[str, Any]]:
-    """Every promotion, newest first: promoted_at, model, model_id, previous_model_id, reason, and the
-    regression replay's verdict the candidate passed before it (passed, images), where one was recorded."""
-    sql = """
-        SELECT pr.promoted_at, pr.model, pr.model_id, pr.previous_model_id, pr.reason, r.passed, r.images
+    """Every promotion, newest first: promoted_at, model, model_id, previous_model_id, reason, the
+    regression replay's verdict the candidate passed before it (passed, images), where one was recorded, and
+    whether the promoted model is its kind's champion now."""
+    sql = f"""
+        SELECT pr.promoted_at, pr.model, pr.model_id, pr.previous_model_id, pr.reason, r.passed, r.images,
+               pr.model_id = {champion_of('pr.model')} AS champion
         FROM projections.model_promotions pr
         LEFT JOIN LATERAL (SELECT passed, images FROM projections.regression_replays r
                            WHERE r.candidate_model_id = pr.model_id AND r.position < pr.position
@@ -302,9 +300,7 @@ def lineage_graph(chains: list[dict[str, Any]], promoted: list[dict[str, Any]]) 
     replaced → the model promoted); the last promoted model of each kind is marked champion."""
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
-    champions = {}
-    for row in reversed(promoted):  # oldest first: the last one written wins
-        champions[row["model"]] = row["model_id"]
+    champions = {row["model"]: row["model_id"] for row in promoted if row["champion"]}
     for row in chains:
         dataset = f"dataset:{row['version_id']}" if row["version_id"] else None
         if dataset and dataset not in nodes:

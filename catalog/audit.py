@@ -22,8 +22,7 @@ from sqlalchemy import Engine
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.errors import CatalogError
-from catalog.ontology import Ontology
-from catalog.performance import OK_CLASS
+from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class, trace_part
 from catalog.store import RecordedEvent
 
@@ -325,8 +324,7 @@ def _training_labels(engine: Engine, manifest: pa.Table, predicted_class: str, a
     params = {"ids": b"".join(bytes.fromhex(sha) for sha in shas), "n": len(shas), "as_of": as_of_position,
               "examples": EXAMPLES}
     with engine.connect() as conn:
-        # The sort of a large class's labels must not spill to disk, nor the planner stop to JIT-compile.
-        conn.exec_driver_sql("SET LOCAL jit = off")
+        # The sort of a large class's labels must not spill to disk.
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
         conn.rollback()
@@ -447,11 +445,11 @@ def _images(engine: Engine, shas: list[str], predictions: dict[str, list[Predict
 
 
 def _with_heatmaps(cat: Catalog, images: list[PartImage], model_ids: Sequence[str]) -> list[PartImage]:
-    """Add the explanations the heatmaps asset kept for these images (``heatmaps/<model>/heatmaps.parquet``)."""
+    """Add the explanations the heatmaps asset kept for these images (`Lake.heatmaps_of`)."""
     shas = pa.array([i.sha256 for i in images], pa.string())
     found: dict[str, list[dict[str, Any]]] = {}
     for model_id in dict.fromkeys(model_ids):
-        path = cat.lake.root / "heatmaps" / model_id / "heatmaps.parquet"
+        path = cat.lake.root / cat.lake.heatmaps_of(model_id)
         if not path.is_file():
             continue
         table = pq.read_table(path)

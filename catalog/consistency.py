@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from catalog.blobs import URI_PREFIX, LocalBlobStore
+from catalog.events import image_of_stream
 
 if TYPE_CHECKING:
     from catalog import Catalog
@@ -32,7 +33,7 @@ def check_blobs(engine: Engine, blobs: LocalBlobStore) -> ConsistencyReport:
     """Compare the blobs the log names (images, and the masks and artifacts its payloads name by URI) with the
     blobs on disk."""
     with engine.connect() as conn:
-        images = {row[0].removeprefix("image:") for row in conn.exec_driver_sql(
+        images = {image_of_stream(row[0]) for row in conn.exec_driver_sql(
             "SELECT DISTINCT stream_id FROM catalog.events WHERE type = 'ImageIngested'")}
         # Other blobs are named by URI in a payload field: label masks, checkpoints, ONNX files, engines.
         artifacts = {row[0].removeprefix(URI_PREFIX) for row in conn.exec_driver_sql(

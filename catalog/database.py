@@ -65,7 +65,8 @@ def connection_urls(settings: Settings, *, start: bool = True, database: str | N
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine whose sessions speak UTC and survive a server restart (stale connections are re-opened)."""
+    """An engine whose sessions speak UTC, never JIT-compile, and survive a server restart (stale connections
+    are re-opened)."""
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
@@ -73,7 +74,10 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         pool_pre_ping=True,
         # A server that cannot be reached is reported within seconds, not after the OS's TCP timeout: the
         # inspection server spools its events then, and must notice quickly.
-        connect_args={"options": "-c timezone=UTC", "connect_timeout": 5},
+        # JIT compilation pays off for scans of many millions of rows, never for the catalog's questions; but
+        # the planner's estimates for a join over a few generated days, a dataset version's history branch or
+        # a large class's labels pass its cost threshold, and compiling then takes 0.7-2 s, more than the query.
+        connect_args={"options": "-c timezone=UTC -c jit=off", "connect_timeout": 5},
     )
 
 

@@ -53,14 +53,34 @@ class EventData(BaseModel):
         raise NotImplementedError
 
 
+# Stream ids: one stream per image and one per part, ``<kind>:<key>``. The SQL that joins the log to the read
+# models spells ``IMAGE_STREAM_PREFIX || sha256``.
+IMAGE_STREAM_PREFIX = "image:"
+
+
+def image_stream(sha256: str) -> str:
+    return IMAGE_STREAM_PREFIX + sha256
+
+
+def part_stream(part_id: str) -> str:
+    return f"part:{part_id}"
+
+
+def image_of_stream(stream_id: str) -> str:
+    """The sha256 of an image's stream id."""
+    if not stream_id.startswith(IMAGE_STREAM_PREFIX):
+        raise ValueError(f"{stream_id!r} is not an image's stream")
+    return stream_id.removeprefix(IMAGE_STREAM_PREFIX)
+
+
 class ImageEvent(EventData):
-    """An event about one content-addressed image; its stream is ``image:<sha256>``."""
+    """An event about one content-addressed image; its stream is ``image_stream(sha256)``."""
 
     sha256: Sha256
 
     @property
     def stream_id(self) -> str:
-        return f"image:{self.sha256}"
+        return image_stream(self.sha256)
 
 
 # -- ingestion ------------------------------------------------------------------------------------------------
@@ -230,7 +250,7 @@ class PartDispositioned(EventData):
 
     @property
     def stream_id(self) -> str:
-        return f"part:{self.part_id}"
+        return part_stream(self.part_id)
 
 
 class ReviewRequested(ImageEvent):

@@ -156,6 +156,12 @@ class Lake:
 
     # -- derived tables ----------------------------------------------------------------------------------
 
+    @staticmethod
+    def heatmaps_of(model_id: str) -> str:
+        """Where the `heatmaps` asset keeps a model's explanations, relative to the lake's root: one row per
+        image and kind (sha256, model_id, kind, class, uri)."""
+        return f"heatmaps/{model_id}/heatmaps.parquet"
+
     def write_parquet(self, relative: str | Path, table: pa.Table) -> Path:
         """Write a derived table (a manifest, a breakdown, a report) at ``relative`` under the lake, atomically
         and reproducibly (see :func:`parquet_bytes`)."""

@@ -84,9 +84,14 @@ def list_models(cat: Catalog, model: str | None = None) -> list[ModelRow]:
         return [ModelRow(*row) for row in conn.exec_driver_sql(query + " ORDER BY position DESC", {"m": model})]
 
 
+def champion_of(model: str) -> str:
+    """The champion rule, as a SQL expression: the model id in service for the model named by the SQL
+    expression ``model`` (a column or a parameter) is the last one promoted; NULL before any promotion."""
+    return (f"(SELECT pr.model_id FROM projections.model_promotions pr WHERE pr.model = {model}"
+            " ORDER BY pr.position DESC LIMIT 1)")
+
+
 def champion(cat: Catalog, model: str) -> str | None:
-    """The model id in service for ``model``: the last promoted."""
+    """The model id in service for ``model`` (`champion_of`)."""
     with cat.engine.connect() as conn:
-        row = conn.exec_driver_sql("SELECT model_id FROM projections.model_promotions WHERE model = %(m)s"
-                                   " ORDER BY position DESC LIMIT 1", {"m": model}).fetchone()
-    return row[0] if row else None
+        return conn.exec_driver_sql(f"SELECT {champion_of('%(m)s')}", {"m": model}).scalar()

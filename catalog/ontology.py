@@ -12,6 +12,10 @@ from sqlalchemy import Engine
 from catalog.errors import CatalogError
 from catalog.events import OntologyChange
 
+# The class every ontology keeps for a good part: what the models are trained to call good, what a served
+# decision accepts, and the side of ok / defect a label or a correction falls on.
+OK_CLASS = "ok"
+
 
 class OntologyError(CatalogError):
     """An ontology version that does not follow from the previous one, or a class it does not know."""

@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 from catalog.activity import DISAGREEING, read_rows
 from catalog.errors import CatalogError
 from catalog.lake import Lake
+from catalog.lineage import champion_of
+from catalog.ontology import OK_CLASS
 
-OK_CLASS = "ok"  # the good class, as the models name it (models.data.OK_CLASS)
 # Kinds of disagreement, the costly one first: a good part the model would scrap.
 DISAGREEMENTS = {
     "false reject": "model says defect, human says ok",
@@ -47,10 +48,9 @@ class EvaluatedModel:
 
 def evaluated_models(engine: Engine) -> list[EvaluatedModel]:
     """Every model with an evaluation, the champions first, then newest first."""
-    sql = """
+    sql = f"""
         SELECT m.model_id, m.model, m.evaluation, m.registered_at,
-               coalesce(m.model_id = (SELECT pr.model_id FROM projections.model_promotions pr
-                                      WHERE pr.model = m.model ORDER BY pr.position DESC LIMIT 1), false)
+               coalesce(m.model_id = {champion_of('m.model')}, false)
         FROM projections.models m WHERE m.evaluation IS NOT NULL ORDER BY m.position DESC"""
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(sql).fetchall()

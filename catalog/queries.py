@@ -18,6 +18,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from catalog.errors import CatalogError
+from catalog.events import IMAGE_STREAM_PREFIX, image_stream, part_stream
 from catalog.ontology import Ontology
 from catalog.store import EventStore, RecordedEvent
 
@@ -203,7 +204,7 @@ def _prediction_condition(classes: Sequence[str], as_of: int | None, params: dic
         source, klass = "catalog.events", "p.payload->>'predicted_class'"
 
         def of_the_image(a: str) -> str:
-            return (f"{a}.stream_id = 'image:' || i.sha256 AND {a}.type = 'PredictionRecorded'"
+            return (f"{a}.stream_id = '{IMAGE_STREAM_PREFIX}' || i.sha256 AND {a}.type = 'PredictionRecorded'"
                     f" AND {a}.position <= %(as_of)s")
 
         def when(a: str) -> str:
@@ -295,7 +296,7 @@ def trace_part(engine: Engine, part_id: str) -> PartTrace:
         sightings = conn.exec_driver_sql(
             "SELECT sha256, source_path, camera, station, captured_at, position FROM projections.image_sightings"
             " WHERE sha256 = ANY(%(s)s) ORDER BY position", {"s": shas}).fetchall()
-    if not shas and not store.stream_version(f"part:{part_id}"):
+    if not shas and not store.stream_version(part_stream(part_id)):
         raise CatalogError(f"no part {part_id!r} in the catalog")
     images = []
     for sha in shas:
@@ -303,6 +304,6 @@ def trace_part(engine: Engine, part_id: str) -> PartTrace:
             "sha256": sha,
             "sightings": [dict(zip(("sha256", "source_path", "camera", "station", "captured_at", "position"), s,
                                    strict=True)) for s in sightings if s[0] == sha],
-            "events": store.read_stream(f"image:{sha}"),
+            "events": store.read_stream(image_stream(sha)),
         })
-    return PartTrace(part_id=part_id, images=images, part_events=store.read_stream(f"part:{part_id}"))
+    return PartTrace(part_id=part_id, images=images, part_events=store.read_stream(part_stream(part_id)))

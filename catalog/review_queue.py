@@ -19,8 +19,7 @@ from sqlalchemy import Engine
 import catalog
 from catalog.errors import CatalogError
 from catalog.events import ReviewRequested
-from catalog.ontology import Ontology
-from catalog.performance import OK_CLASS
+from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import ImageFilter, current_class, latest_predictions, query_images, selection_sql
 from catalog.store import NewEvent
 
@@ -179,7 +178,7 @@ def image_view(cat: catalog.Catalog, sha256: str) -> ImageView:
 
 def heatmap_uri(cat: catalog.Catalog, sha256: str, prediction: dict[str, Any] | None) -> str | None:
     """The heatmap of an image for its latest prediction: the one the engine recorded with it, else the
-    Grad-CAM the `heatmaps` asset made for the engine's model (lake/heatmaps/<model>/heatmaps.parquet)."""
+    Grad-CAM the `heatmaps` asset made for the engine's model (`Lake.heatmaps_of`)."""
     if prediction is None:
         return None
     if prediction.get("heatmap_uri"):
@@ -187,8 +186,10 @@ def heatmap_uri(cat: catalog.Catalog, sha256: str, prediction: dict[str, Any] | 
     with cat.engine.connect() as conn:
         model_id = conn.exec_driver_sql("SELECT model_id FROM projections.engines WHERE engine_id = %(e)s",
                                         {"e": prediction["engine_id"]}).scalar()
-    path = cat.lake.root / "heatmaps" / str(model_id) / "heatmaps.parquet"
-    if model_id is None or not path.exists():
+    if model_id is None:
+        return None
+    path = cat.lake.root / cat.lake.heatmaps_of(model_id)
+    if not path.exists():
         return None
     table = pq.read_table(path, columns=["sha256", "kind", "uri"],
                           filters=[("sha256", "=", sha256), ("kind", "=", "grad_cam")])

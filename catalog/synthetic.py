@@ -20,9 +20,10 @@ from catalog.events import (
     PartDispositioned,
     PredictionRecorded,
 )
+from catalog.ontology import OK_CLASS
 from catalog.store import NewEvent, event_id_for
 
-CLASSES = ("ok", "scratch", "spot", "crack")
+CLASSES = (OK_CLASS, "scratch", "spot", "crack")
 CLASS_WEIGHTS = (0.85, 0.06, 0.05, 0.04)
 ANNOTATORS = ("ana", "ben", "chen")
 ENGINE_ID = "synthetic-engine-v1"
@@ -99,8 +100,8 @@ def simulated_day(day: date, *, seed: int = 0, shape: FactoryShape = FactoryShap
                     )
             yield NewEvent(
                 PartDispositioned(
-                    part_id=part_id, decision="accept" if truth == "ok" else "reject", decided_by=ENGINE_ID,
-                    decider="engine", rule="any_defect_image" if truth != "ok" else "all_images_ok",
+                    part_id=part_id, decision="accept" if truth == OK_CLASS else "reject", decided_by=ENGINE_ID,
+                    decider="engine", rule="any_defect_image" if truth != OK_CLASS else "all_images_ok",
                     rules_version="synthetic-1", engine_id=ENGINE_ID, image_sha256s=shas,
                 ),
                 occurred_at=captured + timedelta(seconds=12), event_id=event_id_for(seed, part_id, "disposition"),

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import catalog
-from catalog.blobs import uri_of
-from catalog.events import ImageIngested, ImageRejected, RejectReason
+from catalog.events import ImageRejected, RejectReason, image_stream
 from catalog.filelock import FileLock
 from catalog.store import NewEvent, event_id_for
-from ingestion.inspect_file import Inspected, Limits, Rejected, init_worker, inspect
+from imaging.intake import Inspected, Limits, Rejected, ingested_event
+from ingestion.inspect_file import init_worker, inspect
 from ingestion.tables import TableRow, parse_aware_timestamp, read_table
 
 MANIFEST_COLUMNS = ("path", "part_id", "line", "station", "camera", "captured_at")
@@ -179,9 +179,7 @@ def _record(cat: catalog.Catalog, batch: list, seen: set[str], metadata: dict[st
             continue
         kinds.append("duplicate" if verdict.already_stored or verdict.sha256 in seen else "new")
         seen.add(verdict.sha256)
-        # The thumbnail's path relative to the catalog's home, wherever settings put the thumbnail folder
-        thumbnail = (cat.settings.thumbnail_root / verdict.thumbnail).relative_to(cat.settings.home)
-        events.append(_ingested(row, verdict, str(thumbnail), metadata))
+        events.append(_ingested(row, verdict, cat.settings, metadata))
     cat.blobs.sync()  # staged bytes durable before any event names them
     result = cat.append(events, catch_up=False)
     stored_before = set(result.duplicates)
@@ -198,19 +196,12 @@ def _record(cat: catalog.Catalog, batch: list, seen: set[str], metadata: dict[st
         cat.blobs.promote(sha)
 
 
-def _ingested(row: _Row, found: Inspected, thumbnail_uri: str, metadata: dict[str, str]) -> NewEvent:
+def _ingested(row: _Row, found: Inspected, settings: catalog.Settings, metadata: dict[str, str]) -> NewEvent:
     values = row.values
-    extra = {k: v for k, v in values.items() if k not in MANIFEST_COLUMNS and v}
-    data = ImageIngested(
-        sha256=found.sha256, part_id=values["part_id"], line=values["line"], station=values["station"],
-        camera=values["camera"], captured_at=row.captured_at, width=found.width, height=found.height,
-        channels=found.channels, bit_depth=found.bit_depth, byte_size=found.byte_size, format=found.format,
-        blob_uri=uri_of(found.sha256), thumbnail_uri=thumbnail_uri, source_path=values["path"],
-        metadata=extra,
-    )
-    event_id = event_id_for("ingested", found.sha256, values["path"], values["part_id"], values["camera"],
-                            row.captured_at.isoformat())
-    return NewEvent(data=data, occurred_at=row.captured_at, event_id=event_id, metadata=metadata)
+    return ingested_event(found, settings, part_id=values["part_id"], line=values["line"],
+                          station=values["station"], camera=values["camera"], captured_at=row.captured_at,
+                          source_path=values["path"], metadata=metadata,
+                          extra={k: v for k, v in values.items() if k not in MANIFEST_COLUMNS and v})
 
 
 def _rejection(row: _Row | TableRow, rejected: Rejected, metadata: dict[str, str]) -> NewEvent:
@@ -225,5 +216,5 @@ def _has_event(cat: catalog.Catalog, sha: str) -> bool:
     with cat.engine.connect() as conn:
         return conn.exec_driver_sql(
             "SELECT EXISTS (SELECT 1 FROM catalog.events WHERE stream_id = %(s)s AND type = 'ImageIngested')",
-            {"s": f"image:{sha}"},
+            {"s": image_stream(sha)},
         ).scalar()

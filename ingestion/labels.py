@@ -16,7 +16,14 @@ from pydantic import ValidationError
 
 from catalog import AppendResult, Catalog, CatalogError, NewEvent, event_id_for
 from catalog.blobs import sha256_of, uri_of
-from catalog.events import CorrectionRecorded, EventData, LabelRecorded, Region, describe_validation_error
+from catalog.events import (
+    CorrectionRecorded,
+    EventData,
+    LabelRecorded,
+    Region,
+    describe_validation_error,
+    image_stream,
+)
 from catalog.ontology import Ontology, OntologyVersion
 from ingestion.tables import parse_aware_timestamp, read_table
 
@@ -292,7 +299,7 @@ def record_correction(cat: Catalog, *, sha256: str, new_label: str, corrected_by
     """Record one human correction of an image's label or of a prediction. ``old_label`` defaults to what is
     corrected (the current label, or the prediction's class); a stale one is refused (old_label_mismatch), and
     another correction of the same image appended meanwhile raises ConcurrencyError."""
-    stream = f"image:{sha256}"
+    stream = image_stream(sha256)
     seen = cat.store.stream_version(stream)  # read before the label, so a later writer makes the append fail
     cat.catch_up()
     ontology = Ontology.load(cat.engine)
@@ -346,7 +353,7 @@ def _same_old_label(old_label: str, held: str, sha256: str) -> None:
 def _predicted_class(cat: Catalog, sha256: str, prediction_event_id: uuid.UUID | None) -> str:
     rows = _query(cat, "SELECT stream_id, payload->>'predicted_class' FROM catalog.events WHERE event_id = ANY(%(v)s)"
                        " AND type = 'PredictionRecorded'", [prediction_event_id] if prediction_event_id else [])
-    if not rows or rows[0][0] != f"image:{sha256}":
+    if not rows or rows[0][0] != image_stream(sha256):
         raise LabelError("unknown_prediction", f"no prediction {prediction_event_id} of image {sha256}: "
                          "a correction of a prediction names the prediction's event id")
     return rows[0][1]

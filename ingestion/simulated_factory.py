@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import cast
 
+from catalog.ontology import OK_CLASS
 from ingestion.simulator.defects import Ellipse
 from ingestion.simulator.drift import DRIFT, NO_DRIFT, CameraRef, DriftSchedule
 from ingestion.simulator.photos import check_surfaces
@@ -184,7 +185,7 @@ def _jobs(out: Path, seed: int, images: list[PlannedImage], image_size: int,
     jobs = []
     for index, im in enumerate(images):
         camera = CameraRef(im.line, im.station, im.camera)
-        defective = im.true_label != "ok"
+        defective = im.true_label != OK_CLASS
         jobs.append(
             RenderJob(
                 index=index,
@@ -258,7 +259,7 @@ def _labels(
         decision = decide_label(seed, im, image_size)
         wrong += decision.wrong
         region: Ellipse | None = None
-        if decision.label != "ok":
+        if decision.label != OK_CLASS:
             if result.ellipse is None:
                 region = decision.false_alarm
             else:

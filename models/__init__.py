@@ -11,7 +11,7 @@ Typical use (a Dagster asset would do the same with a manifest read from the lak
 
 from models.checkpoint import Checkpoint, load_model, model_bytes, save_model
 from models.classifier import Classification, DefectClassifier, classify, grad_cam
-from models.data import GRAY_MEAN, GRAY_STD, Box, ManifestError, Sample, SampleSet, decode_png, to_input
+from models.data import GRAY_MEAN, GRAY_STD, Box, ManifestError, Sample, SampleSet, to_input
 from models.evaluation import evaluate_classifier, evaluate_segmenter
 from models.export import ExportParityError, ExportReport, export_classifier, export_segmenter, read_metadata
 from models.segmenter import DefectSegmenter, segment
@@ -42,7 +42,6 @@ __all__ = [
     "TrainParams",
     "TrainingResult",
     "classify",
-    "decode_png",
     "evaluate_classifier",
     "evaluate_segmenter",
     "export_classifier",

@@ -15,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from catalog.ontology import OK_CLASS
+
 SPLITS = ("train", "validation", "test")
-OK_CLASS = "ok"
 
 # The networks and their ONNX files take x = (gray / 255 - GRAY_MEAN) / GRAY_STD, float32 N x 1 x H x W.
 # Fixed constants rather than per-image statistics, so a server needs nothing but these two numbers.
@@ -58,18 +59,6 @@ class Standardise(torch.nn.Module):
         mean = d.mean(dim=(2, 3), keepdim=True)
         std = (d - mean).square().mean(dim=(2, 3), keepdim=True).add(1e-6).sqrt()
         return ((d - mean) / std).to(x.dtype)
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """The 8-bit grayscale pixels of PNG bytes; a helper for building `load_image` over a blob store."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError("not a decodable PNG")
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected an 8-bit image, got {image.dtype}")
-    return image
 
 
 @dataclass(frozen=True)

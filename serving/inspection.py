@@ -13,14 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import cv2
-import numpy as np
-
 from catalog import Catalog
-from catalog.blobs import uri_of
-from catalog.events import ImageIngested, ImageRejected, PartDispositioned, PredictionRecorded, Region
+from catalog.events import ImageRejected, PartDispositioned, PredictionRecorded, Region
 from catalog.store import NewEvent, event_id_for
-from ingestion.inspect_file import Inspected, Limits, Rejected, check_image_bytes, describe, write_thumbnail
+from imaging.gray import gray8
+from imaging.intake import (
+    Inspected,
+    Limits,
+    Rejected,
+    check_image_bytes,
+    describe,
+    ingested_event,
+    write_thumbnail,
+)
 from serving.decision import Finding, PartDecision, RuleSet, decide, regions_from_map
 from serving.engines.base import Engine, EngineOutput
 from serving.tiling import ImageResult, Tiles, combine, cut_tiles
@@ -53,7 +58,6 @@ class Prepared:
 
     capture: Capture
     image: Inspected  # what the ingester would record of the same bytes
-    thumbnail_uri: str
     tiles: Tiles
 
     @property
@@ -155,7 +159,6 @@ class Inspector:
         return Prepared(
             capture=capture,
             image=describe(sha, fmt, pixels, len(data), already_stored=already, thumbnail=thumbnail),
-            thumbnail_uri=str((self.cat.settings.thumbnail_root / thumbnail).relative_to(self.cat.settings.home)),
             tiles=cut_tiles(gray8(pixels), self.engine.input_size),
         )
 
@@ -240,26 +243,8 @@ class Inspector:
         return engine.classes[max(defect, key=lambda i: result.probabilities[i])]
 
     def _ingested(self, prepared: Prepared) -> NewEvent:
-        c, p = prepared.capture, prepared.image
-        source_path = f"{self.source}:{c.line}/{c.station}/{c.camera}/{c.part_id}"
-        return NewEvent(
-            data=ImageIngested(
-                sha256=p.sha256, part_id=c.part_id, line=c.line, station=c.station, camera=c.camera,
-                captured_at=c.captured_at, width=p.width, height=p.height, channels=p.channels,
-                bit_depth=p.bit_depth, byte_size=p.byte_size, format=p.format, blob_uri=uri_of(p.sha256),
-                thumbnail_uri=prepared.thumbnail_uri, source_path=source_path,
-            ),
-            occurred_at=c.captured_at,
-            event_id=event_id_for("ingested", p.sha256, source_path, c.part_id, c.camera, c.captured_at.isoformat()),
-            metadata=self.metadata,
-        )
-
-
-def gray8(pixels: np.ndarray) -> np.ndarray:
-    """The 8-bit gray image the networks take, from whatever the camera sent (colour, alpha, 16 bits)."""
-    if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    if pixels.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        pixels = cv2.cvtColor(pixels, code)
-    return np.ascontiguousarray(pixels)
+        c = prepared.capture
+        return ingested_event(prepared.image, self.cat.settings, part_id=c.part_id, line=c.line, station=c.station,
+                              camera=c.camera, captured_at=c.captured_at,
+                              source_path=f"{self.source}:{c.line}/{c.station}/{c.camera}/{c.part_id}",
+                              metadata=self.metadata)

@@ -13,10 +13,10 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from catalog import Catalog
-from ingestion.inspect_file import Limits
+from imaging.intake import Limits
 from serving.batching import MicroBatcher
 from serving.decision import load_rules
-from serving.engines import engine_in_service, load_engine
+from serving.engines import engine_to_serve, load_engine
 from serving.inspection import Capture, ImageRefused, Inspection, Inspector
 from serving.recorder import Destination, EventRecorder
 from serving.spool import Spool
@@ -47,7 +47,7 @@ class InspectionService:
     def __init__(self, cat: Catalog, config: ServeConfig | None = None):
         self.cat = cat
         self.config = config = config or ServeConfig()
-        engine_id = config.engine_id or engine_in_service(cat)
+        engine_id = config.engine_id or engine_to_serve(cat)
         self.engine = load_engine(cat, engine_id, threads=config.threads)
         self.rules = load_rules(config.rules)
         # A rule naming a class the engine never predicts would silently never fire.

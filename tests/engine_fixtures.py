@@ -79,7 +79,7 @@ def built_engine(pg_server: TestServer, engine_template: tuple[TestDatabase, str
     - one engine of it, built and recorded (`EngineBuilt`): backend onnxruntime, precision fp32, device cpu.
       ``engine_id`` is the sha256 of its artifact; `load_engine(cat, engine_id)` loads it (input_size
       (128, 128), cell_size 16, classes from the factory's ontology, ok class "ok"), and it is
-      `engine_in_service(cat)` until another engine is built.
+      `engine_to_serve(cat)` until another engine is built.
 
     It is not the catalog of the ``cat`` / ``factory_cat`` / ``database`` fixtures; a subprocess reaches it
     with VISIONLEDGER_HOME, VISIONLEDGER_DATABASE_URL and VISIONLEDGER_ADMIN_DATABASE_URL set to

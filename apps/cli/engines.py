@@ -51,11 +51,11 @@ def engines_build(model_id: str | None, backend: str, precision: str, device: st
 @click.option("--json", "as_json", is_flag=True, help="print the records as JSON lines")
 def engines_list(as_json: bool) -> None:
     """The recorded engines, newest first; the one in service is starred."""
-    from serving.engines import engine_in_service, list_engines
+    from serving.engines import engine_to_serve, list_engines
 
     with open_catalog() as cat:
         records = list_engines(cat)
-        serving = engine_in_service(cat) if records else None
+        serving = engine_to_serve(cat) if records else None
     if as_json:
         for r in records:
             click.echo(json.dumps(asdict(r) | {"in_service": r.engine_id == serving}))

@@ -9,8 +9,8 @@ import click
 from rich.table import Table
 
 from apps.cli.common import open_catalog, out, progress_bar
+from imaging.intake import Limits
 from ingestion.ingest import ingest as ingest_delivery
-from ingestion.inspect_file import Limits
 from ingestion.tables import parse_column_map
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from imaging.gray import bgr8, decode
+
 LABEL_COLOUR = (0, 200, 255)  # BGR amber: what a human marked
 PREDICTION_COLOUR = (255, 80, 255)  # BGR magenta: what the engine saw
 MASK_COLOUR = np.array([0, 0, 255], dtype=np.float32)  # BGR red
@@ -20,7 +22,7 @@ def draw_regions(image: bytes, regions: Iterable[Mapping[str, Any]] = (), *,
     stay pixels, outlines stay sharp), the mask tinted red, a human's ``regions`` outlined in amber and the
     engine's ``predicted`` ones in magenta, as PNG bytes. Regions are in the image's own pixels, as
     LabelRecorded and PredictionRecorded give them."""
-    canvas = _bgr8(image)
+    canvas = bgr8(decode(image))
     scale = max(1, -(-min_side // min(canvas.shape[:2])))
     if scale > 1:
         canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
@@ -36,18 +38,6 @@ def draw_regions(image: bytes, regions: Iterable[Mapping[str, Any]] = (), *,
     if not ok:
         raise ValueError("could not encode the image")
     return png.tobytes()
-
-
-def _bgr8(data: bytes) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError("the image's bytes do not decode: the blob is damaged")
-    if image.dtype != np.uint8:  # 16-bit: stretch what is used of the range
-        low, high = float(image.min()), float(image.max())
-        image = ((image.astype(np.float32) - low) * (255.0 / max(high - low, 1.0))).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
 
 
 def _outline(canvas: np.ndarray, region: Mapping[str, Any], scale: int, colour: tuple[int, int, int], *,

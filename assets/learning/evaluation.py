@@ -25,6 +25,7 @@ from assets.resources import CatalogResource
 from catalog import Catalog
 from catalog.errors import CatalogError
 from catalog.events import ModelEvaluated
+from catalog.ontology import OK_CLASS
 from catalog.store import NewEvent, event_id_for
 from models import metrics
 from models.classifier import classify
@@ -52,7 +53,7 @@ def validation_operating_point(model, validation, manifest: pa.Table, min_precis
         return {"threshold": 1.0, "validation_images": 0.0, "validation_precision": nan, "validation_recall": nan,
                 "validation_good_parts_rejected": nan, "validation_defective_parts_rejected": nan}
     scores = classify(model, [validation.image(i) for i in range(len(validation))]).defect_scores
-    is_defect = np.array([label != "ok" for label in validation.labels])
+    is_defect = np.array([label != OK_CLASS for label in validation.labels])
     point = metrics.recall_at_precision(is_defect, scores, min_precision) if is_defect.any() else None
     threshold = min(1.0, point.threshold) if point and np.isfinite(point.threshold) else 1.0
     there = metrics.at_threshold(is_defect, scores, threshold)
@@ -79,7 +80,7 @@ def per_image(manifest: pa.Table, shas: list[str], classes: tuple[str, ...], pro
               threshold: float) -> pa.Table:
     """One row per test image: its slices, its human class, the model's class and defect score, and the
     decision at ``threshold``."""
-    ok = classes.index("ok")
+    ok = classes.index(OK_CLASS)
     rows = {r["sha256"]: r for r in manifest.select(["sha256", "part_id", "day", "line", "station", "camera",
                                                      "class"]).to_pylist()}
     scores = 1.0 - probabilities[:, ok]
@@ -101,11 +102,11 @@ def slice_table(images: pa.Table) -> pa.Table:
     con.register("images", images)
     parts = [
         f"""SELECT '{kind}' AS slice, {column} AS value, count(*)::BIGINT AS images,
-                   count(*) FILTER (WHERE class <> 'ok')::BIGINT AS defects,
+                   count(*) FILTER (WHERE class <> '{OK_CLASS}')::BIGINT AS defects,
                    avg(CASE WHEN predicted = class THEN 1.0 ELSE 0.0 END) AS accuracy,
-                   avg(CASE WHEN called_defect THEN 1.0 ELSE 0.0 END) FILTER (WHERE class <> 'ok') AS defect_recall,
-                   count(*) FILTER (WHERE class <> 'ok' AND NOT called_defect)::BIGINT AS false_accepts,
-                   count(*) FILTER (WHERE class = 'ok' AND called_defect)::BIGINT AS false_rejects
+                   avg(CASE WHEN called_defect THEN 1.0 ELSE 0.0 END) FILTER (WHERE class <> '{OK_CLASS}') AS defect_recall,
+                   count(*) FILTER (WHERE class <> '{OK_CLASS}' AND NOT called_defect)::BIGINT AS false_accepts,
+                   count(*) FILTER (WHERE class = '{OK_CLASS}' AND called_defect)::BIGINT AS false_rejects
             FROM images GROUP BY ALL"""
         for kind, column in SLICES.items()
     ]
@@ -158,7 +159,7 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
                                   threshold=threshold) | point
     images = per_image(manifest, [s.sha256 for s in test], model.classes, classification.probabilities, threshold)
     slices = slice_table(images)
-    is_defect = np.array([label != "ok" for label in test.labels])
+    is_defect = np.array([label != OK_CLASS for label in test.labels])
     curve = metrics.pr_curve(is_defect, classification.defect_scores)
     folder = f"evaluations/{row.model_id}"
     lake = cat.lake

@@ -71,7 +71,7 @@ def explain(cat: Catalog, model_id: str | None, *, queue: str, limit: int, log) 
     table = pa.Table.from_pylist(records, schema=pa.schema([
         ("sha256", pa.string()), ("model_id", pa.string()), ("kind", pa.string()), ("class", pa.string()),
         ("uri", pa.string())]))
-    return table, str(cat.lake.write_parquet(f"heatmaps/{row.model_id}/heatmaps.parquet", table))
+    return table, str(cat.lake.write_parquet(cat.lake.heatmaps_of(row.model_id), table))
 
 
 class HeatmapConfig(dg.Config):
@@ -84,7 +84,7 @@ class HeatmapConfig(dg.Config):
 def heatmaps(context: dg.AssetExecutionContext, config: HeatmapConfig,
              catalog: CatalogResource) -> dg.MaterializeResult:
     """Grad-CAM and U-Net masks for the queued images and the test split, as images in the blob store and a
-    table ``lake/heatmaps/<model>/heatmaps.parquet`` (image, model, kind, class, blob URI)."""
+    table `Lake.heatmaps_of(model)` (image, model, kind, class, blob URI)."""
     started = datetime.now(UTC)
     with catalog.open() as cat:
         table, path = explain(cat, config.model_id, queue=config.queue, limit=config.limit, log=context.log.info)

@@ -20,8 +20,9 @@ from catalog.lineage import (
     dataset_version,
     model_row,
 )
+from imaging.gray import decode_gray8
 from models.checkpoint import Checkpoint, model_from_bytes
-from models.data import SampleSet, decode_png
+from models.data import SampleSet
 
 # The lineage readers live in the catalog (serving needs them too); the assets import them from here.
 __all__ = [
@@ -38,7 +39,7 @@ def samples(cat: Catalog, version: DatasetVersionRow) -> tuple[Any, SampleSet]:
 
 
 def load_image(cat: Catalog, sha256: str) -> np.ndarray:
-    return decode_png(cat.blobs.read(sha256))
+    return decode_gray8(cat.blobs.read(sha256))
 
 
 def store_artifact(cat: Catalog, data: bytes) -> tuple[str, str]:

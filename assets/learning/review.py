@@ -14,13 +14,12 @@ from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.embeddings import EmbeddingStore
 from catalog.events import ReviewRequested
-from catalog.ontology import Ontology
+from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class
 from catalog.review_queue import label_sides
 from catalog.store import NewEvent, event_id_for
 from models import active_learning
 from models.classifier import classify
-from models.data import OK_CLASS
 
 STRATEGIES = ("wrong_labels", "disagreement", "uncertainty", "diversity", "rare_classes")
 # A wrong label misleads every model trained on it and every evaluation that counts it, so finding one is

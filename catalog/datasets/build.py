@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Engine
 
 from catalog.datasets.spec import SPLITS, DatasetSpec, DatasetSpecError
+from catalog.events import IMAGE_STREAM_PREFIX
 from catalog.ontology import Ontology, OntologyError
 from catalog.queries import where_conditions
 
@@ -113,14 +114,11 @@ def _candidates(conn: psycopg.Connection, spec: DatasetSpec, position: int) -> p
         # a correction keeps the label's regions and mask: they come from the last label recorded by then
         " LEFT JOIN LATERAL (SELECT e.payload->>'mask_uri' AS mask_uri, (e.payload->'regions')::text AS regions"
         # (`position + 0`: walk the stream's own index; intersecting it with every position <= p costs far more)
-        "   FROM catalog.events e WHERE e.stream_id = 'image:' || i.sha256 AND e.type = 'LabelRecorded'"
+        f"   FROM catalog.events e WHERE e.stream_id = '{IMAGE_STREAM_PREFIX}' || i.sha256 AND e.type = 'LabelRecorded'"
         "   AND e.position + 0 <= %(p)s ORDER BY e.version DESC LIMIT 1) m ON true"
         " WHERE i.ingested_position <= %(p)s AND i.last_position > %(p)s AND NOT coalesce(c.excluded, false)"
         f"{filters}"
     )
-    # The history branch's estimate (a lookup per changed image) is high enough to trigger JIT compilation,
-    # which costs more (~0.7 s) than the whole query takes without it.
-    conn.execute("SET LOCAL jit = off")
     buffer = io.BytesIO()
     with conn.cursor().copy(f"COPY ({settled} UNION ALL {changed}) TO STDOUT (FORMAT csv)", params) as copy:
         for chunk in copy:

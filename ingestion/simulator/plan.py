@@ -8,9 +8,10 @@ from enum import IntEnum
 
 import numpy as np
 
+from catalog.ontology import OK_CLASS
 from ingestion.simulator.defects import DEFECT_CLASSES, Ellipse
 
-CLASSES = ("ok", *DEFECT_CLASSES)
+CLASSES = (OK_CLASS, *DEFECT_CLASSES)
 OK_RATE = 0.83
 DEFECT_WEIGHTS = (0.45, 0.35, 0.20)  # scratch, spot, crack among defective parts
 
@@ -124,7 +125,7 @@ def plan_images(seed: int, preset: SizePreset, days: int, start: date) -> list[P
                 part_id = f"line{line_idx + 1}-{today:%Y%m%d}-{part_idx + 1:04d}"
                 station_idx = int(rng.integers(preset.stations))
                 if rng.random() < OK_RATE:
-                    part_label, seen = "ok", [False] * preset.cameras
+                    part_label, seen = OK_CLASS, [False] * preset.cameras
                 else:
                     part_label = str(rng.choice(DEFECT_CLASSES, p=DEFECT_WEIGHTS))
                     # One camera surely sees the defect; the others only if it faces them.
@@ -142,7 +143,7 @@ def plan_images(seed: int, preset: SizePreset, days: int, start: date) -> list[P
                             # The cameras fire one after the other, a second apart.
                             captured_at=shift_start + timedelta(seconds=int(offset) + cam_idx),
                             part_label=part_label,
-                            true_label=part_label if seen[cam_idx] else "ok",
+                            true_label=part_label if seen[cam_idx] else OK_CLASS,
                         )
                     )
     return images
@@ -180,7 +181,7 @@ def decide_label(seed: int, image: PlannedImage, image_size: int) -> LabelDecisi
     if wrong:
         label = str(rng.choice([c for c in CLASSES if c != image.true_label]))
     false_alarm = None
-    if label != "ok" and image.true_label == "ok":
+    if label != OK_CLASS and image.true_label == OK_CLASS:
         s = image_size
         false_alarm = Ellipse(
             float(rng.uniform(0.15, 0.85) * s),
@@ -192,9 +193,9 @@ def decide_label(seed: int, image: PlannedImage, image_size: int) -> LabelDecisi
     correction = None
     if wrong and rng.random() < CORRECTED_SHARE:
         reviewer = str(rng.choice([r for r in REVIEWERS if r != LABELERS[labeler_idx]]))
-        if image.true_label == "ok":
+        if image.true_label == OK_CLASS:
             reason = "false alarm: surface texture, no defect"
-        elif label == "ok":
+        elif label == OK_CLASS:
             reason = f"missed {image.true_label}"
         else:
             reason = f"{image.true_label}, not {label}"
@@ -222,7 +223,7 @@ def choose_bad_files(seed: int, images: list[PlannedImage]) -> tuple[dict[int, s
     About 2 % of the images, at least one of each kind, drawn among ok images so that no defect or
     mask is lost with them; plus about 0.5 % duplicates, at least one.
     """
-    candidates = [i for i, im in enumerate(images) if im.true_label == "ok" and im.part_label == "ok"]
+    candidates = [i for i, im in enumerate(images) if im.true_label == OK_CLASS and im.part_label == OK_CLASS]
     n_bad = max(len(BAD_KINDS), round(0.02 * len(images)))
     n_dup = max(1, round(0.005 * len(images)))
     if len(candidates) < n_bad + n_dup:

@@ -21,14 +21,14 @@ from serving.engines.base import (
 
 _LAZY = {
     "BuiltEngine": "serving.engines.build", "build_engine": "serving.engines.build",
-    "default_model_id": "serving.engines.build", "engine_in_service": "serving.engines.registry",
+    "default_model_id": "serving.engines.build", "engine_to_serve": "serving.engines.registry",
     "engine_record": "serving.engines.registry", "list_engines": "serving.engines.registry",
     "load_engine": "serving.engines.registry",
 }
 
 __all__ = [
     "BACKENDS", "PRECISIONS", "BackendUnavailable", "BuiltEngine", "Engine", "EngineError", "EngineOutput",
-    "EngineRecord", "LineageError", "build_engine", "default_model_id", "engine_in_service", "engine_record",
+    "EngineRecord", "LineageError", "build_engine", "default_model_id", "engine_record", "engine_to_serve",
     "list_engines", "load_engine",
 ]
 

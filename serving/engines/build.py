@@ -16,7 +16,7 @@ from catalog.datasets import load_manifest
 from catalog.events import EngineBuilt
 from catalog.lineage import CLASSIFIER, DatasetVersionRow, ModelRow, champion, model_row
 from catalog.store import NewEvent, event_id_for
-from models.data import decode_png
+from imaging.gray import decode_gray8
 from models.export import CLASSIFIER_OUTPUTS, NORMALISATION, read_metadata
 from serving.engines.artifact import BuildInputs, EngineArtifact
 from serving.engines.base import BACKENDS, PRECISIONS, EngineError, EngineRecord, LineageError, cuda_index
@@ -127,7 +127,7 @@ def calibration_set(cat: Catalog, version: DatasetVersionRow, input_size: tuple[
     manifest = load_manifest(cat.lake, version.manifest_uri, expected_hash=version.manifest_hash)
     splits = zip(manifest["sha256"].to_pylist(), manifest["split"].to_pylist(), strict=True)
     train = [sha for sha, split in splits if split == "train"]
-    images = [decode_png(cat.blobs.read(sha)) for sha in train[::max(1, len(train) // count)][:count]]
+    images = [decode_gray8(cat.blobs.read(sha)) for sha in train[::max(1, len(train) // count)][:count]]
     images = [image for image in images if image.shape == tuple(input_size)]
     if not images:
         raise EngineError(f"dataset version {version.version_id} has no training image of {input_size[0]} x "

@@ -44,7 +44,7 @@ def list_engines(cat: Catalog) -> list[EngineRecord]:
     return _records(cat)
 
 
-def engine_in_service(cat: Catalog, *, backend: str | None = None) -> str:
+def engine_to_serve(cat: Catalog, *, backend: str | None = None) -> str:
     """The id of the engine to serve: the newest built from the champion classifier, else the newest of all
     (only of ``backend`` when given, e.g. "onnxruntime" on a machine without a GPU)."""
     where, params = ("WHERE backend = %(b)s", {"b": backend}) if backend else ("", {})

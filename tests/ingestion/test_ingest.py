@@ -16,8 +16,8 @@ import pytest
 
 import catalog
 from catalog.consistency import check_blobs
+from imaging.intake import Limits
 from ingestion.ingest import ingest
-from ingestion.inspect_file import Limits
 from ingestion.tables import TableError
 
 COLUMNS = ["path", "part_id", "line", "station", "camera", "captured_at"]

@@ -19,8 +19,8 @@ from catalog.datasets.publish import load_manifest
 from catalog.errors import CatalogError
 from catalog.ontology import OntologyError
 from catalog.queries import ImageFilter, count_images, query_images
+from imaging.intake import Limits
 from ingestion.ingest import ingest
-from ingestion.inspect_file import Limits
 from ingestion.labels import import_corrections, import_labels
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig

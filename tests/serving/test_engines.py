@@ -25,15 +25,16 @@ from assets.resources import CatalogResource
 from catalog.events import EngineBuilt, ModelExported, ModelPromoted, ModelRegistered
 from catalog.lineage import CLASSIFIER, dataset_version, model_row
 from catalog.store import NewEvent, event_id_for
-from models.data import decode_png, to_input
+from imaging.gray import decode_gray8
+from models.data import to_input
 from serving.engines import (
     BackendUnavailable,
     EngineError,
     EngineRecord,
     LineageError,
     build_engine,
-    engine_in_service,
     engine_record,
+    engine_to_serve,
     list_engines,
     load_engine,
 )
@@ -51,7 +52,7 @@ def tiles_of(cat: catalog.Catalog, n: int) -> np.ndarray:
         shas = [s for (s,) in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.images WHERE label IS NOT NULL ORDER BY label = 'ok', sha256"
             " LIMIT %(n)s", {"n": n})]
-    return np.stack([decode_png(cat.blobs.read(s)) for s in shas])
+    return np.stack([decode_gray8(cat.blobs.read(s)) for s in shas])
 
 
 def onnx_outputs(cat: catalog.Catalog, onnx_sha256: str, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,20 +226,20 @@ def test_a_record_that_does_not_describe_its_artifact_is_refused(built_engine):
         load_engine(cat, "0" * 64)
 
 
-def test_the_engine_in_service_is_the_newest_of_the_champion(built_engine):
+def test_the_engine_to_serve_is_the_newest_of_the_champion(built_engine):
     cat, engine_id = built_engine
     real = engine_record(cat, engine_id)
-    assert engine_in_service(cat) == engine_id  # no champion: the newest
+    assert engine_to_serve(cat) == engine_id  # no champion: the newest
     newer = crafted(real, model_id="inspection-classifier-candidate000")
     record_engine(cat, newer)
     assert [r.engine_id for r in list_engines(cat)] == [newer.engine_id, engine_id]
-    assert engine_in_service(cat) == newer.engine_id
+    assert engine_to_serve(cat) == newer.engine_id
     cat.append([NewEvent(ModelPromoted(model=CLASSIFIER, model_id=real.model_id, replay_event_id=uuid.uuid4(),
                                        reason="test"), datetime.now(UTC))])
-    assert engine_in_service(cat) == engine_id
+    assert engine_to_serve(cat) == engine_id
     with pytest.raises(EngineError, match="no tensorrt engine is recorded: build one with `visionledger "
                                           "engines build --backend tensorrt`"):
-        engine_in_service(cat, backend="tensorrt")
+        engine_to_serve(cat, backend="tensorrt")
 
 
 def test_int8_calibration_draws_training_images_of_the_input_size(built_engine):
