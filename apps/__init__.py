@@ -1,1 +1,2 @@
-"""The faces of the catalog: the `visionledger` command line and, later, the Streamlit app."""
+"""The faces of the catalog: the `visionledger` command line, the Streamlit app, the trace report, and the demo's
+loop (`demo_loop.py`)."""

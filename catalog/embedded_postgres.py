@@ -1,7 +1,8 @@
 """The project's own PostgreSQL server, started in ``$VISIONLEDGER_HOME/pg`` when no server URL is given.
 
 PostgreSQL refuses to run as root, so when we are root the server runs as an
-unprivileged system user (``postgres`` by default, ``VISIONLEDGER_PG_USER`` to change it).
+unprivileged system user (``postgres`` by default, ``VISIONLEDGER_PG_USER`` to change it); where that user
+cannot enter the home, the cluster lives under ``RELOCATED_ROOT`` and ``$VISIONLEDGER_HOME/pg`` links to it.
 """
 
 from __future__ import annotations

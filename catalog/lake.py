@@ -56,7 +56,8 @@ class SyncReport:
 
 
 class Lake:
-    """The lake directory: the event mirror and, later, dataset manifests and evaluation tables."""
+    """The lake directory: the event mirror (``events/``) and, beside it, the tables others derive and write here
+    (dataset manifests, evaluations, breakdowns, drift, replays, predictions, heatmaps)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)

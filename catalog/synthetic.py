@@ -1,4 +1,4 @@
-"""Synthetic production days as events (no pixels): the demo's first data and the benchmarks' load.
+"""Synthetic production days as events (no pixels): the load of tests and benchmarks.
 
 Deterministic by (seed, day): event ids are derived from them, so appending the same day twice stores it
 once.

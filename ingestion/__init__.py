@@ -1,1 +1,2 @@
-"""Getting images, labels and corrections from the line into the catalog."""
+"""Getting images, labels, corrections and ontology versions from the line into the catalog; the simulated
+factory that stands in for a line."""

@@ -1,6 +1,6 @@
 """A simulated factory's deliveries taken into the catalog in the order a real site sends them: the
-ontology, the images (bad files quarantined), the labels, then the corrections. Used by the demo and by
-tests that need a catalog with real pixels behind it."""
+ontology, the images (bad files quarantined), the labels, then the corrections. Used by tests and benchmarks
+that need a catalog with real pixels behind it (the demo delivers day by day itself, in the same order)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""Inference engines behind a thin HTTP API, appending every prediction as an event (later issues)."""
+"""The line's inspection: inference engines behind a thin HTTP API, part decisions by versioned rules, every
+prediction and decision appended as an event (or spooled while the catalog is away), and replay of history."""

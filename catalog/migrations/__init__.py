@@ -1,1 +1,2 @@
-"""Alembic migrations of the catalog schema; applied by `visionledger db upgrade` and by `db start`."""
+"""Alembic migrations of the catalog schema; applied by `visionledger db upgrade`, by `db start`, and by
+`catalog.open()` on the embedded server."""
