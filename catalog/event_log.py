@@ -12,7 +12,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -77,6 +77,10 @@ class AppendResult:
     @property
     def all_duplicates(self) -> bool:
         return bool(self.positions) and self.appended == 0
+
+
+# A stored event's columns, in the order RecordedEvent takes them: each backend selects these to build one.
+RECORDED_COLUMNS = ", ".join(f.name for f in fields(RecordedEvent))
 
 
 class PreparedEvent(NamedTuple):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.event_log import (
+    RECORDED_COLUMNS,
     AppendResult,
     EventLog,
     NewEvent,
@@ -55,7 +56,6 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused; record a new 
 CREATE TRIGGER IF NOT EXISTS events_refuse_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused; record a new event instead'); END;
 """
-COLUMNS = "position, event_id, stream_id, version, type, schema_version, payload, metadata, occurred_at, recorded_at"
 
 
 class SqliteEventStore(EventLog):
@@ -108,7 +108,7 @@ class SqliteEventStore(EventLog):
                 plan = plan_append(prepared, expected, head=head, stored=stored, versions=versions)
                 # An edge station's clock may step back (NTP after boot): recorded_at must still never decrease.
                 recorded_at = max(_utc_text(datetime.now(UTC)), last_recorded)
-                db.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                db.executemany(f"INSERT INTO events ({RECORDED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                [_row(row, recorded_at) for row in plan.rows])
                 db.execute("COMMIT")
             except BaseException:
@@ -134,11 +134,11 @@ class SqliteEventStore(EventLog):
             clauses.append("type IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(types)))
         params.append(-1 if limit is None else limit)  # SQLite reads LIMIT -1 as no limit
-        return self._query(f"SELECT {COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT ?",
-                           params)
+        sql = f"SELECT {RECORDED_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT ?"
+        return self._query(sql, params)
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        return self._query(f"SELECT {COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", [stream_id])
+        return self._query(f"SELECT {RECORDED_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", [stream_id])
 
     def stream_version(self, stream_id: str) -> int:
         with self._connect() as db:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from catalog.errors import ImmutableEventError
 from catalog.event_log import (
+    RECORDED_COLUMNS,
     AppendResult,
     EventLog,
     NewEvent,
@@ -43,7 +44,6 @@ __all__ = ["AppendResult", "EventStore", "NewEvent", "PermissionDenied", "Record
 # Key of the advisory lock that serialises appends (any 64-bit constant; this one spells "vledger").
 APPEND_LOCK_KEY = 0x766C6564676572
 COPY_THRESHOLD = 16  # batches at least this large go through COPY instead of INSERT
-COLUMNS = "position, event_id, stream_id, version, type, schema_version, payload, metadata, occurred_at, recorded_at"
 _prepare = prepare_events  # bench/bench_append.py times the checks alone under this name
 
 
@@ -157,7 +157,7 @@ class EventStore(EventLog):
         if types is not None:
             clauses.append("type = ANY(%(types)s)")
             params["types"] = list(types)
-        sql = f"SELECT {COLUMNS} FROM catalog.events WHERE {' AND '.join(clauses)} ORDER BY position"
+        sql = f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE {' AND '.join(clauses)} ORDER BY position"
         if limit is not None:
             sql += " LIMIT %(limit)s"
             params["limit"] = limit
@@ -165,7 +165,7 @@ class EventStore(EventLog):
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
         return self._query(
-            f"SELECT {COLUMNS} FROM catalog.events WHERE stream_id = %(s)s ORDER BY version", {"s": stream_id}
+            f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE stream_id = %(s)s ORDER BY version", {"s": stream_id}
         )
 
     def stream_version(self, stream_id: str) -> int:
