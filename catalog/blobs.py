@@ -43,18 +43,32 @@ def sha_from_uri(uri: str) -> str:
 
 
 class BlobStore(ABC):
-    """Where image bytes live. One implementation per storage backend; all pass tests/catalog/test_blobs.py."""
+    """Where image bytes live: the interface of every blob store. Each backend keeps these promises, and
+    tests/catalog/test_blobs.py checks them against each one:
+
+    - **Content addressing.** A blob's name is the SHA-256 (64 lowercase hex digits) of its bytes: the same bytes
+      stored twice are one blob, and storing them again changes nothing.
+    - **Integrity.** Bytes are stored under their own hash only: a hash given with them is checked (a mismatch
+      raises ValueError and stores nothing), and a blob is written whole or not at all.
+    - **Visibility.** A staged blob is invisible (``exists`` is False, ``read`` raises) until promoted; a
+      promoted blob is never removed.
+    - **Errors.** A name that is not a SHA-256 hex digest raises ValueError before any storage is touched (so a
+      name can never reach outside the store); a missing blob raises KeyError.
+    """
 
     @abstractmethod
-    def exists(self, sha256: str) -> bool: ...
+    def exists(self, sha256: str) -> bool:
+        """Whether the blob is stored and promoted."""
 
     @abstractmethod
-    def read(self, sha256: str) -> bytes: ...
+    def read(self, sha256: str) -> bytes:
+        """The blob's bytes; KeyError when it is not stored (or only staged)."""
 
     @abstractmethod
     def stage(self, data: bytes, sha256: str | None = None, *, durable: bool = True) -> Blob:
-        """Keep ``data`` aside, not yet visible; its hash is checked when given. With ``durable=False`` the
-        caller promises a :meth:`sync` before relying on it (one sync for a whole batch is much cheaper)."""
+        """Keep ``data`` aside, not yet visible; its hash is checked when given. Bytes already stored are not
+        staged again (their blob is returned as it is). With ``durable=False`` the caller promises a
+        :meth:`sync` before relying on it (one sync for a whole batch is much cheaper)."""
 
     @abstractmethod
     def sync(self) -> None:
@@ -70,7 +84,7 @@ class BlobStore(ABC):
 
     @abstractmethod
     def staged(self) -> list[str]:
-        """Hashes of blobs staged and neither promoted nor discarded."""
+        """Hashes of blobs staged and neither promoted nor discarded, sorted."""
 
     def recover(self, has_event: Callable[[str], bool]) -> tuple[int, int]:
         """After a crash: promote staged blobs whose event was appended, discard the others (their event never

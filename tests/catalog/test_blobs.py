@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from catalog.blob_cache import ReadThroughBlobStore
 from catalog.blobs import BlobStore, LocalBlobStore, sha256_of, sha_from_uri
+
+NOT_A_HASH = "../../etc/passwd"
 
 
 class BlobStoreContract:
@@ -44,11 +47,57 @@ class BlobStoreContract:
         with pytest.raises(ValueError, match="not a blob URI"):
             sha_from_uri("file:///etc/passwd")
 
+    @pytest.mark.parametrize("operation", ["exists", "read", "promote", "discard"])
+    def test_a_name_that_is_not_a_hash_is_refused_by_every_operation(self, blobs: BlobStore, operation):
+        with pytest.raises(ValueError, match="not a SHA-256"):
+            getattr(blobs, operation)(NOT_A_HASH)
+
+    def test_recover_promotes_staged_blobs_whose_event_exists_and_discards_the_others(self, blobs: BlobStore):
+        kept, dropped = blobs.stage(b"event appended"), blobs.stage(b"killed before its event")
+        assert blobs.recover(lambda sha: sha == kept.sha256) == (1, 1)
+        assert blobs.read(kept.sha256) == b"event appended" and not blobs.exists(dropped.sha256)
+        assert blobs.staged() == []
+
 
 class TestLocalBlobStore(BlobStoreContract):
     @pytest.fixture
     def blobs(self, tmp_path: Path) -> LocalBlobStore:
         return LocalBlobStore(tmp_path / "blobs")
+
+
+class TestReadThroughBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def origin(self, tmp_path: Path) -> LocalBlobStore:
+        return LocalBlobStore(tmp_path / "origin")
+
+    @pytest.fixture
+    def cache(self, tmp_path: Path) -> LocalBlobStore:
+        return LocalBlobStore(tmp_path / "cache")
+
+    @pytest.fixture
+    def blobs(self, origin: LocalBlobStore, cache: LocalBlobStore) -> ReadThroughBlobStore:
+        return ReadThroughBlobStore(origin, cache)
+
+    def test_a_read_fills_the_cache_which_then_serves_without_the_origin(self, blobs, origin, cache, tmp_path):
+        blob = origin.put(b"pixels from the catalog")
+        assert not cache.exists(blob.sha256)
+        assert blobs.read(blob.sha256) == b"pixels from the catalog"
+        assert cache.read(blob.sha256) == b"pixels from the catalog"
+        origin.path(blob.sha256).unlink()  # the link to the catalog is down
+        assert blobs.read(blob.sha256) == b"pixels from the catalog" and blobs.exists(blob.sha256)
+
+    def test_bytes_that_do_not_hash_to_their_name_are_refused_and_not_cached(self, blobs, origin, cache):
+        blob = origin.put(b"pixels")
+        origin.path(blob.sha256).write_bytes(b"pixelz")  # corrupted at the origin, or on the way
+        with pytest.raises(ValueError, match="hashes to"):
+            blobs.read(blob.sha256)
+        assert not cache.exists(blob.sha256) and cache.staged() == []
+
+    def test_writes_go_to_the_origin(self, blobs, origin, cache):
+        blob = blobs.put(b"a model artifact")
+        assert origin.read(blob.sha256) == b"a model artifact" and not cache.exists(blob.sha256)
+        staged = blobs.stage(b"an image awaiting its event")
+        assert origin.staged() == [staged.sha256] and cache.staged() == []
 
 
 def test_recover_promotes_blobs_with_events_and_discards_the_rest(tmp_path: Path):

@@ -1,16 +1,27 @@
 """Contract tests of an event store: append and read, per-stream versions, optimistic concurrency,
-idempotency, validation. Written once against the EventStore interface, run per backend by subclassing."""
+idempotency, validation, and global order under concurrent writers (threads and processes). Written once
+against the EventLog interface, run per backend by subclassing."""
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
+import sqlite3
+import threading
+import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 import catalog
 from catalog import events as ev
+from catalog.database import make_engine
 from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
+from catalog.event_log import EventLog
+from catalog.sqlite_store import SqliteEventStore
 from catalog.store import EventStore, NewEvent
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -29,10 +40,48 @@ def label(sha: str = SHA_A, cls: str = "scratch", label_id: str = "L-1") -> ev.L
     return ev.LabelRecorded(sha256=sha, label_id=label_id, label=cls, annotator="ana", ontology_version=1)
 
 
-class EventStoreContract:
-    """Every event store backend must pass these. Subclasses provide the ``store`` fixture."""
+WRITERS, BATCHES, BATCH = 4, 25, 40  # small batches use INSERT, big ones COPY (on PostgreSQL): mix both
+RACERS, ROUNDS = 3, 8
+RACED_STREAM = f"image:{SHA_A}"
 
-    def test_append_and_read_back(self, store: EventStore):
+
+def _batch(writer: int, n: int) -> list[NewEvent]:
+    size = BATCH if n % 2 else 5
+    return [
+        NewEvent(ev.ImageExcluded(sha256="%064x" % (writer * 10**6 + n * 1000 + i + 1), reason=f"w{writer} b{n}"), T0)
+        for i in range(size)
+    ]
+
+
+def _race(open_store: Callable[[], EventLog], racer: int, barrier, outcomes) -> None:
+    """One racer, in a thread or a process: each round, read the raced stream's version, wait until every racer
+    has read it, append expecting it; then append a batch of its own. Puts (rounds won, positions of its
+    batches) in ``outcomes``, or the traceback of what failed."""
+    try:
+        store = open_store()
+        won, batches = [], []
+        for round_ in range(ROUNDS):
+            barrier.wait(timeout=60)  # every racer is done with the previous round
+            version = store.stream_version(RACED_STREAM)
+            barrier.wait(timeout=60)  # every racer read the same version: nobody has appended yet
+            try:
+                store.append_one(NewEvent(label(label_id=f"r{racer}-{round_}"), T0), expected_version=version)
+                won.append(round_)
+            except ConcurrencyError as lost:
+                if (lost.expected, lost.actual) != (version, version + 1):
+                    raise
+            batches.append(store.append(_batch(racer, round_)).positions)
+        outcomes.put((won, batches))
+    except BaseException:  # reported by the test: an exception in a thread or a child would otherwise vanish
+        barrier.abort()
+        outcomes.put(traceback.format_exc())
+
+
+class EventStoreContract:
+    """Every event store backend must pass these. Subclasses provide two fixtures: ``store``, an empty log,
+    and ``open_store``, a function that opens another handle on that same log, as another process would."""
+
+    def test_append_and_read_back(self, store: EventLog):
         result = store.append([NewEvent(ingested(), T0), NewEvent(label(), T0 + timedelta(hours=1),
                                                                       metadata={"actor": "ana"})])
         assert result.positions == [1, 2] and result.duplicates == []
@@ -43,21 +92,27 @@ class EventStoreContract:
         assert second.occurred_at == T0 + timedelta(hours=1) and second.recorded_at >= first.recorded_at
         assert store.head() == 2
 
-    def test_streams_are_versioned_independently(self, store: EventStore):
+    def test_streams_are_versioned_independently(self, store: EventLog):
         store.append([NewEvent(ingested(SHA_A), T0), NewEvent(ingested(SHA_B), T0), NewEvent(label(SHA_A), T0)])
         assert [e.version for e in store.read_stream(f"image:{SHA_A}")] == [1, 2]
         assert [e.version for e in store.read_stream(f"image:{SHA_B}")] == [1]
         assert store.stream_version(f"image:{SHA_A}") == 2
         assert store.stream_version("image:" + "c" * 64) == 0
 
-    def test_read_pages_and_bounds(self, store: EventStore):
+    def test_read_pages_and_bounds(self, store: EventLog):
         store.append([NewEvent(ingested(f"{i:064x}"), T0) for i in range(1, 26)])
         assert [e.position for e in store.read(after=10, upto=14)] == [11, 12, 13, 14]
         pages = list(store.iter_events(after=0, page_size=10))
         assert [len(p) for p in pages] == [10, 10, 5]
         assert [e.position for e in store.read(types=["LabelRecorded"])] == []
 
-    def test_expected_version_is_enforced(self, store: EventStore):
+    def test_read_filters_by_type(self, store: EventLog):
+        store.append([NewEvent(ingested(SHA_A), T0), NewEvent(label(SHA_A), T0), NewEvent(ingested(SHA_B), T0)])
+        assert [e.position for e in store.read(types=["LabelRecorded"])] == [2]
+        assert [e.position for e in store.read(types=iter(["ImageIngested", "LabelRecorded"]))] == [1, 2, 3]
+        assert store.read(types=[]) == []
+
+    def test_expected_version_is_enforced(self, store: EventLog):
         stream = f"image:{SHA_A}"
         store.append_one(NewEvent(ingested(), T0), expected_version=0)
         with pytest.raises(ConcurrencyError) as caught:
@@ -67,14 +122,14 @@ class EventStoreContract:
         store.append_one(NewEvent(label(), T0), expected_version=1)
         assert store.stream_version(stream) == 2
 
-    def test_concurrency_error_appends_nothing_from_the_batch(self, store: EventStore):
+    def test_concurrency_error_appends_nothing_from_the_batch(self, store: EventLog):
         store.append([NewEvent(ingested(SHA_A), T0)])
         with pytest.raises(ConcurrencyError):
             store.append([NewEvent(ingested(SHA_B), T0), NewEvent(label(SHA_A), T0)],
                          expected_versions={f"image:{SHA_A}": 5})
         assert store.head() == 1
 
-    def test_same_event_twice_is_stored_once_and_reported(self, store: EventStore):
+    def test_same_event_twice_is_stored_once_and_reported(self, store: EventLog):
         event = NewEvent(ingested(), T0)
         assert store.append([event]).duplicates == []
         again = store.append([event])
@@ -84,19 +139,19 @@ class EventStoreContract:
         assert mixed.positions == [1, 2] and mixed.appended == 1
         assert store.head() == 2
 
-    def test_retrying_a_successful_append_with_expected_version_is_idempotent(self, store: EventStore):
+    def test_retrying_a_successful_append_with_expected_version_is_idempotent(self, store: EventLog):
         event = NewEvent(ingested(), T0)
         store.append_one(event, expected_version=0)
         assert store.append_one(event, expected_version=0).all_duplicates
 
-    def test_reusing_an_event_id_for_other_content_is_refused(self, store: EventStore):
+    def test_reusing_an_event_id_for_other_content_is_refused(self, store: EventLog):
         event_id = uuid.uuid4()
         store.append([NewEvent(ingested(), T0, event_id=event_id)])
         with pytest.raises(EventIdConflict, match="already stored as a different ImageIngested"):
             store.append([NewEvent(ingested(part="P-2"), T0, event_id=event_id)])
         assert store.head() == 1
 
-    def test_duplicate_ids_within_one_batch_are_refused(self, store: EventStore):
+    def test_duplicate_ids_within_one_batch_are_refused(self, store: EventLog):
         event = NewEvent(ingested(), T0)
         with pytest.raises(EventValidationError, match="appears twice"):
             store.append([event, event])
@@ -107,18 +162,19 @@ class EventStoreContract:
         (lambda: NewEvent({"sha256": SHA_A}, T0), "must be one of the catalog's event types"),
         (lambda: NewEvent(ingested(), T0, event_id="not-a-uuid"), "event_id must be a UUID"),
     ])
-    def test_invalid_envelopes_are_refused(self, store: EventStore, make, message):
+    def test_invalid_envelopes_are_refused(self, store: EventLog, make, message):
         with pytest.raises(EventValidationError, match=message):
             store.append([NewEvent(label(), T0), make()])
         assert store.head() == 0
 
-    def test_large_batches_go_through_copy_with_contiguous_positions(self, store: EventStore):
+    def test_large_batches_take_contiguous_positions_in_the_given_order(self, store: EventLog):
+        # (the PostgreSQL store sends these through COPY rather than INSERT)
         batch = [NewEvent(ingested(f"{i:064x}"), T0) for i in range(1, 1001)]
         result = store.append(batch)
         assert result.positions == list(range(1, 1001))
         assert [e.event_id for e in store.read(limit=None)] == [e.event_id for e in batch]
 
-    def test_position_at_maps_time_to_the_catalog_then(self, store: EventStore):
+    def test_position_at_maps_time_to_the_catalog_then(self, store: EventLog):
         store.append([NewEvent(ingested(SHA_A), T0)])
         between = store.read()[0].recorded_at
         store.append([NewEvent(ingested(SHA_B), T0)])
@@ -129,10 +185,128 @@ class EventStoreContract:
             store.position_at(datetime(2026, 3, 2))
 
 
+    # -- order under concurrent writers -------------------------------------------------------------------
+
+    def test_concurrent_writers_and_a_tailing_reader(self, store: EventLog):
+        """Global order under concurrent writers: a reader sees every event once, in order, with no gaps."""
+        batches: dict[tuple[int, int], list[int]] = {}
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def write(writer: int) -> None:
+            try:
+                for n in range(BATCHES):
+                    batches[(writer, n)] = store.append(_batch(writer, n)).positions
+            except BaseException as exc:  # surfaced below: a thread's exception would otherwise vanish
+                errors.append(exc)
+
+        seen: list[int] = []
+
+        def read() -> None:
+            after = 0
+            while True:
+                finished = done.is_set()  # read once more after the writers finished
+                page = store.read(after, limit=97)
+                seen.extend(e.position for e in page)
+                if page:
+                    after = page[-1].position
+                elif finished:
+                    return
+
+        reader = threading.Thread(target=read)
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+        reader.start()
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        done.set()
+        reader.join(timeout=60)
+        assert not errors
+        total = sum(len(p) for p in batches.values())
+        assert total == store.head()
+        # every event exactly once, in position order, no gaps
+        assert seen == list(range(1, total + 1))
+        # each batch's positions are contiguous, and batches never interleave
+        for positions in batches.values():
+            assert positions == list(range(positions[0], positions[0] + len(positions)))
+        recorded = [e.recorded_at for e in store.read(limit=None)]
+        assert recorded == sorted(recorded)
+
+    def test_tail_follows_new_appends(self, store: EventLog):
+        store.append(_batch(0, 0))
+
+        def later() -> None:
+            store.append(_batch(1, 1))
+
+        timer = threading.Timer(0.3, later)
+        timer.start()
+        seen = [e.position for e in store.tail(after=2, idle_timeout=2.0)]
+        timer.join()
+        assert seen == list(range(3, 5 + BATCH + 1))
+
+    @pytest.mark.parametrize("racers_are", ["threads", "processes"])
+    def test_of_racers_expecting_one_version_exactly_one_wins_and_the_log_stays_gap_free(
+            self, store: EventLog, open_store: Callable[[], EventLog], racers_are: str):
+        if racers_are == "threads":
+            start, barrier, outcomes, opener = threading.Thread, threading.Barrier(RACERS), queue.Queue(), lambda: store
+        else:  # fork: the children inherit the opener and the barrier; each opens its own handle on the log
+            fork = multiprocessing.get_context("fork")
+            start, barrier, outcomes, opener = fork.Process, fork.Barrier(RACERS), fork.Queue(), open_store
+        racers = [start(target=_race, args=(opener, r, barrier, outcomes)) for r in range(RACERS)]
+        for racer in racers:
+            racer.start()
+        results = [outcomes.get(timeout=180) for _ in racers]
+        for racer in racers:
+            racer.join(timeout=60)
+        failures = [r for r in results if isinstance(r, str)]
+        assert not failures, "\n".join(failures)
+        assert sorted(round_ for won, _ in results for round_ in won) == list(range(ROUNDS))  # one winner a round
+        assert [e.version for e in store.read_stream(RACED_STREAM)] == list(range(1, ROUNDS + 1))
+        batches = [positions for _, racer_batches in results for positions in racer_batches]
+        for positions in batches:
+            assert positions == list(range(positions[0], positions[0] + len(positions)))
+        head = store.head()
+        assert head == ROUNDS + sum(len(p) for p in batches)
+        assert [e.position for e in store.read(limit=None)] == list(range(1, head + 1))
+
+
 class TestPostgresEventStore(EventStoreContract):
     @pytest.fixture
     def store(self, cat: catalog.Catalog) -> EventStore:
         return cat.store
+
+    @pytest.fixture
+    def open_store(self, cat: catalog.Catalog) -> Callable[[], EventLog]:
+        return lambda: EventStore(make_engine(cat.urls.app))
+
+
+class TestSqliteEventStore(EventStoreContract):
+    @pytest.fixture
+    def path(self, tmp_path: Path) -> Path:
+        return tmp_path / "edge" / "events.sqlite3"
+
+    @pytest.fixture
+    def store(self, path: Path) -> SqliteEventStore:
+        return SqliteEventStore(path)
+
+    @pytest.fixture
+    def open_store(self, path: Path) -> Callable[[], EventLog]:
+        return lambda: SqliteEventStore(path)
+
+    @pytest.mark.parametrize("statement", ["UPDATE events SET type = 'ImageIncluded'", "DELETE FROM events"])
+    def test_the_file_itself_refuses_to_change_or_remove_events(self, store: SqliteEventStore, path, statement):
+        store.append([NewEvent(ingested(), T0)])
+        before = store.read()
+        with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(statement)
+        assert store.read() == before
+
+    def test_a_reopened_file_holds_the_whole_log_and_goes_on_from_its_head(self, store: SqliteEventStore, path):
+        store.append([NewEvent(ingested(SHA_A), T0), NewEvent(label(SHA_A), T0)])
+        reopened = SqliteEventStore(path)
+        assert reopened.read() == store.read() and reopened.stream_version(f"image:{SHA_A}") == 2
+        assert reopened.append([NewEvent(ingested(SHA_B), T0)]).positions == [3]
 
 
 # -- payload validation and upcasting (independent of the backend) ---------------------------------------

@@ -1,0 +1,293 @@
+"""What an event store is, whatever it keeps its events in: the event envelope, the interface every backend
+implements (``EventLog``), and the checks and numbering that decide what an append writes, so that the backends
+(PostgreSQL in ``catalog.store``, SQLite in ``catalog.sqlite_store``) differ only in how they lock and store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, NamedTuple
+
+from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
+from catalog.events import EventData, event_class, parse_event
+
+METADATA_KEYS = {"actor", "source", "causation_id", "correlation_id"}
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be appended: typed data, when it happened on the line, and who or what caused it."""
+
+    data: EventData
+    occurred_at: datetime
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def stream_id(self) -> str:
+        return self.data.stream_id
+
+    @property
+    def type(self) -> str:
+        return self.data.type_name()
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored, with its global position and per-stream version."""
+
+    position: int
+    event_id: uuid.UUID
+    stream_id: str
+    version: int
+    type: str
+    schema_version: int
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+
+    @cached_property
+    def data(self) -> EventData:
+        """The typed event, upcast to the current schema version of its type."""
+        return parse_event(self.type, self.payload, self.schema_version)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: the position of every given event, in the given order (the stored position for
+    an event id that was already there), and which event ids were already stored."""
+
+    positions: list[int]
+    duplicates: list[uuid.UUID]
+
+    @property
+    def appended(self) -> int:
+        return len(self.positions) - len(self.duplicates)
+
+    @property
+    def all_duplicates(self) -> bool:
+        return bool(self.positions) and self.appended == 0
+
+
+# A stored event's columns, in the order RecordedEvent takes them: each backend selects these to build one.
+RECORDED_COLUMNS = ", ".join(f.name for f in fields(RecordedEvent))
+
+
+class PreparedEvent(NamedTuple):
+    """One event checked and ready for a backend, its facts computed once. The payload is serialised later, as
+    the backend writes its row, so that the PostgreSQL store overlaps that work with the server's."""
+
+    data: EventData
+    event_id: uuid.UUID
+    stream_id: str
+    type: str
+    schema_version: int
+    metadata: str  # JSON text
+    occurred_at: datetime
+
+
+class StoredIdentity(NamedTuple):
+    """What an append needs to know of an event id that is already stored: where, and what it names."""
+
+    position: int
+    stream_id: str
+    type: str
+    payload: dict[str, Any]
+
+
+class NumberedEvent(NamedTuple):
+    """A new event with the position and stream version it will be stored at."""
+
+    event: PreparedEvent
+    position: int
+    version: int
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    rows: list[NumberedEvent]  # what to store, in position order
+    result: AppendResult  # what to tell the caller once it is committed
+
+
+def prepare_events(events: Sequence[NewEvent]) -> list[PreparedEvent]:
+    """Check every event (its payload was validated when its model was built) or raise an
+    EventValidationError saying what is wrong."""
+    prepared = []
+    metadata_json: dict[tuple, str] = {}  # a batch usually shares one metadata: check and serialise it once
+    for event in events:
+        data = event.data
+        if not isinstance(data, EventData):
+            raise EventValidationError(f"event data must be one of the catalog's event types, not {type(data).__name__}")
+        kind = event_class(data.type_name())  # refuses unregistered subclasses
+        if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
+            raise EventValidationError(
+                f"{kind.__name__}.occurred_at must be a timezone-aware datetime, got {event.occurred_at!r}"
+            )
+        if not isinstance(event.event_id, uuid.UUID):
+            raise EventValidationError(f"event_id must be a UUID, got {event.event_id!r}")
+        key = tuple(event.metadata.items())
+        if key not in metadata_json:
+            unknown = set(event.metadata) - METADATA_KEYS
+            if unknown:
+                raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
+            metadata_json[key] = json.dumps({k: str(v) for k, v in key if v is not None})
+        prepared.append(PreparedEvent(data, event.event_id, data.stream_id, kind.__name__, kind.schema_version,
+                                      metadata_json[key], event.occurred_at))
+    if len({p.event_id for p in prepared}) != len(prepared):
+        raise EventValidationError("the same event_id appears twice in one append")
+    return prepared
+
+
+def streams_involved(prepared: Sequence[PreparedEvent], expected_versions: Mapping[str, int]) -> list[str]:
+    """The streams whose current version an append must know: those it writes to and those it expects."""
+    return sorted({p.stream_id for p in prepared} | set(expected_versions))
+
+
+def plan_append(prepared: Sequence[PreparedEvent], expected_versions: Mapping[str, int], *, head: int,
+                stored: Mapping[uuid.UUID, StoredIdentity], versions: Mapping[str, int]) -> AppendPlan:
+    """Decide what an append writes, given the log as the backend read it while holding its append lock: the
+    ``head`` position, the ``stored`` events among the given ids, and the current ``versions`` of the
+    :func:`streams_involved` (a stream absent from it has none). Raises :class:`EventIdConflict` when a stored
+    id names other content, :class:`ConcurrencyError` when a stream is not at its expected version."""
+    for p in prepared:
+        if p.event_id in stored:
+            known = stored[p.event_id]
+            if (known.stream_id, known.type, known.payload) != (p.stream_id, p.type, json.loads(p.data.model_dump_json())):
+                raise EventIdConflict(
+                    f"event {p.event_id} is already stored as a different {known.type} on {known.stream_id}; "
+                    "give a new event a new id"
+                )
+    fresh = [p for p in prepared if p.event_id not in stored]
+    if fresh:  # a retry of an append that went through is all duplicates: its expectations held back then
+        for stream, expected in expected_versions.items():
+            actual = versions.get(stream, 0)
+            if actual != expected:
+                raise ConcurrencyError(stream, expected, actual)
+    next_version = dict(versions)
+    rows = []
+    for position, p in enumerate(fresh, start=head + 1):
+        next_version[p.stream_id] = next_version.get(p.stream_id, 0) + 1
+        rows.append(NumberedEvent(p, position, next_version[p.stream_id]))
+    new_positions = iter(row.position for row in rows)
+    return AppendPlan(rows, AppendResult(
+        positions=[stored[p.event_id].position if p.event_id in stored else next(new_positions) for p in prepared],
+        duplicates=[p.event_id for p in prepared if p.event_id in stored],
+    ))
+
+
+WaitForAppend = Callable[[float | None], None]
+
+
+class EventLog(ABC):
+    """An append-only log of events: the interface of every event store. Each backend keeps these promises,
+    and tests/catalog/test_store_contract.py checks them against each one, under concurrent writers too:
+
+    - **One global order.** Every event has a position; positions run 1, 2, 3 ... in commit order, and a reader
+      never sees a hole: when it has read up to position N, no event will later appear below N, so a reader
+      that resumes after N misses nothing. One append's new events take consecutive positions, in the given
+      order. ``recorded_at`` (when the store recorded the event) never decreases along positions.
+    - **Streams.** Each event belongs to the stream its data names; its version counts the stream's events from
+      1, without holes.
+    - **Optimistic concurrency.** An append that states the version it expects a stream at raises
+      :class:`ConcurrencyError` and appends nothing when the stream has moved on: of several writers that read
+      the same version and append expecting it, exactly one succeeds.
+    - **Idempotency.** An event id is stored once. Appending it again stores nothing and reports it as a
+      duplicate, at its stored position; the same id with other content raises :class:`EventIdConflict`.
+    - **Atomicity.** An append stores all of its new events or none; an invalid envelope raises
+      :class:`EventValidationError` before anything is stored.
+    - **Immutability.** Stored events are never changed or removed.
+    """
+
+    # -- appending -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def append(self, events: Sequence[NewEvent], *, expected_versions: Mapping[str, int] | None = None) -> AppendResult:
+        """Append ``events`` atomically, in order.
+
+        ``expected_versions`` maps stream ids to the version the caller last saw (0: the stream must not
+        exist yet); a mismatch raises :class:`ConcurrencyError` and appends nothing. An event whose id is
+        already stored is not stored again (it is reported in ``duplicates``); the same id with other content
+        raises :class:`EventIdConflict`.
+        """
+
+    def append_one(self, event: NewEvent, *, expected_version: int | None = None) -> AppendResult:
+        """Append a single event; ``expected_version`` as in :meth:`append` for its stream."""
+        expected = {event.stream_id: expected_version} if expected_version is not None else None
+        return self.append([event], expected_versions=expected)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def head(self) -> int:
+        """The position of the last committed event (0 for an empty log)."""
+
+    @abstractmethod
+    def read(self, after: int = 0, *, upto: int | None = None, limit: int | None = 10_000,
+             types: Iterable[str] | None = None) -> list[RecordedEvent]:
+        """Events with ``after < position <= upto`` (no upper bound when ``upto`` is None), of the given
+        ``types`` (any when None), in position order, at most ``limit`` of them (all when None)."""
+
+    def iter_events(self, after: int = 0, *, upto: int | None = None, page_size: int = 10_000) -> Iterator[list[RecordedEvent]]:
+        """Pages of events after ``after`` (up to ``upto``, or the head at the time each page is read)."""
+        while True:
+            page = self.read(after, upto=upto, limit=page_size)
+            if not page:
+                return
+            yield page
+            after = page[-1].position
+
+    @abstractmethod
+    def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        """Every event of one stream, in version order (empty for a stream with no events)."""
+
+    @abstractmethod
+    def stream_version(self, stream_id: str) -> int:
+        """The version of the stream's last event (0 for a stream with no events)."""
+
+    def position_at(self, moment: datetime) -> int:
+        """The last position recorded at or before ``moment`` (timezone-aware): the catalog as it was then."""
+        if moment.tzinfo is None:
+            raise EventValidationError(f"as-of time must be timezone-aware, got {moment!r}")
+        return self._last_position_recorded_by(moment.astimezone(UTC))
+
+    @abstractmethod
+    def _last_position_recorded_by(self, moment: datetime) -> int:
+        """:meth:`position_at` for a moment already checked and in UTC."""
+
+    def tail(self, after: int = 0, *, idle_timeout: float = 1.0, page_size: int = 1_000) -> Iterator[RecordedEvent]:
+        """Follow the log from ``after``: yield every event once, in order, waiting for new ones; stop after
+        ``idle_timeout`` seconds without a new event (never, if infinite)."""
+        with self._waiting_for_appends() as wait_for_append:
+            idle_since = time.monotonic()
+            while True:
+                page = self.read(after, limit=page_size)
+                yield from page
+                if page:
+                    after = page[-1].position
+                    idle_since = time.monotonic()
+                    continue
+                remaining = idle_timeout - (time.monotonic() - idle_since)
+                if remaining <= 0:
+                    return
+                wait_for_append(None if math.isinf(remaining) else remaining)
+
+    @abstractmethod
+    def _waiting_for_appends(self) -> AbstractContextManager[WaitForAppend]:
+        """A function that returns once another append may have committed, or after at most the given seconds
+        (None: no limit). It is entered before :meth:`tail` first reads, so an append that commits after that
+        read still wakes it."""
+
+
+def event_id_for(*parts: object) -> uuid.UUID:
+    """A deterministic event id from a natural key, so that re-delivering the same fact appends nothing."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "visionledger:" + json.dumps([str(p) for p in parts]))
