@@ -288,11 +288,10 @@ def _exists(cat: Catalog, table: str, column: str, value: str) -> bool:
 def _exclude_dim_day(cat: Catalog, days: list[date]) -> dict[str, Any]:
     """A curator's day: the dimming lamp of the simulator's drift schedule spoiled one line's images; exclude
     that line's last served day with images, before the next dataset version is cut."""
-    windows = [ImageFilter(lines=(DRIFT.dimming_line,), captured_from=start, captured_to=start + timedelta(days=1))
-               for start in (datetime.combine(d, time(), UTC) for d in days)]
+    windows = [ImageFilter(lines=(DRIFT.dimming_line,), first_day=day, last_day=day) for day in days]
     spoiled = next((w for w in reversed(windows) if count_images(cat.engine, w)), windows[-1])
     done = set_excluded(cat, spoiled, exclude=True, reason="lamp too dim: wrongly collected", actor="demo")
-    return {"line": DRIFT.dimming_line, "day": spoiled.captured_from.date().isoformat(), "newly": done.changed,
+    return {"line": DRIFT.dimming_line, "day": spoiled.first_day.isoformat(), "newly": done.changed,
             "in_all": done.matched}
 
 

@@ -2,7 +2,7 @@
 engine's predictions (beside the label, so that disagreements can be counted per slice). Written to the
 lake as ``breakdowns/day=…/{labels,predictions}.parquet`` with a chart beside them."""
 
-from datetime import date, datetime
+from datetime import date
 
 import altair as alt
 import dagster as dg
@@ -10,8 +10,9 @@ import duckdb
 import pyarrow as pa
 from sqlalchemy import Engine
 
-from assets.partitions import daily, day_window
+from assets.partitions import daily, partition_day
 from assets.resources import CatalogResource, LakeResource
+from catalog.factory_day import on_days
 from catalog.lake import Lake
 from catalog.ontology import Ontology
 from catalog.queries import UNLABELLED, current_class
@@ -19,31 +20,32 @@ from catalog.queries import UNLABELLED, current_class
 SLICE = ("day", "line", "station", "camera", "part_id")
 
 
-def label_breakdown(engine: Engine, day: date, start: datetime, end: datetime) -> pa.Table:
-    """Images captured on ``day`` per slice, current class (read in the current ontology) and exclusion."""
+def label_breakdown(engine: Engine, day: date) -> pa.Table:
+    """Images captured on the factory ``day`` per slice, current class (read in the current ontology) and
+    exclusion."""
     ontology = Ontology.load(engine)
+    captured, params = on_days(day, day, "i.captured_at", "i.line")
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT line, station, camera, part_id, label, label_ontology_version, excluded, count(*)"
-            " FROM projections.images WHERE captured_at >= %(s)s AND captured_at < %(e)s GROUP BY 1, 2, 3, 4, 5, 6, 7",
-            {"s": start, "e": end}).fetchall()
+            "SELECT i.line, i.station, i.camera, i.part_id, i.label, i.label_ontology_version, i.excluded, count(*)"
+            f" FROM projections.images i WHERE {captured} GROUP BY 1, 2, 3, 4, 5, 6, 7", params).fetchall()
     recorded = _table([(*r[:4], current_class(ontology, r[4], r[5]) or UNLABELLED, r[6], r[7]) for r in rows],
                       ("line", "station", "camera", "part_id", "class", "excluded", "images"))
     # Two recorded names can now be one class (a merge): add them up again.
     return _sum(recorded, day, ("line", "station", "camera", "part_id", "class", "excluded"))
 
 
-def prediction_breakdown(engine: Engine, day: date, start: datetime, end: datetime) -> pa.Table:
-    """Each engine's latest predictions for images captured on ``day``, per slice, predicted class and
-    human class."""
+def prediction_breakdown(engine: Engine, day: date) -> pa.Table:
+    """Each engine's latest predictions for images captured on the factory ``day``, per slice, predicted
+    class and human class."""
     ontology = Ontology.load(engine)
+    captured, params = on_days(day, day, "i.captured_at", "i.line")
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT i.line, i.station, i.camera, i.part_id, p.engine_id, p.predicted_class, i.label,"
             " i.label_ontology_version, count(*)"
             " FROM projections.latest_predictions p JOIN projections.images i USING (sha256)"
-            " WHERE i.captured_at >= %(s)s AND i.captured_at < %(e)s GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
-            {"s": start, "e": end}).fetchall()
+            f" WHERE {captured} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8", params).fetchall()
     recorded = _table([(*r[:6], current_class(ontology, r[6], r[7]) or UNLABELLED, r[8]) for r in rows],
                       ("line", "station", "camera", "part_id", "engine_id", "predicted_class", "label", "images"))
     return _sum(recorded, day, ("line", "station", "camera", "part_id", "engine_id", "predicted_class", "label"))
@@ -104,11 +106,11 @@ def write_breakdowns(lake: Lake, labels: pa.Table, predictions: pa.Table, day: d
 @dg.asset(partitions_def=daily, group_name="analytics", compute_kind="duckdb")
 def breakdowns(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> dg.MaterializeResult:
     """Label and prediction counts per line, part, day, station, camera and class for one capture day."""
-    day, start, end = day_window(context.partition_key)
+    day = partition_day(context.partition_key)
     with catalog.open() as cat:
         cat.catch_up()
-        labels = label_breakdown(cat.engine, day, start, end)
-        predictions = prediction_breakdown(cat.engine, day, start, end)
+        labels = label_breakdown(cat.engine, day)
+        predictions = prediction_breakdown(cat.engine, day)
     paths = write_breakdowns(lake.lake, labels, predictions, day)
     con = duckdb.connect()
     con.register("labels", labels)

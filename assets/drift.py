@@ -28,11 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
-from sqlalchemy import text
 
-from assets.partitions import daily, day_window
+from assets.partitions import daily, partition_day
 from assets.resources import CatalogResource, LakeResource
 from catalog import Catalog
+from catalog.factory_day import day_sql, on_days
 from catalog.lake import Lake
 from imaging.gray import decode_gray8
 
@@ -255,13 +255,12 @@ def cameras_path(day: date) -> str:
 
 
 def _images_of_day(cat: Catalog, day: date) -> list[dict]:
-    """The day's images, excluded ones included: an excluded image is still what the camera saw."""
-    _, start, end = day_window(day.isoformat())
+    """The factory day's images, excluded ones included: an excluded image is still what the camera saw."""
+    captured, params = on_days(day, day, "i.captured_at", "i.line")
     with cat.engine.connect() as conn:
-        result = conn.execute(text(
-            "SELECT sha256, line, station, camera, captured_at, excluded FROM projections.images"
-            " WHERE captured_at >= :start AND captured_at < :end"
-            " ORDER BY line, station, camera, captured_at, sha256"), {"start": start, "end": end})
+        result = conn.exec_driver_sql(
+            "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.excluded FROM projections.images i"
+            f" WHERE {captured} ORDER BY i.line, i.station, i.camera, i.captured_at, i.sha256", params)
         return [dict(row._mapping) | {"day": day} for row in result]
 
 
@@ -276,7 +275,7 @@ def _decoder(cat: Catalog, sha256: str) -> Callable[[], np.ndarray]:
 
 
 def measure_day(cat: Catalog, day: date, *, log: Log = lambda _: None) -> DayMeasurement:
-    """Decode every image captured on ``day`` (UTC) and measure it, camera by camera."""
+    """Decode every image captured on the factory ``day`` and measure it, camera by camera."""
     by_camera: dict[Camera, list[dict]] = defaultdict(list)
     for row in _images_of_day(cat, day):
         by_camera[(row["line"], row["station"], row["camera"])].append(row)
@@ -309,9 +308,9 @@ def _cached_measurement(cat: Catalog, lake: Lake, day: date) -> DayMeasurement |
 def _camera_days(cat: Catalog) -> dict[Camera, list[date]]:
     """Every camera's days with images in the catalog, in order."""
     with cat.engine.connect() as conn:
-        result = conn.execute(text(
-            "SELECT DISTINCT line, station, camera, (captured_at AT TIME ZONE 'UTC')::date AS day"
-            " FROM projections.images ORDER BY line, station, camera, day"))
+        result = conn.exec_driver_sql(
+            f"SELECT DISTINCT i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')} AS day"
+            " FROM projections.images i ORDER BY 1, 2, 3, 4")
         days: dict[Camera, list[date]] = defaultdict(list)
         for line, station, camera, day in result:
             days[(line, station, camera)].append(day)
@@ -572,7 +571,7 @@ CHECK = "stats_within_bands"
 )
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, catalog: CatalogResource,
                  lake: LakeResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    day, _, _ = day_window(context.partition_key)
+    day = partition_day(context.partition_key)
     store = lake.lake
     with catalog.open() as cat:
         cat.catch_up()  # measure every image ingested so far, not only those the projections had reached

@@ -3,7 +3,7 @@ events, recording the position it reached."""
 
 import dagster as dg
 
-from assets.partitions import daily, day_window
+from assets.partitions import daily, partition_day
 from assets.resources import CatalogResource, LakeResource
 
 
@@ -12,7 +12,7 @@ def lake_snapshot(context: dg.AssetExecutionContext, catalog: CatalogResource,
                   lake: LakeResource) -> dg.MaterializeResult:
     """Mirror every event not yet in the lake (the sync is global and exactly-once; re-running it for any
     day is cheap), then count what the lake holds for this partition's day by event type."""
-    day, _, _ = day_window(context.partition_key)
+    day = partition_day(context.partition_key)
     mirror = lake.lake
     with catalog.open() as cat:
         def progress(done: int, total: int) -> None:

@@ -40,7 +40,7 @@ __all__ = [
     "event_id_for", "open",
 ]
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 Progress = Callable[[int, int], None]  # called with (done, total) as long work advances
 
 

@@ -2,8 +2,9 @@
 rejects, corrections and disagreements, the lineage records of a window, the engine in service, and the
 lineage graph (dataset versions → models → engines, promotions) as nodes and edges or DOT.
 
-Days are UTC days (as the drift report's partitions) of when a thing happened on the line (``captured_at``,
-``decided_at``, ``corrected_at``), not of when it reached the catalog. Everything is aggregated in SQL over
+Days are factory days (`catalog.factory_day`: the calendar day of the line's local time) of when a thing
+happened on the line (``captured_at``, ``decided_at``, ``corrected_at``), not of when it reached the
+catalog; lineage, which belongs to no line, counts UTC days. Everything is aggregated in SQL over
 the read models: a week of a 100,000-image catalog takes about 0.15 s, one day 0.05 s.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from catalog.factory_day import capture_days, day_sql, hour_sql, on_days
 from catalog.lineage import CLASSIFIER, champion_of
 
 # Joined to ``projections.images i`` (by every question about disagreements, so they all count alike): the image's latest prediction (whichever engine made it; ties on time go
@@ -28,12 +30,9 @@ DISAGREEING = (
 )
 
 
-def _day(column: str) -> str:
-    return f"({column} AT TIME ZONE 'UTC')::date"
-
-
 def window(first: date, last: date) -> tuple[datetime, datetime]:
-    """[start, end) of the UTC days ``first`` to ``last``, both included."""
+    """[start, end) of the UTC days ``first`` to ``last``, both included: the days of facts that belong to
+    no line (lineage: versions, models, engines, promotions). Facts of a line use its factory day."""
     if last < first:
         raise ValueError(f"empty window: {last.isoformat()} is before {first.isoformat()}")
     return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
@@ -56,12 +55,8 @@ def _window_params(first: date, last: date, **more: Any) -> dict[str, Any]:
 
 
 def image_days(engine: Engine) -> tuple[date, date] | None:
-    """The first and last UTC day with images captured, or None for an empty catalog."""
-    (row,) = read_rows(engine, "SELECT min(captured_at) AS first, max(captured_at) AS last FROM projections.images", {})
-    first, last = row["first"], row["last"]
-    if first is None:
-        return None
-    return first.astimezone(UTC).date(), last.astimezone(UTC).date()
+    """The first and last factory day with images captured, or None for an empty catalog."""
+    return capture_days(engine)
 
 
 @dataclass(frozen=True)
@@ -81,30 +76,36 @@ class DayFigures:
 
 
 def daily_figures(engine: Engine, first: date, last: date) -> list[DayFigures]:
-    """One `DayFigures` per UTC day from ``first`` to ``last`` (quiet days as zeros), in order."""
+    """One `DayFigures` per factory day from ``first`` to ``last`` (quiet days as zeros), in order: images and
+    disagreements by their line's day of capture, decisions by the part's line's day of decision,
+    corrections by the image's line's day of correction."""
+    captured, params = on_days(first, last, "i.captured_at", "i.line")
+    decided, _ = on_days(first, last, "d.decided_at", "pt.line")
+    corrected, _ = on_days(first, last, "c.corrected_at", "ci.line")
     sql = f"""
-        WITH days AS (SELECT generate_series(%(first)s::date, %(last)s::date, interval '1 day')::date AS day),
+        WITH days AS (SELECT generate_series(%(days_first)s::date, %(days_last)s::date, interval '1 day')::date AS day),
         images AS (
-            SELECT {_day('i.captured_at')} AS day, count(*) AS images, count(DISTINCT i.part_id) AS parts
-            FROM projections.images i WHERE i.captured_at >= %(start)s AND i.captured_at < %(end)s GROUP BY 1),
+            SELECT {day_sql('i.captured_at', 'i.line')} AS day, count(*) AS images, count(DISTINCT i.part_id) AS parts
+            FROM projections.images i WHERE {captured} GROUP BY 1),
         rejects AS (
-            SELECT {_day('d.decided_at')} AS day, count(*) AS judged_parts,
+            SELECT {day_sql('d.decided_at', 'pt.line')} AS day, count(*) AS judged_parts,
                    count(*) FILTER (WHERE d.decision = 'reject') AS rejected_parts
-            FROM projections.part_dispositions d
-            WHERE d.decided_at >= %(start)s AND d.decided_at < %(end)s GROUP BY 1),
+            FROM projections.part_dispositions d LEFT JOIN projections.parts pt USING (part_id)
+            WHERE {decided} GROUP BY 1),
         disagreements AS (
-            SELECT {_day('i.captured_at')} AS day, count(*) AS disagreements FROM projections.images i
-            {DISAGREEING} WHERE i.captured_at >= %(start)s AND i.captured_at < %(end)s GROUP BY 1),
+            SELECT {day_sql('i.captured_at', 'i.line')} AS day, count(*) AS disagreements FROM projections.images i
+            {DISAGREEING} WHERE {captured} GROUP BY 1),
         corrections AS (
-            SELECT {_day('c.corrected_at')} AS day, count(*) AS corrections FROM projections.corrections c
-            WHERE c.corrected_at >= %(start)s AND c.corrected_at < %(end)s GROUP BY 1)
+            SELECT {day_sql('c.corrected_at', 'ci.line')} AS day, count(*) AS corrections
+            FROM projections.corrections c LEFT JOIN projections.images ci USING (sha256)
+            WHERE {corrected} GROUP BY 1)
         SELECT days.day, coalesce(images, 0) AS images, coalesce(parts, 0) AS parts,
                coalesce(judged_parts, 0) AS judged_parts, coalesce(rejected_parts, 0) AS rejected_parts, coalesce(disagreements, 0) AS disagreements,
                coalesce(corrections, 0) AS corrections
         FROM days LEFT JOIN images USING (day) LEFT JOIN rejects USING (day)
         LEFT JOIN disagreements USING (day) LEFT JOIN corrections USING (day)
         ORDER BY days.day"""
-    return [DayFigures(**row) for row in read_rows(engine, sql, _window_params(first, last))]
+    return [DayFigures(**row) for row in read_rows(engine, sql, params)]
 
 
 @dataclass(frozen=True)
@@ -112,63 +113,68 @@ class HourFigures:
     """One hour of one line: images captured and parts rejected (by decision time)."""
 
     line: str
-    hour: datetime  # the hour's start, UTC
+    hour: datetime  # the start of the line's local hour (an instant: show it with `factory_day.shown`)
     images: int
     rejected_parts: int
 
 
 def day_timeline(engine: Engine, day: date) -> list[HourFigures]:
-    """The day per line and hour (only hours where something happened), by line then hour."""
-    sql = """
+    """The factory day per line and local hour (only hours where something happened), by line then hour."""
+    captured, params = on_days(day, day, "i.captured_at", "i.line")
+    decided, _ = on_days(day, day, "d.decided_at", "pt.line")
+    sql = f"""
         WITH images AS (
-            SELECT i.line, date_trunc('hour', i.captured_at, 'UTC') AS hour, count(*) AS images
-            FROM projections.images i WHERE i.captured_at >= %(start)s AND i.captured_at < %(end)s GROUP BY 1, 2),
+            SELECT i.line, {hour_sql('i.captured_at', 'i.line')} AS hour, count(*) AS images
+            FROM projections.images i WHERE {captured} GROUP BY 1, 2),
         rejects AS (
-            SELECT pt.line, date_trunc('hour', d.decided_at, 'UTC') AS hour, count(*) AS rejected_parts
+            SELECT pt.line, {hour_sql('d.decided_at', 'pt.line')} AS hour, count(*) AS rejected_parts
             FROM projections.part_dispositions d JOIN projections.parts pt USING (part_id)
-            WHERE d.decision = 'reject' AND d.decided_at >= %(start)s AND d.decided_at < %(end)s GROUP BY 1, 2)
+            WHERE d.decision = 'reject' AND {decided} GROUP BY 1, 2)
         SELECT line, hour, coalesce(images, 0) AS images, coalesce(rejected_parts, 0) AS rejected_parts
         FROM images FULL JOIN rejects USING (line, hour) ORDER BY line, hour"""
-    return [HourFigures(**row) for row in read_rows(engine, sql, _window_params(day, day))]
+    return [HourFigures(**row) for row in read_rows(engine, sql, params)]
 
 
 # -- what happened, row by row --------------------------------------------------------------------------------
 
 
 def rejected_parts(engine: Engine, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
-    """Parts whose decision is reject, decided in the window, newest first: part_id, line, decided_at, rule,
-    decided_by, engine_id, images."""
-    sql = """
+    """Parts whose decision is reject, decided on the factory days ``first`` to ``last``, newest first:
+    part_id, line, decided_at, rule, decided_by, engine_id, images."""
+    decided, params = on_days(first, last, "d.decided_at", "pt.line")
+    sql = f"""
         SELECT d.part_id, pt.line, d.decided_at, d.rule, d.decided_by, d.engine_id, pt.image_count AS images
         FROM projections.part_dispositions d LEFT JOIN projections.parts pt USING (part_id)
-        WHERE d.decision = 'reject' AND d.decided_at >= %(start)s AND d.decided_at < %(end)s
+        WHERE d.decision = 'reject' AND {decided}
         ORDER BY d.decided_at DESC, d.part_id LIMIT %(limit)s"""
-    return read_rows(engine, sql, _window_params(first, last, limit=limit))
+    return read_rows(engine, sql, params | {"limit": limit})
 
 
 def corrections(engine: Engine, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
-    """Corrections made in the window, newest first: corrected_at, part_id, line, camera, sha256, target,
-    old_label, new_label, corrected_by, reason."""
-    sql = """
+    """Corrections made on the factory days ``first`` to ``last``, newest first: corrected_at, part_id, line,
+    camera, sha256, target, old_label, new_label, corrected_by, reason."""
+    corrected, params = on_days(first, last, "c.corrected_at", "i.line")
+    sql = f"""
         SELECT c.corrected_at, i.part_id, i.line, i.camera, c.sha256, c.target, c.old_label, c.new_label,
                c.corrected_by, c.reason
         FROM projections.corrections c LEFT JOIN projections.images i USING (sha256)
-        WHERE c.corrected_at >= %(start)s AND c.corrected_at < %(end)s
+        WHERE {corrected}
         ORDER BY c.corrected_at DESC, c.correction_id LIMIT %(limit)s"""
-    return read_rows(engine, sql, _window_params(first, last, limit=limit))
+    return read_rows(engine, sql, params | {"limit": limit})
 
 
 def disagreements(engine: Engine, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
-    """Images captured in the window whose latest prediction is not their current human label, newest first:
+    """Images captured on the factory days ``first`` to ``last`` whose latest prediction is not their current human label, newest first:
     captured_at, part_id, line, camera, sha256, label, predicted_class, score (the predicted class's),
     engine_id. Names are compared as recorded (an ontology rename since the label reads as a disagreement)."""
+    captured, params = on_days(first, last, "i.captured_at", "i.line")
     sql = f"""
         SELECT i.captured_at, i.part_id, i.line, i.camera, i.sha256, i.label, p.predicted_class,
                (p.scores ->> p.predicted_class)::float AS score, p.engine_id
         FROM projections.images i {DISAGREEING}
-        WHERE i.captured_at >= %(start)s AND i.captured_at < %(end)s
+        WHERE {captured}
         ORDER BY i.captured_at DESC, i.sha256 LIMIT %(limit)s"""
-    return read_rows(engine, sql, _window_params(first, last, limit=limit))
+    return read_rows(engine, sql, params | {"limit": limit})
 
 
 # -- lineage --------------------------------------------------------------------------------------------------

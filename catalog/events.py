@@ -6,11 +6,13 @@ Payloads are validated with pydantic; unknown fields, naive timestamps and malfo
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -216,6 +218,38 @@ class OntologyPublished(EventData):
         return "ontology"
 
 
+# -- the site ---------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _time_zone_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - {"localtime", "Factory"}  # the host's zone; no zone at all
+
+
+def _known_time_zone(name: str) -> str:
+    # A name from the IANA list rather than anything ZoneInfo opens: "localtime" or a path would mean
+    # different things to Python and to PostgreSQL, which reads the zone in every per-day query.
+    if name not in _time_zone_names():
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin, America/Chicago, UTC)")
+    return name
+
+
+TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
+
+
+class LineTimeZoneSet(EventData):
+    """Where a line stands: the time zone its factory days and shown times are in (`catalog.factory_day`).
+    It applies to every capture of the line, earlier ones too: it says where the line is, not since when."""
+
+    line: Name
+    time_zone: TimeZoneName
+    reason: str = ""
+
+    @property
+    def stream_id(self) -> str:
+        return f"line:{self.line}"
+
+
 # -- predictions and decisions --------------------------------------------------------------------------------
 
 
@@ -392,6 +426,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         ImageIngested, ImageRejected, ImageExcluded, ImageIncluded, LabelRecorded, CorrectionRecorded,
         OntologyPublished, PredictionRecorded, PartDispositioned, ReviewRequested, DatasetVersionPublished,
         ModelRegistered, ModelExported, ModelEvaluated, RegressionReplayed, ModelPromoted, EngineBuilt,
+        LineTimeZoneSet,
     )
 }
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from catalog.activity import DISAGREEING, read_rows
 from catalog.errors import CatalogError
+from catalog.factory_day import day_sql
 from catalog.lake import Lake
 from catalog.lineage import champion_of
 from catalog.ontology import OK_CLASS
@@ -124,10 +125,10 @@ def replay_slices(lake: Lake, report_uri: str) -> pa.Table | None:
 
 
 def disagreement_summary(engine: Engine) -> list[dict[str, Any]]:
-    """Production images whose latest prediction is not their current human label, per UTC capture day and
-    kind (see `DISAGREEMENTS`): day, kind, images."""
+    """Production images whose latest prediction is not their current human label, per factory day of
+    capture and kind (see `DISAGREEMENTS`): day, kind, images."""
     sql = f"""
-        SELECT (i.captured_at AT TIME ZONE 'UTC')::date AS day, {_KIND} AS kind, count(*) AS images
+        SELECT {day_sql('i.captured_at', 'i.line')} AS day, {_KIND} AS kind, count(*) AS images
         FROM projections.images i {DISAGREEING} GROUP BY 1, 2 ORDER BY 1, 2"""
     return read_rows(engine, sql, {})
 

@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from catalog.errors import CatalogError
 from catalog.events import IMAGE_STREAM_PREFIX, image_stream, part_stream
+from catalog.factory_day import capture_days, on_days, time_zones
 from catalog.ontology import Ontology
 from catalog.store import EventStore, RecordedEvent
 
@@ -39,6 +40,9 @@ class ImageFilter:
     parts: tuple[str, ...] = ()
     captured_from: datetime | None = None  # inclusive
     captured_to: datetime | None = None  # exclusive
+    # Factory days, both included: each line's own local days (`catalog.factory_day`).
+    first_day: date | None = None
+    last_day: date | None = None
     labels: tuple[str, ...] = ()  # current classes, or "unlabelled"
     excluded: bool | None = None
     predictions: tuple[str, ...] = ()  # the class of the image's latest prediction (any engine), or "not predicted"
@@ -50,10 +54,15 @@ class ImageFilter:
                 raise CatalogError(f"{name} must be timezone-aware, got {moment.isoformat()}")
         if self.captured_from and self.captured_to and self.captured_from >= self.captured_to:
             raise CatalogError(f"empty window: {self.captured_from.isoformat()} is not before {self.captured_to.isoformat()}")
+        if self.first_day and self.last_day and self.first_day > self.last_day:
+            raise CatalogError(f"empty window: day {self.last_day.isoformat()} is before {self.first_day.isoformat()}")
 
     def describe(self) -> dict[str, Any]:
         """The filter as JSON-ready values (recorded with the curation events it selected for)."""
-        return {k: (v.isoformat() if isinstance(v, datetime) else list(v) if isinstance(v, tuple) else v)
+        def plain(value: Any) -> Any:
+            return value.isoformat() if isinstance(value, date) else value  # datetimes are dates too
+
+        return {k: ([plain(x) for x in v] if isinstance(v, tuple) else plain(v))
                 for k, v in asdict(self).items() if v not in ((), None)}
 
 
@@ -151,6 +160,10 @@ def where_conditions(where: ImageFilter, params: dict[str, Any]) -> list[str]:
     if where.captured_to is not None:
         conditions.append("i.captured_at < %(captured_to)s")
         params["captured_to"] = where.captured_to
+    if where.first_day is not None or where.last_day is not None:
+        on, day_params = on_days(where.first_day, where.last_day, "i.captured_at", "i.line")
+        conditions.append(on)
+        params |= day_params
     return conditions
 
 
@@ -263,6 +276,8 @@ class FilterChoices:
     classes: list[str]
     first_captured: datetime | None
     last_captured: datetime | None
+    days: tuple[date, date] | None  # the first and last factory day with images
+    time_zones: dict[str, str]  # the lines whose time zone was set (`catalog.factory_day`)
 
 
 def filter_choices(engine: Engine) -> FilterChoices:
@@ -276,7 +291,7 @@ def filter_choices(engine: Engine) -> FilterChoices:
     classes = list(ontology.current.classes) if ontology.versions else []
     return FilterChoices(lines=sorted({c[0] for c in combos}), stations=sorted({c[1] for c in combos}),
                          cameras=sorted({c[2] for c in combos}), classes=classes, first_captured=first,
-                         last_captured=last)
+                         last_captured=last, days=capture_days(engine), time_zones=time_zones(engine))
 
 
 @dataclass(frozen=True)

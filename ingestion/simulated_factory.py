@@ -25,7 +25,9 @@ from ingestion.simulator.photos import check_surfaces
 from ingestion.simulator.plan import (
     BROKEN_KINDS,
     CLASSES,
+    DEFAULT_CLOCK,
     SIZE_PRESETS,
+    FactoryClock,
     PlannedImage,
     SizePreset,
     Stream,
@@ -100,6 +102,7 @@ def simulate_factory(
     workers: int | None = None,
     surfaces: tuple[str, ...] | None = None,
     drift: DriftSchedule = DRIFT,
+    clock: FactoryClock = DEFAULT_CLOCK,
 ) -> FactorySummary:
     """Write `days` days of production of a `size` factory under `out`, which must be empty or absent.
 
@@ -111,6 +114,8 @@ def simulate_factory(
     use, except that runs too small to repay starting processes render inline. `drift` is the schedule of the
     line's drift; with `NO_DRIFT` the same seed renders the same scenes, defects and sensor noise as a plant
     whose lamps, sensors and lenses stay as installed: the twin that shows what drift alone costs a model.
+    `clock` sets the zone the timestamps are written in and when the shifts start (a real zone such as
+    Europe/Berlin crosses its DST switches; a late start runs a shift past midnight).
     """
     if size not in SIZE_PRESETS:
         raise ValueError(f"size must be one of {sorted(SIZE_PRESETS)}, not {size!r}")
@@ -123,7 +128,7 @@ def simulate_factory(
         raise FileExistsError(f"{out} is not empty; the simulator never mixes two runs")
     out.mkdir(parents=True, exist_ok=True)
 
-    images = plan_images(seed, SIZE_PRESETS[size], days, start)
+    images = plan_images(seed, SIZE_PRESETS[size], days, start, clock)
     bad, duplicates = choose_bad_files(seed, images)
     results = _render_all(_jobs(out, seed, images, image_size, surfaces, drift), workers, progress)
     for index, kind in bad.items():

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 
 import numpy as np
 import pyarrow as pa
 
 from catalog import Catalog
 from catalog.events import PredictionRecorded
+from catalog.factory_day import on_days
 from serving.decision import RuleSet, load_rules
 from serving.engines import load_engine
 from serving.engines.base import EngineOutput
@@ -75,14 +76,12 @@ def replay(
     record: bool = True,
     progress: Progress | None = None,
 ) -> ReplayReport:
-    """Run `engine_id` over the images captured in [first_day, last_day] (UTC days, open when None)."""
+    """Run `engine_id` over the images captured on the factory days [first_day, last_day] (each line's own,
+    `catalog.factory_day`; open when None)."""
     engine = load_engine(cat, engine_id)
     inspector = Inspector(cat, engine, rules or load_rules(), source="replay")
     cat.catch_up()
-    images = _images(cat, "captured_at >= %(start)s AND captured_at < %(end)s", {
-        "start": datetime.combine(first_day, time(), UTC) if first_day else datetime.min.replace(tzinfo=UTC),
-        "end": datetime.combine(last_day + timedelta(days=1), time(), UTC) if last_day
-        else datetime.max.replace(tzinfo=UTC)})
+    images = _images(cat, *on_days(first_day, last_day, "i.captured_at", "i.line"))
     labels = {sha: label for sha, *_, label in images}
     rows, events = [], []
     for inspection in inspect_history(cat, inspector, images, progress=progress):
@@ -114,7 +113,7 @@ def predicted_classes(cat: Catalog, engine_id: str, shas: Sequence[str]) -> list
     rules = load_rules()
     engine = load_engine(cat, engine_id)
     try:
-        found = {row[0]: row for row in _images(cat, "sha256 = ANY(%(shas)s)", {"shas": list(shas)})}
+        found = {row[0]: row for row in _images(cat, "i.sha256 = ANY(%(shas)s)", {"shas": list(shas)})}
         missing = [s for s in shas if s not in found]
         if missing:
             raise ValueError(f"{len(missing)} image(s) unknown to the catalog or excluded, e.g. {missing[0]}")
@@ -137,5 +136,5 @@ def _images(cat: Catalog, where: str, params: dict) -> list[tuple]:
     that are not excluded, in capture order."""
     with cat.engine.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(
-            "SELECT sha256, part_id, line, station, camera, captured_at, label FROM projections.images"
-            f" WHERE NOT excluded AND {where} ORDER BY captured_at, camera, sha256", params).fetchall()]
+            "SELECT i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, i.label FROM projections.images i"
+            f" WHERE NOT i.excluded AND {where} ORDER BY i.captured_at, i.camera, i.sha256", params).fetchall()]

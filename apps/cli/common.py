@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 
 import click
 from rich.console import Console
@@ -31,17 +31,25 @@ def open_catalog(**kwargs) -> catalog.Catalog:
     return catalog.open(**kwargs)
 
 
-def parse_moment(value: str | None, *, option: str, end_of_day: bool = False) -> datetime | None:
-    """A time given on the command line: a timestamp with its UTC offset, or a bare date read in UTC (with
-    ``end_of_day``, the start of the next day, so that ``--to 2026-03-02`` includes that day)."""
+def parse_day(value: str | None, *, option: str) -> date | None:
+    """A factory day given on the command line (2026-03-02): each line's own calendar day."""
     if value is None:
         return None
-    if len(value) == 10:
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a date (2026-03-02)", param_hint=option) from None
-        return datetime.combine(day, time(), UTC) + (timedelta(days=1) if end_of_day else timedelta())
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (2026-03-02)", param_hint=option) from None
+
+
+def parse_day_or_moment(value: str | None, *, option: str) -> date | datetime | None:
+    """A bare date (a factory day) or a timestamp with its UTC offset (one instant)."""
+    return parse_day(value, option=option) if value is not None and len(value) == 10 else parse_moment(value, option=option)
+
+
+def parse_moment(value: str | None, *, option: str) -> datetime | None:
+    """A time given on the command line: a timestamp with its UTC offset."""
+    if value is None:
+        return None
     try:
         return parse_aware_timestamp(value)
     except ValueError as exc:

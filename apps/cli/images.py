@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from datetime import date, datetime
 from pathlib import Path
 
 import click
 from rich.table import Table
 from rich.tree import Tree
 
-from apps.cli.common import console, open_catalog, out, parse_moment
+from apps.cli.common import console, open_catalog, out, parse_day_or_moment, parse_moment
 from catalog.curation import set_excluded
 from catalog.queries import RESULT_COLUMNS, ImageFilter, count_images, query_images, trace_part
 
@@ -24,8 +25,10 @@ def filter_options(command):
         click.option("--station", "stations", multiple=True),
         click.option("--camera", "cameras", multiple=True),
         click.option("--part", "parts", multiple=True),
-        click.option("--from", "captured_from", help="captured at or after (date or timestamp with offset)"),
-        click.option("--to", "captured_to", help="captured before (a date includes that whole day)"),
+        click.option("--from", "captured_from",
+                     help="captured on or after this factory day (each line's own), or at or after a timestamp with offset"),
+        click.option("--to", "captured_to",
+                     help="captured on or before this factory day (each line's own), or before a timestamp with offset"),
         click.option("--label", "labels", multiple=True, help="current class, or 'unlabelled'"),
     ]
     for option in reversed(options):
@@ -34,10 +37,14 @@ def filter_options(command):
 
 
 def _filter(lines, stations, cameras, parts, captured_from, captured_to, labels, excluded=None) -> ImageFilter:
+    start = parse_day_or_moment(captured_from, option="--from")
+    end = parse_day_or_moment(captured_to, option="--to")
+    # A bare date is a factory day; a timestamp (a datetime, which is a date too) one instant.
+    days = {"first_day": start if type(start) is date else None, "last_day": end if type(end) is date else None}
     return ImageFilter(lines=lines, stations=stations, cameras=cameras, parts=parts,
-                       captured_from=parse_moment(captured_from, option="--from"),
-                       captured_to=parse_moment(captured_to, option="--to", end_of_day=True),
-                       labels=labels, excluded=excluded)
+                       captured_from=start if isinstance(start, datetime) else None,
+                       captured_to=end if isinstance(end, datetime) else None,
+                       labels=labels, excluded=excluded, **days)
 
 
 @click.group()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from apps.cli.common import console, open_catalog, out, parse_moment, progress_bar
+from apps.cli.common import console, open_catalog, out, parse_day, progress_bar
 
 
 @click.command()
@@ -91,8 +91,8 @@ def spool_sync(folder: Path | None) -> None:
 
 @click.command()
 @click.option("--engine", "engine_id", required=True, help="engine id to replay")
-@click.option("--from", "first", help="first UTC day (YYYY-MM-DD) of capture; default: the beginning")
-@click.option("--to", "last", help="last UTC day (YYYY-MM-DD), included; default: the end")
+@click.option("--from", "first", help="first factory day (YYYY-MM-DD) of capture; default: the beginning")
+@click.option("--to", "last", help="last factory day (YYYY-MM-DD), included; default: the end")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="part decision rules (default: the packaged rules)")
 @click.option("--no-record", is_flag=True, help="do not record the predictions (report only)")
@@ -102,8 +102,7 @@ def replay(engine_id: str, first: str | None, last: str | None, rules: Path | No
     from serving.decision import load_rules
     from serving.replay import replay as run_replay
 
-    first_day = parse_moment(first, option="--from").date() if first else None
-    last_day = parse_moment(last, option="--to").date() if last else None
+    first_day, last_day = parse_day(first, option="--from"), parse_day(last, option="--to")
     with open_catalog() as cat, progress_bar("replaying") as update:
         report = run_replay(cat, engine_id, first_day=first_day, last_day=last_day, rules=load_rules(rules),
                             record=not no_record, progress=update)

@@ -3,8 +3,8 @@ links to the trace of a part."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,7 +12,7 @@ import streamlit as st
 
 import catalog
 from apps.ui.roles import Action, Viewer
-from catalog import activity
+from catalog import activity, factory_day
 
 TRACE_PAGE = "views/trace.py"
 
@@ -67,8 +67,34 @@ def _image_days(_cat: catalog.Catalog, state: str) -> tuple[date, date] | None:
     return activity.image_days(_cat.engine)
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def time_zones_of(_cat: catalog.Catalog, state: str) -> dict[str, str]:
+    """The lines whose time zone was set (`state`: `catalog_state(cat)`)."""
+    return factory_day.time_zones(_cat.engine)
+
+
+def line_time(cat: catalog.Catalog, moment: datetime, line: str | None) -> str:
+    """``moment`` as ``line`` reads it: its local time with the offset (UTC for no line)."""
+    zones = time_zones_of(cat, catalog_state(cat))
+    return factory_day.shown(moment, zones.get(line, factory_day.DEFAULT_TIME_ZONE))
+
+
+def local_times(cat: catalog.Catalog, state: str, rows: Any, columns: Sequence[str], *, line: str = "line") -> Any:
+    """``rows`` (a DataFrame) with its time ``columns`` shown as each row's line reads them: local time with
+    the offset (`catalog.factory_day.shown`); a row without a line is shown in UTC."""
+    if rows.empty:
+        return rows
+    zones = time_zones_of(cat, state)
+    lines = rows[line] if line in rows else [None] * len(rows)
+    return rows.assign(**{column: [
+        None if moment is None or moment != moment else  # None or NaT
+        factory_day.shown(moment.to_pydatetime() if hasattr(moment, "to_pydatetime") else moment,
+                          zones.get(at, factory_day.DEFAULT_TIME_ZONE))
+        for moment, at in zip(rows[column], lines, strict=True)] for column in columns if column in rows})
+
+
 def days_with_images(cat: catalog.Catalog, state: str) -> tuple[date, date]:
-    """The first and last UTC day with images (`state`: `catalog_state(cat)`); a catalog without images stops
+    """The first and last factory day with images (`state`: `catalog_state(cat)`); a catalog without images stops
     the page with what to do."""
     span = _image_days(cat, state)
     if span is None:

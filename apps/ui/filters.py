@@ -3,12 +3,14 @@ capture window, current label, the model's prediction and exclusion, read into a
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import streamlit as st
 
 import catalog
 from apps.ui.common import cached, catalog_state
+from catalog.factory_day import DEFAULT_TIME_ZONE
 from catalog.queries import NOT_PREDICTED, UNLABELLED, FilterChoices, ImageFilter, filter_choices
 
 EXCLUDED = {"any": None, "included": False, "excluded": True}
@@ -29,7 +31,7 @@ def image_filter(cat: catalog.Catalog, *, key: str) -> ImageFilter:
     cameras = bar.multiselect("Camera", choices.cameras, key=f"{key}-camera")
     parts = bar.text_input("Part ids", key=f"{key}-parts", placeholder="line1-20260302-0001, …",
                            help="one or more part ids, separated by commas or spaces")
-    captured_from, captured_to = _window(choices, key)
+    captured_from, captured_to, first_day, last_day = _window(choices, tuple(lines) or tuple(choices.lines), key)
     labels = bar.multiselect("Current label", [*choices.classes, UNLABELLED], key=f"{key}-label")
     predictions = bar.multiselect("Model's prediction", [*choices.classes, NOT_PREDICTED], key=f"{key}-prediction",
                                   help="the class of the image's latest prediction, whichever engine made it")
@@ -37,31 +39,42 @@ def image_filter(cat: catalog.Catalog, *, key: str) -> ImageFilter:
     try:
         return ImageFilter(lines=tuple(lines), stations=tuple(stations), cameras=tuple(cameras),
                            parts=tuple(p for p in parts.replace(",", " ").split() if p),
-                           captured_from=captured_from, captured_to=captured_to, labels=tuple(labels),
+                           captured_from=captured_from, captured_to=captured_to, first_day=first_day,
+                           last_day=last_day, labels=tuple(labels),
                            predictions=tuple(predictions), excluded=EXCLUDED[excluded])
     except catalog.CatalogError as exc:
         bar.error(str(exc))
         st.stop()
 
 
-def _window(choices: FilterChoices, key: str) -> tuple[datetime | None, datetime | None]:
-    """The capture window (UTC): a range of days, optionally from a time on the first and until a time on the
-    last. The whole catalog's range with no times is no window at all."""
-    if choices.first_captured is None:
-        return None, None
-    first, last = choices.first_captured.astimezone(UTC).date(), choices.last_captured.astimezone(UTC).date()
+def _window(choices: FilterChoices, lines: tuple[str, ...], key: str
+            ) -> tuple[datetime | None, datetime | None, date | None, date | None]:
+    """The capture window: a range of factory days (each line's own), optionally from a time on the first and
+    until a time on the last, read in the lines' time zone when they share one. Returns (captured_from,
+    captured_to, first_day, last_day); the whole catalog's range with no times is no window at all."""
+    if choices.days is None:
+        return None, None, None, None
+    first, last = choices.days
+    zones = {choices.time_zones.get(line, DEFAULT_TIME_ZONE) for line in lines}
+    zone = next(iter(zones)) if len(zones) == 1 else None
     bar = st.sidebar
-    days = bar.date_input("Captured (UTC days)", (first, last), key=f"{key}-days")
+    days = bar.date_input("Captured (factory days)", (first, last), key=f"{key}-days",
+                          help="each line's own calendar days, in its time zone")
     start_day, end_day = _day_range(days, first, last)
     left, right = bar.columns(2)
-    start_time = left.time_input("from", value=None, key=f"{key}-from", step=timedelta(minutes=15))
-    end_time = right.time_input("until", value=None, key=f"{key}-until", step=timedelta(minutes=15))
-    if (start_day, end_day) == (first, last) and start_time is None and end_time is None:
-        return None, None
-    start = datetime.combine(start_day, start_time or time(0), UTC)
-    end = (datetime.combine(end_day, end_time, UTC) if end_time is not None
-           else datetime.combine(end_day + timedelta(days=1), time(0), UTC))
-    return start, end
+    note = f"local time, {zone}" if zone else "the chosen lines stand in several time zones: pick one line"
+    start_time = left.time_input("from", value=None, key=f"{key}-from", step=timedelta(minutes=15), help=note,
+                                 disabled=zone is None)
+    end_time = right.time_input("until", value=None, key=f"{key}-until", step=timedelta(minutes=15), help=note,
+                                disabled=zone is None)
+    if zone is None or (start_time is None and end_time is None):
+        whole = (start_day, end_day) == (first, last)
+        return None, None, None if whole else start_day, None if whole else end_day
+    local = ZoneInfo(zone)
+    start = datetime.combine(start_day, start_time or time(0), local)
+    end = (datetime.combine(end_day, end_time, local) if end_time is not None
+           else datetime.combine(end_day + timedelta(days=1), time(0), local))
+    return start, end, None, None
 
 
 def _day_range(days: object, first: date, last: date) -> tuple[date, date]:

@@ -3,6 +3,7 @@ it, the engine's heatmap, and the facts about it (part, where and when, label, p
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import altair as alt
@@ -10,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import catalog
-from apps.ui.common import cached, trace_link
+from apps.ui.common import cached, line_time, trace_link
 from apps.ui.overlays import draw_regions
 from catalog.blobs import sha_from_uri
 from catalog.review_queue import ImageView, image_view
@@ -51,20 +52,25 @@ def show_picture(cat: catalog.Catalog, view: ImageView, *, with_prediction: bool
         st.image(picture, caption=legend, width="stretch")
 
 
-def show_facts(view: ImageView) -> None:
-    """Where and when the image was taken, its label, the engine's prediction and its curation state."""
+def show_facts(cat: catalog.Catalog, view: ImageView) -> None:
+    """Where and when the image was taken, its label, the engine's prediction and its curation state; times
+    in the line's local time."""
     image, label, prediction = view.image, view.label, view.prediction
+
+    def when(moment: datetime) -> str:
+        return line_time(cat, moment, image["line"])
+
     trace_link(image["part_id"], label=f"part {image['part_id']}")
     st.markdown(f"**{image['line']} · {image['station']} · {image['camera']}** · captured "
-                f"{image['captured_at']:%Y-%m-%d %H:%M:%S} UTC · {image['width']}×{image['height']} px")
+                f"{when(image['captured_at'])} · {image['width']}×{image['height']} px")
     if label:
         st.markdown(f"Label: **{label['class']}** by {label['annotator']} ({label['source']}, "
-                    f"{label['labeled_at']:%Y-%m-%d %H:%M})")
+                    f"{when(label['labeled_at'])})")
     else:
         st.markdown("Label: **none yet**")
     if prediction:
         st.markdown(f"Model: **{prediction['predicted_class']}** (engine `{prediction['engine_id'][:12]}`, "
-                    f"{prediction['predicted_at']:%Y-%m-%d %H:%M})")
+                    f"{when(prediction['predicted_at'])})")
     if image["excluded"]:
         st.warning(f"Excluded: {image['exclusion_reason']}")
     st.caption(f"{image['source_path']} · sha256 {image['sha256']}")

@@ -14,6 +14,7 @@ from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.embeddings import EmbeddingStore
 from catalog.events import ReviewRequested
+from catalog.factory_day import day_sql
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class
 from catalog.review_queue import label_sides
@@ -35,7 +36,7 @@ def curated_images(cat: Catalog) -> pa.Table:
     ontology = Ontology.load(cat.engine)
     with cat.engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT i.sha256, i.part_id, i.line, i.station, i.camera, (i.captured_at AT TIME ZONE 'UTC')::date,"
+            f"SELECT i.sha256, i.part_id, i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')},"
             " i.label, i.label_ontology_version, c.sha256 IS NOT NULL"
             " FROM projections.images i LEFT JOIN (SELECT DISTINCT sha256 FROM projections.corrections) c"
             " USING (sha256) WHERE NOT i.excluded ORDER BY i.sha256").fetchall()

@@ -1,7 +1,7 @@
 """The catalog's read models: images and their sightings, parts, current labels and their history,
 corrections, curation history, the review queue, ontology versions, latest predictions, part
-dispositions, dataset versions, models, regression replays, promotions and engines, each a set of fold
-functions over the events it cares about.
+dispositions, dataset versions, models, regression replays, promotions, engines and the lines' time zones,
+each a set of fold functions over the events it cares about.
 
 The current label of an image is the latest human verdict on it: a LabelRecorded, or a CorrectionRecorded
 of a label or of a prediction (a reviewer saying "this is a crack" is a label, whatever it corrected).
@@ -368,8 +368,21 @@ ENGINES = Projection(
     jsonb_columns=frozenset({"library_versions"}),
 )
 
+# -- the site -------------------------------------------------------------------------------------------------
+
+LINE_TIME_ZONES = Projection(
+    name="line_time_zones",
+    table="line_time_zones",
+    key=("line",),
+    columns=("line", "time_zone", "set_at", "position"),
+    folds={"LineTimeZoneSet": lambda row, e, p: {
+        "line": p["line"], "time_zone": p["time_zone"], "set_at": e.occurred_at, "position": e.position,
+    }},
+    key_of={"LineTimeZoneSet": lambda e, p: (p["line"],)},
+)
+
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
     ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS, MODELS, REGRESSION_REPLAYS,
-    MODEL_PROMOTIONS, ENGINES,
+    MODEL_PROMOTIONS, ENGINES, LINE_TIME_ZONES,
 )

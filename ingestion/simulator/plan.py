@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from enum import IntEnum
 
 import numpy as np
@@ -25,6 +25,18 @@ CORRECTED_SHARE = 0.5
 FACTORY_TZ = timezone(timedelta(hours=1))  # the factory clock, fixed at UTC+01:00 (no DST switch)
 SHIFT_START = time(6, 0)
 SHIFT_SECONDS = 16 * 3600  # two shifts, 06:00 to 22:00
+
+
+@dataclass(frozen=True)
+class FactoryClock:
+    """Where and when the simulated plant works: the zone its timestamps are written in, and the local time
+    its two shifts (16 hours) start each day. A start after 08:00 runs the late shift past midnight."""
+
+    time_zone: tzinfo = FACTORY_TZ
+    shift_start: time = SHIFT_START
+
+
+DEFAULT_CLOCK = FactoryClock()
 
 
 class Stream(IntEnum):
@@ -110,13 +122,15 @@ class PlannedImage:
         return (self.day, self.line_idx, self.part_idx, self.cam_idx)
 
 
-def plan_images(seed: int, preset: SizePreset, days: int, start: date) -> list[PlannedImage]:
+def plan_images(seed: int, preset: SizePreset, days: int, start: date,
+                clock: FactoryClock = DEFAULT_CLOCK) -> list[PlannedImage]:
     """Every image of the run, ordered by day, line, capture time and camera."""
     images: list[PlannedImage] = []
     spread = max(1, preset.parts_per_day // 5)
     for day in range(days):
         today = start + timedelta(days=day)
-        shift_start = datetime.combine(today, SHIFT_START, tzinfo=FACTORY_TZ)
+        # Elapsed time is counted in UTC: adding to a local time would add wall-clock hours across a DST switch.
+        shift_start = datetime.combine(today, clock.shift_start, tzinfo=clock.time_zone).astimezone(UTC)
         for line_idx in range(preset.lines):
             rng = rng_for(seed, Stream.PARTS, day, line_idx)
             n_parts = preset.parts_per_day + int(rng.integers(-spread, spread + 1))
@@ -141,7 +155,8 @@ def plan_images(seed: int, preset: SizePreset, days: int, start: date) -> list[P
                             cam_idx=cam_idx,
                             part_id=part_id,
                             # The cameras fire one after the other, a second apart.
-                            captured_at=shift_start + timedelta(seconds=int(offset) + cam_idx),
+                            captured_at=(shift_start + timedelta(seconds=int(offset) + cam_idx)).astimezone(
+                                clock.time_zone),
                             part_label=part_label,
                             true_label=part_label if seen[cam_idx] else OK_CLASS,
                         )

@@ -117,7 +117,7 @@ def _opened(cat: catalog.Catalog, state: str) -> None:
         with picture:
             show_picture(cat, view, with_prediction=False)
         with facts:
-            show_facts(view)
+            show_facts(cat, view)
             st.button("Close", key="curate-close", on_click=_open, args=(None,), icon=":material/close:")
 
 

@@ -13,10 +13,20 @@ import pandas as pd
 import streamlit as st
 
 import catalog
-from apps.ui.common import allowed, cached, catalog_state, days_with_images, get_catalog, trace_url, viewer
+from apps.ui.common import (
+    allowed,
+    cached,
+    catalog_state,
+    days_with_images,
+    get_catalog,
+    local_times,
+    time_zones_of,
+    trace_url,
+    viewer,
+)
 from apps.ui.roles import Action
 from assets.drift import STATISTICS, Camera, read_drift_days
-from catalog import activity
+from catalog import activity, factory_day
 from catalog.curation import set_excluded
 from catalog.queries import ImageFilter, count_images
 from catalog.review_queue import CURATOR_QUEUE, count_waiting_reviews, request_review
@@ -56,10 +66,8 @@ def drift_of(_cat, lake_root: str, day: date) -> pd.DataFrame | None:
 
 
 def camera_day(camera: Camera, day: date) -> ImageFilter:
-    """The images ``camera`` took on ``day`` (UTC), excluded ones included."""
-    start, end = activity.window(day, day)
-    return ImageFilter(lines=(camera[0],), stations=(camera[1],), cameras=(camera[2],), captured_from=start,
-                       captured_to=end)
+    """The images ``camera`` took on the factory ``day``, excluded ones included."""
+    return ImageFilter(lines=(camera[0],), stations=(camera[1],), cameras=(camera[2],), first_day=day, last_day=day)
 
 
 @cached()
@@ -166,7 +174,8 @@ try:
 except ValueError:
     st.warning(f"?day={asked} is not a date (YYYY-MM-DD): showing the last day with images")
     default = span[1]
-day = st.date_input("day (UTC)", value=default, help=f"images from {span[0]} to {span[1]}")
+day = st.date_input("factory day", value=default,
+                    help=f"images from {span[0]} to {span[1]}; each line's own day, in its time zone")
 
 figures = day_figures(cat, state, day)
 columns = st.columns(5)
@@ -184,11 +193,14 @@ hours = timeline(cat, state, day)
 if hours.empty:
     st.write(f"Nothing captured or decided on {day}.")
 else:
-    long = hours.assign(hour=hours["hour"].dt.hour).melt(
+    zones = time_zones_of(cat, state)
+    local_hours = [factory_day.local_time(h.to_pydatetime(), zones.get(line, factory_day.DEFAULT_TIME_ZONE)).hour
+                   for h, line in zip(hours["hour"], hours["line"], strict=True)]
+    long = hours.assign(hour=local_hours).melt(
         id_vars=["line", "hour"], value_vars=["images", "rejected_parts"], var_name="measure", value_name="count")
     long["measure"] = long["measure"].str.replace("_", " ")
     chart = (alt.Chart(long).mark_bar()
-             .encode(alt.X("hour:O", title="hour (UTC)", scale=alt.Scale(domain=list(range(24))),
+             .encode(alt.X("hour:O", title="hour (each line's local time)", scale=alt.Scale(domain=list(range(24))),
                            axis=alt.Axis(labelAngle=0)),
                      alt.Y("count:Q", title=None, axis=alt.Axis(tickMinStep=1, format=",d")),
                      alt.Color("line:N"), alt.XOffset("line:N"), tooltip=["line:N", "hour:O", "measure:N", "count:Q"])
@@ -197,8 +209,9 @@ else:
              .resolve_scale(y="independent"))
     st.altair_chart(chart, width="stretch")
 
-rejects, corrected, disagreeing = (rows_of(cat, state, what, day) for what in ("rejects", "corrections",
-                                                                                 "disagreements"))
+rejects, corrected, disagreeing = (
+    local_times(cat, state, rows_of(cat, state, what, day), ["decided_at", "corrected_at", "captured_at"])
+    for what in ("rejects", "corrections", "disagreements"))
 tabs = st.tabs([f"rejects ({figures.rejected_parts:,})", f"corrections ({figures.corrections:,})",
                 f"disagreements ({figures.disagreements:,})", "drift", "lineage"])
 with tabs[0]:

@@ -49,7 +49,7 @@ span = days_with_images(cat, state)
 days = st.slider("days", min_value=1, max_value=60, value=7, help="how many days, up to the last day with images")
 last = span[1]
 first = last - timedelta(days=days - 1)
-st.caption(f"{first:%a %d %b %Y} to {last:%a %d %b %Y} (UTC days, up to the last day with images)")
+st.caption(f"{first:%a %d %b %Y} to {last:%a %d %b %Y} (factory days, each line's own, up to the last day with images)")
 
 figures = daily_figures(cat, state, first, last)
 alerts = drift_alerts(cat, str(cat.lake.root), first, last)

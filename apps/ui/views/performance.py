@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from apps.ui.common import cached, catalog_state, get_catalog, trace_link, trace_url
+from apps.ui.common import cached, catalog_state, get_catalog, line_time, trace_link, trace_url
 from catalog.errors import CatalogError
 from catalog.performance import (
     DISAGREEMENTS,
@@ -161,7 +161,7 @@ def _disagreements_section(cat, state: str) -> None:
         st.caption("None: every predicted image agrees with its human label (or has none).")
         return
     st.altair_chart(alt.Chart(summary.assign(day=summary["day"].astype(str))).mark_bar().encode(
-        x=alt.X("day:O", title="capture day (UTC)"), y=alt.Y("images:Q", title="images"),
+        x=alt.X("day:O", title="capture day (each line's factory day)"), y=alt.Y("images:Q", title="images"),
         color=alt.Color("kind:N", sort=list(DISAGREEMENTS)), tooltip=["day", "kind", "images"],
     ).properties(height=220))
     kind = st.radio("Show", list(DISAGREEMENTS), format_func=DISAGREEMENTS.get, horizontal=True)
@@ -170,7 +170,7 @@ def _disagreements_section(cat, state: str) -> None:
     for row in _disagreements(cat, state, kind, page):
         what, link = st.columns([4, 1], vertical_alignment="center")
         decided = f"part {row['part_decision']} by {row['part_rule']}" if row["part_decision"] else "part undecided"
-        what.markdown(f"{row['captured_at']:%Y-%m-%d %H:%M} · {row['line']} {row['camera']} · human "
+        what.markdown(f"{line_time(cat, row['captured_at'], row['line'])} · {row['line']} {row['camera']} · human "
                       f"**{row['label']}** ({row['annotator'] or '?'}) · model **{row['predicted_class']}** "
                       f"{row['score']:.2f} (engine `{row['engine_id'][:8]}`) · {decided}")
         with link:

@@ -126,5 +126,5 @@ picture, facts = st.columns([1, 1])
 with picture:
     show_picture(cat, view, with_prediction=True)
 with facts:
-    show_facts(view)
+    show_facts(cat, view)
     scores_chart(view)

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from apps.reports.trace_report import decision_badge, image_pictures, trace_html, trace_json
-from apps.ui.common import allowed, cached, catalog_state, get_catalog, trace_link, trace_url
+from apps.ui.common import allowed, cached, catalog_state, get_catalog, line_time, trace_link, trace_url
 from apps.ui.roles import Action
 from catalog.activity import image_days, rejected_parts
 from catalog.audit import Chain, PartAudit, PartImage, part_audit
@@ -53,7 +53,7 @@ def _part_from_link() -> str:
     return part_id
 
 
-def _decision(audit: PartAudit) -> None:
+def _decision(cat, audit: PartAudit) -> None:
     d = audit.decision
     if d is None:
         st.info("No decision was recorded for this part.")
@@ -62,11 +62,11 @@ def _decision(audit: PartAudit) -> None:
     st.markdown(f"### :{colour}-background[{decision_badge(d)}] by rule **{d.rule}**")
     st.markdown(f"**Why:** {d.reason or '(no reason recorded)'}")
     st.caption(f"rules version `{d.rules_version or 'unversioned'}` · decided by {d.decider} `{d.decided_by[:16]}` "
-               f"at {d.decided_at:%Y-%m-%d %H:%M:%S %Z} · event #{d.position}")
+               f"at {line_time(cat, d.decided_at, audit.line)} · event #{d.position}")
     if len(audit.decision_history) > 1:
         with st.expander(f"Decision history ({len(audit.decision_history)})"):
             st.dataframe(pd.DataFrame([{
-                "decided at": h.decided_at, "decision": h.decision, "rule": h.rule, "reason": h.reason,
+                "decided at": line_time(cat, h.decided_at, audit.line), "decision": h.decision, "rule": h.rule, "reason": h.reason,
                 "rules version": h.rules_version, "images": len(h.image_sha256s)} for h in audit.decision_history]),
                 hide_index=True)
 
@@ -81,7 +81,7 @@ def _images(cat, audit: PartAudit, state: str) -> None:
                         st.warning(caption)
                     else:
                         st.image(png, caption=caption, width="stretch")
-                st.markdown(f"**{image.camera}** at {image.station} · {image.captured_at:%Y-%m-%d %H:%M:%S}")
+                st.markdown(f"**{image.camera}** at {image.station} · {line_time(cat, image.captured_at, audit.line)}")
                 st.caption(f"`{image.sha256[:16]}`")
                 if image.excluded:
                     st.warning(f"excluded: {image.exclusion_reason}")
@@ -177,7 +177,7 @@ state = catalog_state(cat)
 if not part_id:
     st.caption("Enter a part id, or start from a recently rejected part:")
     for row in _recent_rejects(cat, state):
-        trace_link(row["part_id"], label=f"{row['part_id']} — rejected by {row['rule']} at {row['decided_at']:%Y-%m-%d %H:%M}")
+        trace_link(row["part_id"], label=f"{row['part_id']} — rejected by {row['rule']} at {line_time(cat, row['decided_at'], row['line'])}")
     st.stop()
 try:
     audit = _audit(cat, state, part_id)
@@ -185,10 +185,10 @@ except CatalogError as exc:
     st.warning(f"{exc}. Check the id, or pick a part from Curate or Day.")
     st.stop()
 
-st.caption(f"line {audit.line} · {len(audit.images)} image(s) captured {audit.first_captured_at:%Y-%m-%d %H:%M} to "
-           f"{audit.last_captured_at:%Y-%m-%d %H:%M} · catalog position {audit.catalog_position}"
+st.caption(f"line {audit.line} · {len(audit.images)} image(s) captured {line_time(cat, audit.first_captured_at, audit.line)}"
+           f" to {line_time(cat, audit.last_captured_at, audit.line)} · catalog position {audit.catalog_position}"
            if audit.first_captured_at else f"catalog position {audit.catalog_position}")
-_decision(audit)
+_decision(cat, audit)
 _images(cat, audit, state)
 st.subheader("Lineage: engine → model → dataset version → training data")
 if not audit.chains:
