@@ -10,7 +10,7 @@ is applied exactly once.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -39,6 +39,8 @@ class PageEvent(NamedTuple):
 
 # fold(current row or None, event, payload) -> the new row, or None for "this event changes nothing here"
 Fold = Callable[[Row | None, PageEvent, dict[str, Any]], Row | None]
+# an event with the key of the row it touches, and its payload at the current schema version
+KeyedEvent = tuple[Key, PageEvent, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,16 @@ class Page:
             return event.payload
         return upcast(event.type, event.schema_version, event.payload)
 
+    @classmethod
+    def of(cls, events: Sequence[PageEvent]) -> Page:
+        """The page holding ``events`` (in position order, at least one)."""
+        by_type: dict[str, list[PageEvent]] = {}
+        for event in events:
+            by_type.setdefault(event.type, []).append(event)
+        # Looked up once per page: a class attribute read through pydantic's metaclass costs microseconds.
+        versions = {kind: event_class(kind).schema_version for kind in by_type}
+        return cls(by_type=by_type, last=events[-1].position, size=len(events), current_versions=versions)
+
     def of_types(self, types: Iterable[str], after: int) -> Iterable[PageEvent]:
         """The page's events of ``types`` after position ``after``, in position order."""
         streams = [self.by_type[t] for t in types if t in self.by_type]
@@ -71,14 +83,7 @@ def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int
         f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s",
         {"after": after, "upto": upto, "limit": limit},
     ).fetchall()
-    if not rows:
-        return None
-    by_type: dict[str, list[PageEvent]] = {}
-    for row in rows:
-        by_type.setdefault(row[1], []).append(PageEvent(*row))
-    # Looked up once per page: a class attribute read through pydantic's metaclass costs microseconds.
-    versions = {kind: event_class(kind).schema_version for kind in by_type}
-    return Page(by_type=by_type, last=rows[-1][0], size=len(rows), current_versions=versions)
+    return Page.of([PageEvent(*row) for row in rows]) if rows else None
 
 
 @dataclass(frozen=True)
@@ -99,26 +104,41 @@ class Projection:
         """Fold the page's events after position ``after`` into the table in ``schema``; returns the number
         of rows written. ``cache`` holds rows this runner wrote on earlier pages (valid while it alone
         advanced the checkpoint); it is updated in place."""
-        relevant = [(e, page.payload(e)) for e in page.of_types(self.folds, after)]
+        relevant = self.relevant(page, after)
         if not relevant:
             return 0
-        keys = [self.key_of[e.type](e, p) for e, p in relevant]
         existing: set[Key] = set()
         if not self.append_only:
-            missing = {k for k in keys if k not in cache}
+            missing = {key for key, _, _ in relevant if key not in cache}
             loaded = self._load(conn, schema, missing) if missing else {}
             cache.update(loaded)
-            existing = {k for k in keys if k in cache}
-        changed: dict[Key, Row] = {}
-        for (event, payload), key in zip(relevant, keys, strict=True):
-            new = self.folds[event.type](cache.get(key), event, payload)
-            if new is not None:
-                changed[key] = new
-                if not self.append_only:
-                    cache[key] = new
+            existing = {key for key, _, _ in relevant if key in cache}
+        changed = self.fold(relevant, cache)
         self._insert(conn, schema, [row for key, row in changed.items() if key not in existing])
         self._upsert(conn, schema, [row for key, row in changed.items() if key in existing])
         return len(changed)
+
+    def relevant(self, page: Page, after: int) -> list[KeyedEvent]:
+        """The page's events this projection folds, after position ``after`` and in position order, each with
+        the key of the row it touches and its payload at the current schema version."""
+        keyed = []
+        for event in page.of_types(self.folds, after):
+            payload = page.payload(event)
+            keyed.append((self.key_of[event.type](event, payload), event, payload))
+        return keyed
+
+    def fold(self, relevant: Iterable[KeyedEvent], rows: dict[Key, Row]) -> dict[Key, Row]:
+        """Fold ``relevant`` events, in order, into ``rows`` (the rows as they stand, by key; updated in place
+        unless the projection is append-only); returns the rows the events changed, by key. No database here
+        (``apply`` loads the rows first), so read models can be tested on rows held in memory."""
+        changed: dict[Key, Row] = {}
+        for key, event, payload in relevant:
+            new = self.folds[event.type](rows.get(key), event, payload)
+            if new is not None:
+                changed[key] = new
+                if not self.append_only:
+                    rows[key] = new
+        return changed
 
     def _qualified(self, schema: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(self.table))

@@ -13,17 +13,10 @@ import psycopg
 import pytest
 
 import catalog
+from tests.builders import run_cli
 
 GOOD = {"type": "ImageExcluded", "payload": {"sha256": "a" * 64, "reason": "fogged lens"},
         "occurred_at": "2026-03-02T08:00:00+01:00"}
-
-
-def run_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "apps.cli", *args], env=env, capture_output=True, text=True,
-                            timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"visionledger {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_demo_runs_the_whole_loop_and_a_second_run_appends_nothing(database):

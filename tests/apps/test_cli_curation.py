@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps.test_cli import run_cli
+from tests.builders import run_cli
 
 
 @pytest.fixture

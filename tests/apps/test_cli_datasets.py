@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.apps.test_cli import run_cli
+from tests.builders import run_cli
 
 SPECS = Path(__file__).resolve().parents[2] / "assets" / "dataset_specs"
 

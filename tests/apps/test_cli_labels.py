@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import catalog
-from tests.apps.test_cli import run_cli
-from tests.ingestion.test_labels import (
-    PATHS,
+from tests.builders import (
+    IMAGE_PATHS,
     correction_row,
     ingest_images,
     label_row,
     publish_v1,
     query,
+    run_cli,
     write_csv,
 )
 
@@ -25,8 +25,8 @@ def test_publish_import_correct_and_show(database, tmp_path: Path):
     published = run_cli("ontology", "publish", str(tmp_path / "ontology.yaml"), env=env)
     assert "ontology version 1 published: ok, scratch, spot, crack" in published.stdout
     with catalog.open(database.settings) as cat:
-        shas = ingest_images(cat, PATHS)
-    rows = [label_row(1, "scratch"), label_row(2, "crack", PATHS[1])]
+        shas = ingest_images(cat, IMAGE_PATHS)
+    rows = [label_row(1, "scratch"), label_row(2, "crack", IMAGE_PATHS[1])]
     write_csv(tmp_path / "labels.csv", [{("defect" if k == "label" else k): v for k, v in r.items()} for r in rows])
     imported = run_cli("labels", "import", str(tmp_path / "labels.csv"), "--map", "label=defect", "--actor", "qa",
                        env=env)
@@ -45,16 +45,17 @@ def test_publish_import_correct_and_show(database, tmp_path: Path):
         (1, ["ok", "scratch", "spot", "crack"]), (2, ["ok", "scratch", "spot", "hairline", "fracture"])]
     with catalog.open(database.settings) as cat:
         assert query(cat, "SELECT sha256, label, source FROM projections.current_labels ORDER BY label") == [
-            (shas[PATHS[1]], "crack", "label"), (shas[PATHS[0]], "spot", "correction")]
-        assert query(cat, "SELECT sha256 FROM projections.review_queue") == [(shas[PATHS[1]],)]
+            (shas[IMAGE_PATHS[1]], "crack", "label"), (shas[IMAGE_PATHS[0]], "spot", "correction")]
+        assert query(cat, "SELECT sha256 FROM projections.review_queue") == [(shas[IMAGE_PATHS[1]],)]
 
 
 def test_refused_rows_are_reported_and_exit_with_status_1(database, tmp_path: Path):
     env = database.env()
     with catalog.open(database.settings) as cat:
         publish_v1(cat)
-        ingest_images(cat, PATHS)
-    labels = write_csv(tmp_path / "labels.csv", [label_row(1, "scratch"), label_row(2, "dent", PATHS[1])])
+        ingest_images(cat, IMAGE_PATHS)
+    labels = write_csv(tmp_path / "labels.csv",
+                       [label_row(1, "scratch"), label_row(2, "dent", IMAGE_PATHS[1])])
     result = run_cli("labels", "import", str(labels), "--json", env=env, check=False)
     report = json.loads(result.stdout)
     assert result.returncode == 1 and (report["recorded"], report["rejected"]) == (1, 1)

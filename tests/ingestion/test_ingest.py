@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -19,32 +18,7 @@ from catalog.consistency import check_blobs
 from imaging.intake import Limits
 from ingestion.ingest import ingest
 from ingestion.tables import TableError
-
-COLUMNS = ["path", "part_id", "line", "station", "camera", "captured_at"]
-WHEN = "2026-03-02T08:00:00+01:00"
-
-
-def png(path: Path, pixels: np.ndarray) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", pixels)
-    path.write_bytes(data.tobytes())
-    return data.tobytes()
-
-
-def texture(seed: int, shape=(64, 64), dtype=np.uint8) -> np.ndarray:
-    top = 65535 if dtype == np.uint16 else 255
-    return (np.random.default_rng(seed).random(shape) * top).astype(dtype)
-
-
-def write_manifest(root: Path, rows: list[dict], extra: tuple[str, ...] = ()) -> Path:
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS + list(extra))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({"part_id": "P-1", "line": "line-a", "station": "st-1", "camera": "cam-1",
-                             "captured_at": WHEN, **row})
-    return manifest
+from tests.builders import MANIFEST_CAPTURED_AT, png, texture, write_manifest
 
 
 def images(cat: catalog.Catalog) -> list[tuple]:
@@ -150,7 +124,8 @@ def test_the_same_delivery_twice_adds_nothing(cat: catalog.Catalog, delivery: Pa
 
 def test_column_map_and_a_manifest_missing_columns(cat: catalog.Catalog, delivery: Path):
     png(delivery / "a.png", texture(1))
-    (delivery / "theirs.csv").write_text(f"file,serial,line,station,camera,timestamp\na.png,S-9,l,s,c,{WHEN}\n")
+    (delivery / "theirs.csv").write_text(
+        f"file,serial,line,station,camera,timestamp\na.png,S-9,l,s,c,{MANIFEST_CAPTURED_AT}\n")
     with pytest.raises(TableError, match="lacks column.*path, part_id, captured_at.*--map canonical=theirs"):
         ingest(cat, delivery / "theirs.csv")
     report = ingest(cat, delivery / "theirs.csv",

@@ -3,73 +3,35 @@ refuse and why, and that refusing leaves the catalog as it was."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from catalog import Catalog, ConcurrencyError, NewEvent, event_id_for
-from catalog.events import CorrectionRecorded, ImageIngested, OntologyPublished, PredictionRecorded, Region
+from catalog.events import CorrectionRecorded, PredictionRecorded, Region
 from catalog.ontology import OntologyError
 from ingestion import labels as labels_module
 from ingestion.labels import LabelError, import_corrections, import_labels, record_correction, record_label
 from ingestion.tables import TableError
-
-AT = datetime(2026, 3, 2, 8, tzinfo=UTC)
-CLASSES = ["ok", "scratch", "spot", "crack"]
-PATHS = [f"line1/2026-03-02/st1/p{n}_cam1.png" for n in (1, 2, 3)]
-
-
-def ingest_images(cat: Catalog, paths: list[str]) -> dict[str, str]:
-    """ImageIngested events for made-up files at ``paths`` (the ingester is tested on its own); path -> sha256."""
-    shas = {path: hashlib.sha256(path.encode()).hexdigest() for path in paths}
-    cat.append([NewEvent(ImageIngested(
-        sha256=sha, part_id=Path(path).stem.split("_")[0], line="line1", station="st1", camera="cam1",
-        captured_at=AT, width=64, height=64, channels=1, bit_depth=8, byte_size=100, blob_uri="blob:" + sha,
-        source_path=path), occurred_at=AT) for path, sha in shas.items()])
-    return shas
-
-
-def publish_v1(cat: Catalog) -> None:
-    cat.record(OntologyPublished(version=1, classes=CLASSES), occurred_at=AT)
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def label_row(n: int, label: str, path: str = PATHS[0], **extra: str) -> dict[str, str]:
-    return {"label_id": f"lbl-{n}", "path": path, "part_id": f"p{n}", "label": label, "labeler": "ana",
-            "labeled_at": "2026-03-02T10:00:00+01:00", "region": "", "mask_path": "", **extra}
-
-
-def correction_row(n: int, old: str, new: str, path: str = PATHS[0], **extra: str) -> dict[str, str]:
-    return {"correction_id": f"cor-{n}", "label_id": "lbl-1", "path": path, "part_id": "p1", "old_label": old,
-            "new_label": new, "corrected_by": "ben", "corrected_at": f"2026-03-03T0{n}:00:00+01:00",
-            "reason": "second look", **extra}
-
-
-def query(cat: Catalog, sql: str) -> list[tuple[Any, ...]]:
-    with cat.engine.connect() as conn:
-        return [tuple(row) for row in conn.exec_driver_sql(sql).fetchall()]
-
-
-def event_count(cat: Catalog) -> int:
-    return query(cat, "SELECT count(*) FROM catalog.events")[0][0]
+from tests.builders import (
+    IMAGE_PATHS,
+    INGESTED_AT,
+    correction_row,
+    event_count,
+    ingest_images,
+    label_row,
+    publish_v1,
+    query,
+    write_csv,
+)
 
 
 @pytest.fixture
 def shas(cat: Catalog) -> dict[str, str]:
     publish_v1(cat)
-    return ingest_images(cat, PATHS)
+    return ingest_images(cat, IMAGE_PATHS)
 
 
 def test_labels_import_records_each_row_once(cat, shas, tmp_path):
@@ -79,8 +41,8 @@ def test_labels_import_records_each_row_once(cat, shas, tmp_path):
     region = json.dumps({"cx": 10.5, "cy": 20, "rx": 4, "ry": 2, "angle": 30})
     file = write_csv(tmp_path / "labels.csv", [
         label_row(1, "ok"),
-        label_row(2, "crack", PATHS[1], region=region, mask_path="masks/p2.png"),
-        label_row(3, "scratch", PATHS[2], labeled_at="2026-03-02T23:30:00-05:00"),
+        label_row(2, "crack", IMAGE_PATHS[1], region=region, mask_path="masks/p2.png"),
+        label_row(3, "scratch", IMAGE_PATHS[2], labeled_at="2026-03-02T23:30:00-05:00"),
     ])
     calls: list[tuple[int, int]] = []
     report = import_labels(cat, file, actor="curator", progress=lambda done, total: calls.append((done, total)))
@@ -90,11 +52,13 @@ def test_labels_import_records_each_row_once(cat, shas, tmp_path):
     assert cat.blobs.read(mask_sha) == mask
     assert query(cat, "SELECT sha256, label, label_id, annotator, ontology_version, source, regions, mask_uri, "
                       "labeled_at FROM projections.current_labels ORDER BY label_id") == [
-        (shas[PATHS[0]], "ok", "lbl-1", "ana", 1, "label", [], None, datetime(2026, 3, 2, 9, tzinfo=UTC)),
-        (shas[PATHS[1]], "crack", "lbl-2", "ana", 1, "label",
+        (shas[IMAGE_PATHS[0]], "ok", "lbl-1", "ana", 1, "label", [], None,
+         datetime(2026, 3, 2, 9, tzinfo=UTC)),
+        (shas[IMAGE_PATHS[1]], "crack", "lbl-2", "ana", 1, "label",
          [{"shape": "ellipse", "cx": 10.5, "cy": 20.0, "rx": 4.0, "ry": 2.0, "angle": 30.0, "x0": None, "y0": None,
            "x1": None, "y1": None, "points": None}], f"blob:{mask_sha}", datetime(2026, 3, 2, 9, tzinfo=UTC)),
-        (shas[PATHS[2]], "scratch", "lbl-3", "ana", 1, "label", [], None, datetime(2026, 3, 3, 4, 30, tzinfo=UTC)),
+        (shas[IMAGE_PATHS[2]], "scratch", "lbl-3", "ana", 1, "label", [], None,
+         datetime(2026, 3, 3, 4, 30, tzinfo=UTC)),
     ]
     assert sorted(query(cat, "SELECT label FROM projections.images")) == [("crack",), ("ok",), ("scratch",)]
     assert query(cat, "SELECT DISTINCT metadata FROM catalog.events WHERE type = 'LabelRecorded'") == [
@@ -108,7 +72,7 @@ def test_labels_import_records_each_row_once(cat, shas, tmp_path):
 def test_a_reused_label_id_is_a_conflict_and_the_other_rows_still_record(cat, shas, tmp_path):
     import_labels(cat, write_csv(tmp_path / "first.csv", [label_row(1, "scratch")]))
     report = import_labels(cat, write_csv(tmp_path / "second.csv", [
-        label_row(1, "crack"), label_row(2, "ok", PATHS[1]), label_row(2, "ok", PATHS[1])]))
+        label_row(1, "crack"), label_row(2, "ok", IMAGE_PATHS[1]), label_row(2, "ok", IMAGE_PATHS[1])]))
     assert (report.recorded, report.already_recorded, report.rejected, report.conflicts) == (1, 1, 0, 1)
     assert [(p.row, p.id, p.reason) for p in report.problems] == [(2, "lbl-1", "label_id_reused")]
     assert "give this one a new id" in report.problems[0].message
@@ -125,7 +89,7 @@ def test_bad_rows_are_rejected_with_their_reason_and_nothing_of_them_is_stored(c
         label_row(1, "ok"),
         label_row(2, "dent"),
         label_row(3, "ok", "line9/nowhere.png"),
-        label_row(4, "ok", "../" + PATHS[0]),
+        label_row(4, "ok", "../" + IMAGE_PATHS[0]),
         label_row(5, "ok", labeled_at="2026-03-02T10:00:00"),
         label_row(6, "ok", labeled_at="last tuesday"),
         label_row(7, "ok", labeler=""),
@@ -154,13 +118,14 @@ def test_bad_rows_are_rejected_with_their_reason_and_nothing_of_them_is_stored(c
 
 
 def test_renamed_columns_and_a_sha256_column_instead_of_path(cat, shas, tmp_path):
-    file = write_csv(tmp_path / "theirs.csv", [{"id": "L-9", "sha256": shas[PATHS[1]].upper(), "defect": "spot",
-                                                 "who": "chen", "when": "2026-03-02T11:00:00Z"}])
+    file = write_csv(tmp_path / "theirs.csv", [
+        {"id": "L-9", "sha256": shas[IMAGE_PATHS[1]].upper(), "defect": "spot", "who": "chen",
+         "when": "2026-03-02T11:00:00Z"}])
     column_map = {"label_id": "id", "label": "defect", "labeler": "who", "labeled_at": "when"}
     report = import_labels(cat, file, column_map=column_map)
     assert (report.recorded, report.problems) == (1, [])
     assert query(cat, "SELECT sha256, label_id, label, annotator FROM projections.current_labels") == [
-        (shas[PATHS[1]], "L-9", "spot", "chen")]
+        (shas[IMAGE_PATHS[1]], "L-9", "spot", "chen")]
     with pytest.raises(TableError, match=r"lacks column\(s\) label_id, label, labeler, labeled_at; it has id, sha256, "
                                          r"defect, who, when \(rename with --map canonical=theirs\)"):
         import_labels(cat, file)
@@ -169,7 +134,7 @@ def test_renamed_columns_and_a_sha256_column_instead_of_path(cat, shas, tmp_path
 
 
 def test_importing_before_any_ontology_is_published_says_how_to_publish_one(cat, tmp_path):
-    ingest_images(cat, PATHS)
+    ingest_images(cat, IMAGE_PATHS)
     with pytest.raises(OntologyError, match=r"run `visionledger ontology publish FILE`"):
         import_labels(cat, write_csv(tmp_path / "labels.csv", [label_row(1, "ok")]))
     assert query(cat, "SELECT count(*) FROM catalog.events WHERE type = 'LabelRecorded'") == [(0,)]
@@ -194,19 +159,19 @@ def test_a_stale_correction_is_a_conflict_and_changes_nothing(cat, shas, tmp_pat
     import_labels(cat, write_csv(tmp_path / "labels.csv", [label_row(1, "scratch")]))
     before = event_count(cat)
     report = import_corrections(cat, write_csv(tmp_path / "corrections.csv", [
-        correction_row(1, "spot", "crack"), correction_row(2, "ok", "crack", PATHS[1]),
+        correction_row(1, "spot", "crack"), correction_row(2, "ok", "crack", IMAGE_PATHS[1]),
         correction_row(3, "scratch", "dent")]))
     assert (report.recorded, report.rejected, report.conflicts) == (0, 2, 1)
     assert [(p.id, p.reason) for p in report.problems] == [
         ("cor-1", "old_label_mismatch"), ("cor-2", "unknown_label"), ("cor-3", "unknown_class")]
     assert report.problems[0].message.startswith(f"old_label is 'spot' but the catalog holds 'scratch' for image "
-                                                 f"{shas[PATHS[0]]}; nothing was changed")
+                                                 f"{shas[IMAGE_PATHS[0]]}; nothing was changed")
     assert event_count(cat) == before
     assert query(cat, "SELECT label, source FROM projections.current_labels") == [("scratch", "label")]
 
 
 def test_record_label_and_correction_one_at_a_time(cat, shas):
-    sha = shas[PATHS[0]]
+    sha = shas[IMAGE_PATHS[0]]
     region = Region(shape="ellipse", cx=5, cy=6, rx=2, ry=1, angle=0)
     record_label(cat, sha256=sha, label="crack", annotator="ana", label_id="ui-1", regions=[region], actor="ana")
     with pytest.raises(LabelError, match="'dent' is not a class of ontology version 1; known classes: ok, scratch"):
@@ -217,7 +182,7 @@ def test_record_label_and_correction_one_at_a_time(cat, shas):
     with pytest.raises(LabelError, match="old_label is 'crack' but the catalog holds 'spot'"):
         record_correction(cat, sha256=sha, new_label="ok", corrected_by="ben", old_label="crack")
     prediction = NewEvent(PredictionRecorded(sha256=sha, engine_id="e1", scores={"ok": 0.9}, predicted_class="ok"),
-                          occurred_at=AT)
+                          occurred_at=INGESTED_AT)
     cat.append([prediction])
     record_correction(cat, sha256=sha, new_label="scratch", corrected_by="chen", target="prediction",
                       prediction_event_id=prediction.event_id, correction_id="ui-c2")
@@ -228,15 +193,15 @@ def test_record_label_and_correction_one_at_a_time(cat, shas):
 
 
 def test_record_correction_refuses_when_the_image_changed_meanwhile(cat, shas, monkeypatch):
-    sha = shas[PATHS[0]]
+    sha = shas[IMAGE_PATHS[0]]
     record_label(cat, sha256=sha, label="scratch", annotator="ana")
     read_labels = labels_module._current_labels
 
     def another_reviewer_first(cat_, shas_):
         held = read_labels(cat_, shas_)
         cat.record(CorrectionRecorded(sha256=sha, correction_id="other", target="label", old_label="scratch",
-                                      new_label="crack", corrected_by="dan", ontology_version=1), occurred_at=AT,
-                   event_id=event_id_for("correction", "other"))
+                                      new_label="crack", corrected_by="dan", ontology_version=1),
+                   occurred_at=INGESTED_AT, event_id=event_id_for("correction", "other"))
         return held
 
     monkeypatch.setattr(labels_module, "_current_labels", another_reviewer_first)

@@ -13,7 +13,7 @@ from catalog import ConcurrencyError, event_id_for
 from catalog.ontology import Ontology, OntologyError
 from ingestion.labels import record_correction, record_label
 from ingestion.ontology_publish import PublishReport, publish_ontology
-from tests.ingestion.test_labels import PATHS, event_count, ingest_images, query
+from tests.builders import IMAGE_PATHS, event_count, ingest_images, query
 
 V1 = "version: 1\nclasses: [ok, scratch, spot, crack]\n"
 V2 = """\
@@ -44,7 +44,7 @@ def published_versions(cat) -> list[tuple[int, list[str]]]:
 def test_old_labels_read_through_the_chain_and_split_images_are_queued(cat, tmp_path):
     first = publish_ontology(cat, yaml_file(tmp_path, V1), actor="qa")
     assert (first.version, first.already_published, first.queued_for_review) == (1, False, 0)
-    paths = [*PATHS, "line1/2026-03-02/st1/p4_cam1.png"]
+    paths = [*IMAGE_PATHS, "line1/2026-03-02/st1/p4_cam1.png"]
     shas = [ingest_images(cat, paths)[p] for p in paths]
     for sha, label in zip(shas, ["scratch", "spot", "crack", "ok"], strict=True):
         record_label(cat, sha256=sha, label=label, annotator="ana")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,10 +94,3 @@ def with_readers(settings: catalog.Settings, server: TestServer) -> catalog.Sett
     name = make_url(settings.database_url).database
     return dataclasses.replace(settings, reader_urls=tuple(
         (role, server.url(f"visionledger_{role}", name)) for role in ("analyst", "auditor")))
-
-
-def cli_env(cat: catalog.Catalog) -> dict[str, str]:
-    """Environment for a `visionledger` process on ``cat`` (as the app role)."""
-    return {**os.environ, "VISIONLEDGER_HOME": str(cat.settings.home),
-            "VISIONLEDGER_DATABASE_URL": cat.settings.database_url,
-            "VISIONLEDGER_ADMIN_DATABASE_URL": cat.settings.admin_database_url}

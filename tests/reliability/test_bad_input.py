@@ -24,10 +24,8 @@ from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
-from tests.apps.test_cli import run_cli
-from tests.ingestion.test_ingest import png, texture, write_manifest
-from tests.reliability.stored import cli_env, factory_catalog, snapshot
-from tests.serving.test_api import _png as png_bytes
+from tests.builders import cli_env, png, png_bytes, run_cli, texture, write_manifest
+from tests.reliability.stored import factory_catalog, snapshot
 
 INJECTIONS = [
     "x' OR '1'='1",

@@ -18,9 +18,8 @@ from catalog.queries import ImageFilter, count_images, query_images
 from ingestion.labels import record_correction
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
-from tests.ingestion.test_ingest import png, texture, write_manifest
-from tests.reliability.stored import cli_env, with_readers
-from tests.serving.test_api import _form, _png
+from tests.builders import cli_env, inspect_form, png, png_bytes, texture, write_manifest
+from tests.reliability.stored import with_readers
 
 DELIVERED = 60  # images of the CLI ingest, appended 10 per transaction
 API_THREADS, REQUESTS = 3, 5
@@ -60,8 +59,9 @@ def test_writers_and_readers_at_once_leave_a_gap_free_log_and_sound_projections(
     with TestClient(create_app(service)) as client:
         def inspect(thread: int) -> None:
             for n in range(REQUESTS):
-                response = client.post("/v1/inspect", files={"image": ("x.png", _png(5000 + thread * 100 + n))},
-                                       data=_form(f"A-{thread}-{n}", f"cam{n % 2 + 1}", n))
+                image = png_bytes(5000 + thread * 100 + n)
+                response = client.post("/v1/inspect", files={"image": ("x.png", image)},
+                                       data=inspect_form(f"A-{thread}-{n}", f"cam{n % 2 + 1}", n))
                 assert response.status_code == 200 and response.json()["recorded_in"] == "catalog", response.text
 
         def correct() -> None:

@@ -26,11 +26,9 @@ from catalog.lake import Lake, parquet_bytes
 from catalog.store import NewEvent, event_id_for
 from ingestion.ingest import ingest
 from serving.spool import Spool
-from tests.apps.test_cli import run_cli
+from tests.builders import cli_env, free_port, inspect_form, png_bytes, run_cli
 from tests.conftest import TEMPLATE
 from tests.engine_fixtures import copy_database, drop_database
-from tests.serving.test_api import _form, _png
-from tests.serving.test_replay_and_cli import _env, _free_port
 
 SPEC = Path(__file__).resolve().parents[2] / "assets" / "dataset_specs" / "inspection_all.yaml"
 T0 = datetime(2026, 3, 2, 6, tzinfo=UTC)
@@ -169,10 +167,10 @@ def test_spool_sync_killed_midway_then_rerun_appends_every_event_once(database, 
 
 def test_postgres_restarted_while_the_served_api_answers(built_engine, pg_server, tmp_path):
     cat, engine_id = built_engine
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--port", str(port), "--max-wait-ms", "2",
-                               "--spool", str(tmp_path / "spool")], env=_env(cat),
+                               "--spool", str(tmp_path / "spool")], env=cli_env(cat),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     postgres = EmbeddedPostgres(pg_server.home)
     answers: list[httpx.Response] = []
@@ -190,8 +188,9 @@ def test_postgres_restarted_while_the_served_api_answers(built_engine, pg_server
         def send() -> None:
             with httpx.Client(base_url=url, timeout=30) as client:
                 for i in range(requests):
-                    answers.append(client.post("/v1/inspect", files={"image": (f"{i}.png", _png(200 + i))},
-                                               data=_form(f"R-{i // 2}", f"cam{i % 2 + 1}", i)))
+                    image = png_bytes(200 + i)
+                    answers.append(client.post("/v1/inspect", files={"image": (f"{i}.png", image)},
+                                               data=inspect_form(f"R-{i // 2}", f"cam{i % 2 + 1}", i)))
                     time.sleep(0.05)
 
         sender = threading.Thread(target=send)

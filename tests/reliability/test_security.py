@@ -21,8 +21,8 @@ from catalog.database import libpq_dsn
 from catalog.store import NewEvent, PermissionDenied
 from serving.engines import LineageError, engine_record
 from serving.service import InspectionService, ServeConfig
+from tests.builders import crafted, record_engine
 from tests.reliability.stored import factory_catalog, snapshot
-from tests.serving.test_engines import crafted, record_engine
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 ROLES = ("app", "analyst", "auditor", "owner")

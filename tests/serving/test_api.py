@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,19 +16,7 @@ from catalog.embedded_postgres import EmbeddedPostgres
 from serving.api import create_app
 from serving.engines import LineageError
 from serving.service import InspectionService, ServeConfig
-
-T0 = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
-
-
-def _png(seed: int, shape: tuple[int, int] = (128, 128)) -> bytes:
-    rng = np.random.default_rng(seed)
-    image = np.clip(rng.normal(128, 18, shape), 0, 255).astype(np.uint8)
-    return cv2.imencode(".png", image)[1].tobytes()
-
-
-def _form(part: str, camera: str = "cam1", minutes: int = 0, **extra: str) -> dict[str, str]:
-    return {"part_id": part, "station": "st1", "camera": camera,
-            "captured_at": (T0 + timedelta(minutes=minutes)).isoformat(), **extra}
+from tests.builders import FORM_CAPTURED_AT, inspect_form, png_bytes
 
 
 def _events(cat: catalog.Catalog, kind: str) -> list:
@@ -49,7 +35,8 @@ def client(built_engine, tmp_path: Path):
 
 def test_inspect_records_the_image_the_prediction_and_the_part_decision(client, built_engine) -> None:
     cat, engine_id = built_engine
-    first = client.post("/v1/inspect", files={"image": ("a.png", _png(1))}, data=_form("P-1", "cam1"))
+    first = client.post("/v1/inspect", files={"image": ("a.png", png_bytes(1))},
+                        data=inspect_form("P-1", "cam1"))
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["engine_id"] == engine_id and body["recorded_in"] == "catalog"
@@ -58,29 +45,32 @@ def test_inspect_records_the_image_the_prediction_and_the_part_decision(client, 
     assert body["class"] in body["scores"] and body["part"]["images"] == 1
     assert body["part"]["rules_version"].startswith("default@1+")
 
-    second = client.post("/v1/inspect", files={"image": ("b.png", _png(2))}, data=_form("P-1", "cam2", 1))
+    second = client.post("/v1/inspect", files={"image": ("b.png", png_bytes(2))},
+                         data=inspect_form("P-1", "cam2", 1))
     assert second.json()["part"]["images"] == 2  # the decision covers both cameras of the part
 
     ingested = [e for e in _events(cat, "ImageIngested") if e.payload["part_id"] == "P-1"]
     assert [e.payload["camera"] for e in ingested] == ["cam1", "cam2"]
-    assert ingested[0].payload["line"] == "line1" and ingested[0].occurred_at == T0  # capture time, not now
+    assert ingested[0].payload["line"] == "line1"
+    assert ingested[0].occurred_at == FORM_CAPTURED_AT  # capture time, not now
     predictions = [e for e in _events(cat, "PredictionRecorded") if e.payload["part_id"] == "P-1"]
     assert [e.payload["engine_id"] for e in predictions] == [engine_id] * 2
     assert [e.payload["sha256"] for e in predictions] == [body["sha256"], second.json()["sha256"]]
     decisions = [e for e in _events(cat, "PartDispositioned") if e.payload["part_id"] == "P-1"]
     assert decisions and decisions[0].payload["engine_id"] == engine_id
     assert decisions[-1].payload["decision"] == second.json()["part"]["decision"]
-    assert cat.blobs.read(body["sha256"]) == _png(1)  # the bytes are kept, content-addressed
+    assert cat.blobs.read(body["sha256"]) == png_bytes(1)  # the bytes are kept, content-addressed
 
     # The same image sent again is one image: no new prediction, no new decision.
-    again = client.post("/v1/inspect", files={"image": ("a.png", _png(1))}, data=_form("P-1", "cam1"))
+    again = client.post("/v1/inspect", files={"image": ("a.png", png_bytes(1))},
+                        data=inspect_form("P-1", "cam1"))
     assert again.json()["part"]["images"] == 2
     assert len([e for e in _events(cat, "PredictionRecorded") if e.payload["part_id"] == "P-1"]) == 2
 
 
 def test_a_high_resolution_image_is_tiled_at_native_resolution(client) -> None:
-    response = client.post("/v1/inspect", files={"image": ("big.png", _png(3, (300, 520)))},
-                           data=_form("P-2"))
+    response = client.post("/v1/inspect", files={"image": ("big.png", png_bytes(3, (300, 520)))},
+                           data=inspect_form("P-2"))
     assert response.status_code == 200, response.text
     for region in response.json()["regions"]:
         x0, y0, x1, y1 = region["bbox"]
@@ -91,9 +81,9 @@ def test_a_high_resolution_image_is_tiled_at_native_resolution(client) -> None:
 
 def test_batch_inspects_each_image_and_reports_a_bad_one_in_place(client, built_engine) -> None:
     cat, _ = built_engine
-    captures = [_form("P-3", "cam1"), _form("P-3", "cam2"), _form("P-4", "cam1")]
-    files = [("images", ("a.png", _png(4))), ("images", ("b.txt", b"not an image at all")),
-             ("images", ("c.png", _png(5)))]
+    captures = [inspect_form("P-3", "cam1"), inspect_form("P-3", "cam2"), inspect_form("P-4", "cam1")]
+    files = [("images", ("a.png", png_bytes(4))), ("images", ("b.txt", b"not an image at all")),
+             ("images", ("c.png", png_bytes(5)))]
     response = client.post("/v1/inspect/batch", files=files, data={"captures": json.dumps(captures)})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
@@ -105,18 +95,20 @@ def test_batch_inspects_each_image_and_reports_a_bad_one_in_place(client, built_
 
 
 @pytest.mark.parametrize(("send", "status", "says"), [
-    ({"files": {"image": ("x.png", b"GIF89a....")}, "data": _form("P-5")}, 415, "not a PNG"),
-    ({"files": {"image": ("x.png", _png(6)[:-40])}, "data": _form("P-5")}, 422, "end marker"),
-    ({"files": {"image": ("x.png", b"")}, "data": _form("P-5")}, 422, "empty"),
-    ({"files": {"image": ("x.png", b"\x89PNG" + b"0" * 2_000_001)}, "data": _form("P-5")}, 413, "limit"),
-    ({"files": {"image": ("x.png", _png(6))}, "data": {k: v for k, v in _form("P-5").items() if k != "camera"}},
-     422, "camera"),
-    ({"files": {"image": ("x.png", _png(6))}, "data": _form("P-5") | {"captured_at": "2026-03-09T08:00:00"}},
-     422, "timezone"),
-    ({"files": {"image": ("x.png", _png(6))}, "data": _form("P-5") | {"captured_at": "yesterday"}}, 422,
-     "captured_at"),
-    ({"files": {"image": ("x.png", _png(6))}, "data": _form("P-5") | {"part_id": "   "}}, 422, "part_id"),
-    ({"data": _form("P-5")}, 422, "image"),
+    ({"files": {"image": ("x.png", b"GIF89a....")}, "data": inspect_form("P-5")}, 415, "not a PNG"),
+    ({"files": {"image": ("x.png", png_bytes(6)[:-40])}, "data": inspect_form("P-5")}, 422, "end marker"),
+    ({"files": {"image": ("x.png", b"")}, "data": inspect_form("P-5")}, 422, "empty"),
+    ({"files": {"image": ("x.png", b"\x89PNG" + b"0" * 2_000_001)}, "data": inspect_form("P-5")},
+     413, "limit"),
+    ({"files": {"image": ("x.png", png_bytes(6))},
+      "data": {k: v for k, v in inspect_form("P-5").items() if k != "camera"}}, 422, "camera"),
+    ({"files": {"image": ("x.png", png_bytes(6))},
+      "data": inspect_form("P-5") | {"captured_at": "2026-03-09T08:00:00"}}, 422, "timezone"),
+    ({"files": {"image": ("x.png", png_bytes(6))}, "data": inspect_form("P-5") | {"captured_at": "yesterday"}},
+     422, "captured_at"),
+    ({"files": {"image": ("x.png", png_bytes(6))}, "data": inspect_form("P-5") | {"part_id": "   "}},
+     422, "part_id"),
+    ({"data": inspect_form("P-5")}, 422, "image"),
 ])
 def test_bad_requests_get_a_specific_4xx_and_store_no_image(client, built_engine, send, status, says) -> None:
     cat, _ = built_engine
@@ -128,9 +120,9 @@ def test_bad_requests_get_a_specific_4xx_and_store_no_image(client, built_engine
 
 
 def test_batch_captures_must_match_the_images(client) -> None:
-    files = [("images", ("a.png", _png(7)))]
+    files = [("images", ("a.png", png_bytes(7)))]
     for captures, says in [("[", "not JSON"), ("[]", "one entry per image"), ('["x"]', "captures[0]"),
-                           (json.dumps([_form("P-6") | {"camera": ""}]), "captures[0]: camera")]:
+                           (json.dumps([inspect_form("P-6") | {"camera": ""}]), "captures[0]: camera")]:
         response = client.post("/v1/inspect/batch", files=files, data={"captures": captures})
         assert response.status_code == 422 and says in response.text, response.text
 
@@ -166,8 +158,8 @@ def test_requests_keep_being_answered_while_postgres_is_stopped(client, built_en
                 server.stop()
             if i == 8:
                 server.start()
-            response = client.post("/v1/inspect", files={"image": (f"{i}.png", _png(100 + i))},
-                                   data=_form(f"Q-{i // 2}", f"cam{i % 2 + 1}", i))
+            response = client.post("/v1/inspect", files={"image": (f"{i}.png", png_bytes(100 + i))},
+                                   data=inspect_form(f"Q-{i // 2}", f"cam{i % 2 + 1}", i))
             assert response.status_code == 200, response.text
             sent.append(response.json())
         assert {r["recorded_in"] for r in sent[4:8]} == {"spool"}
@@ -180,6 +172,6 @@ def test_requests_keep_being_answered_while_postgres_is_stopped(client, built_en
             server.start()
     predictions = [e for e in _events(cat, "PredictionRecorded") if e.payload["part_id"].startswith("Q-")]
     assert sorted(e.payload["sha256"] for e in predictions) == sorted(r["sha256"] for r in sent)  # once each
-    assert [e.occurred_at for e in predictions] == [T0 + timedelta(minutes=i) for i in range(12)]
+    assert [e.occurred_at for e in predictions] == [FORM_CAPTURED_AT + timedelta(minutes=i) for i in range(12)]
     ingested = {e.payload["sha256"] for e in _events(cat, "ImageIngested")}
     assert {r["sha256"] for r in sent} <= ingested

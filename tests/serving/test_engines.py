@@ -24,7 +24,7 @@ from assets.learning.engines import classifier_engine
 from assets.resources import CatalogResource
 from catalog.events import EngineBuilt, ModelExported, ModelPromoted, ModelRegistered
 from catalog.lineage import CLASSIFIER, dataset_version, model_row
-from catalog.store import NewEvent, event_id_for
+from catalog.store import NewEvent
 from imaging.gray import decode_gray8
 from models.data import to_input
 from serving.engines import (
@@ -40,6 +40,7 @@ from serving.engines import (
 )
 from serving.engines.artifact import EngineArtifact
 from serving.engines.build import calibration_set
+from tests.builders import crafted, record_engine
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 HAS_CUDA = torch.cuda.is_available()
@@ -60,17 +61,6 @@ def onnx_outputs(cat: catalog.Catalog, onnx_sha256: str, tiles: np.ndarray) -> t
     session = ort.InferenceSession(cat.blobs.read(onnx_sha256), providers=["CPUExecutionProvider"])
     probabilities, _, cells = session.run(None, {"image": to_input(tiles).numpy()})
     return probabilities, cells[:, 0]
-
-
-def record_engine(cat: catalog.Catalog, record: EngineRecord) -> None:
-    cat.append([NewEvent(EngineBuilt(**dataclasses.asdict(record)), datetime.now(UTC),
-                         event_id=event_id_for("engine", record.engine_id))])
-
-
-def crafted(record: EngineRecord, **changes) -> EngineRecord:
-    """A record like ``record`` with ``changes``, under an engine id of its own."""
-    engine_id = hashlib.sha256(json.dumps(changes, sort_keys=True).encode()).hexdigest()
-    return dataclasses.replace(record, engine_id=engine_id, artifact_uri=f"blob:{engine_id}", **changes)
 
 
 def register_model(cat: catalog.Catalog, record: EngineRecord) -> None:

@@ -16,8 +16,7 @@ from catalog.lineage import CLASSIFIER, dataset_version, model_row
 from serving.decision import load_rules
 from serving.engines import build_engine, load_engine
 from serving.replay import predicted_classes
-from tests.apps.test_cli import run_cli
-from tests.serving.test_replay_and_cli import _env
+from tests.builders import cli_env, run_cli
 
 
 def _quiet(message: str) -> None:
@@ -70,7 +69,7 @@ def test_a_rule_set_overrides_the_engine_threshold_and_each_prediction_records_w
     assert (by_rules.rules.threshold, by_rules.threshold_from) == (0.9, "rules")
     assert by_rules.rules.rules_version != by_engine.rules.rules_version  # the override shows in the version
 
-    result = run_cli("replay", "--engine", engine_id, env=_env(cat))
+    result = run_cli("replay", "--engine", engine_id, env=cli_env(cat))
     report = json.loads(result.stdout)
     assert report["images"] > 0
     with cat.engine.connect() as conn:
@@ -85,7 +84,7 @@ def test_a_rule_set_overrides_the_engine_threshold_and_each_prediction_records_w
 
 def test_the_models_commands_train_export_evaluate_list_and_refuse_an_unfit_promotion(built_engine) -> None:
     cat, _ = built_engine
-    env = _env(cat)
+    env = cli_env(cat)
     trained = json.loads(run_cli("models", "train", "--epochs", "1", "--samples-per-epoch", "16", "--json",
                                  env=env).stdout)
     assert trained["new"] and trained["model_id"].startswith("inspection-classifier-")

@@ -4,8 +4,6 @@ real HTTP, refusing a broken engine, `spool status` / `spool sync`, `replay`."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +20,7 @@ from catalog.events import PartDispositioned
 from catalog.store import NewEvent
 from serving.replay import replay
 from serving.spool import Spool
-from tests.apps.test_cli import run_cli
-
-
-def _env(cat: catalog.Catalog) -> dict[str, str]:
-    s = cat.settings
-    return {**os.environ, "VISIONLEDGER_HOME": str(s.home), "VISIONLEDGER_DATABASE_URL": s.database_url,
-            "VISIONLEDGER_ADMIN_DATABASE_URL": s.admin_database_url}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.builders import cli_env, free_port, run_cli
 
 
 def _count(cat: catalog.Catalog, kind: str) -> int:
@@ -57,18 +43,18 @@ def test_replay_records_each_prediction_once_and_reports_against_human_verdicts(
 
     day = table["captured_at"][0].as_py().date()
     result = run_cli("replay", "--engine", engine_id, "--from", day.isoformat(), "--to", day.isoformat(),
-                     "--no-record", env=_env(cat))
+                     "--no-record", env=cli_env(cat))
     one_day = json.loads(result.stdout)
     assert 0 < one_day["images"] < images and one_day["predictions_recorded"] == 0
 
 
 def test_serve_answers_over_http_and_refuses_a_broken_engine(built_engine) -> None:
     cat, engine_id = built_engine
-    env = _env(cat)
+    env = cli_env(cat)
     refused = run_cli("serve", "--engine", "0" * 64, env=env, check=False)
     assert refused.returncode != 0 and "0" * 64 in refused.stderr
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -103,7 +89,7 @@ def test_spool_status_and_sync_from_the_command_line(built_engine) -> None:
               for i in range(3)]
     spool.put(events)
     spool.close()
-    env = _env(cat)
+    env = cli_env(cat)
     status = json.loads(run_cli("spool", "status", env=env).stdout)
     assert status["spooled_events"] == 3 and status["oldest"]["type"] == "PartDispositioned"
     synced = json.loads(run_cli("spool", "sync", env=env).stdout)

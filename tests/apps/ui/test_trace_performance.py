@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from apps.reports.trace_report import trace_html, trace_json
 from catalog.audit import part_audit
+from tests.builders import run_cli
 
 TRACE = "views/trace.py"
 PERFORMANCE = "views/performance.py"
@@ -148,8 +149,6 @@ def test_performance_shows_the_evaluation_and_the_disagreements(app, ui_catalog)
 
 
 def test_the_command_line_writes_the_same_reports(ui_catalog, tmp_path) -> None:
-    from tests.apps.test_cli import run_cli
-
     cat, database, engine_id = ui_catalog
     part_id = rejected_part(cat)
     run_cli("trace", "part", part_id, "--report", str(tmp_path / "trace.json"), env=database.env())
