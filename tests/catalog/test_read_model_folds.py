@@ -114,6 +114,7 @@ EVERY_KIND = (
     ingested(), labelled(), corrected(), predicted("spot"), dispositioned("reject"), review(),
     ev.ImageExcluded(sha256=SHA, reason="lens was dirty"), ev.ImageIncluded(sha256=SHA, reason="lens was fine"),
     published(), registered(), exported(), evaluated(), replayed(), promoted(), built(),
+    ev.LineTimeZoneSet(line="line-a", time_zone="Europe/Berlin"),
 )
 
 
