@@ -124,7 +124,7 @@ def run_loop(cat: Catalog, config: LoopConfig, say: Say, *, progress: ProgressFa
         store = EmbeddingStore(cat.settings.home / "lancedb")
         embed_catalog(cat, store, None, near_duplicate_distance=EmbeddingConfig().near_duplicate_distance, log=say)
         queue = ReviewQueueConfig(budget=config.review_budget)
-        waiting = count_waiting_reviews(cat.engine, queue=queue.queue)
+        waiting = count_waiting_reviews(cat, queue=queue.queue)
         # A new batch only once the reviewers are through the last one (a second run of the demo finds it).
         f["review_queue"] = waiting or len(build_review_queue(cat, store, None, budget=queue.budget,
                                                               strategies=queue.strategies, queue=queue.queue,
@@ -249,7 +249,7 @@ def _settle_disagreements(cat: Catalog, factory: Path, predictions: dict[str, tu
     """A reviewer looks at images where the engine and the labeler disagree and records what is really there
     (the simulator's truth): a correction of the label when the labeler erred, else of the prediction."""
     truth = {r["path"]: r["true_label"] for r in _rows(factory / "truth.csv")}
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         labels = dict(conn.exec_driver_sql(
             "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL").fetchall())
         reviewed = {r[0] for r in conn.exec_driver_sql(
@@ -280,7 +280,7 @@ def _promoted(cat: Catalog, model_id: str) -> bool:
 
 def _exists(cat: Catalog, table: str, column: str, value: str) -> bool:
     cat.catch_up()
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM projections.{table} WHERE {column} = %(v)s)",
                                     {"v": value}).scalar()
 
@@ -289,14 +289,14 @@ def _exclude_dim_day(cat: Catalog, days: list[date]) -> dict[str, Any]:
     """A curator's day: the dimming lamp of the simulator's drift schedule spoiled one line's images; exclude
     that line's last served day with images, before the next dataset version is cut."""
     windows = [ImageFilter(lines=(DRIFT.dimming_line,), first_day=day, last_day=day) for day in days]
-    spoiled = next((w for w in reversed(windows) if count_images(cat.engine, w)), windows[-1])
+    spoiled = next((w for w in reversed(windows) if count_images(cat, w)), windows[-1])
     done = set_excluded(cat, spoiled, exclude=True, reason="lamp too dim: wrongly collected", actor="demo")
     return {"line": DRIFT.dimming_line, "day": spoiled.first_day.isoformat(), "newly": done.changed,
             "in_all": done.matched}
 
 
 def _latest_prediction(cat: Catalog, sha256: str) -> uuid.UUID:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql(
             "SELECT event_id FROM catalog.events WHERE stream_id = %(s)s AND type = 'PredictionRecorded'"
             " ORDER BY position DESC LIMIT 1", {"s": image_stream(sha256)}).scalar_one()

@@ -8,10 +8,10 @@ import altair as alt
 import dagster as dg
 import duckdb
 import pyarrow as pa
-from sqlalchemy import Engine
 
 from assets.partitions import daily, partition_day
 from assets.resources import CatalogResource, LakeResource
+from catalog import Catalog
 from catalog.factory_day import on_days
 from catalog.lake import Lake
 from catalog.ontology import Ontology
@@ -20,12 +20,12 @@ from catalog.queries import UNLABELLED, current_class
 SLICE = ("day", "line", "station", "camera", "part_id")
 
 
-def label_breakdown(engine: Engine, day: date) -> pa.Table:
+def label_breakdown(cat: Catalog, day: date) -> pa.Table:
     """Images captured on the factory ``day`` per slice, current class (read in the current ontology) and
     exclusion."""
-    ontology = Ontology.load(engine)
+    ontology = Ontology.load(cat.db)
     captured, params = on_days(day, day, "i.captured_at", "i.line")
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT i.line, i.station, i.camera, i.part_id, i.label, i.label_ontology_version, i.excluded, count(*)"
             f" FROM projections.images i WHERE {captured} GROUP BY 1, 2, 3, 4, 5, 6, 7", params).fetchall()
@@ -35,12 +35,12 @@ def label_breakdown(engine: Engine, day: date) -> pa.Table:
     return _sum(recorded, day, ("line", "station", "camera", "part_id", "class", "excluded"))
 
 
-def prediction_breakdown(engine: Engine, day: date) -> pa.Table:
+def prediction_breakdown(cat: Catalog, day: date) -> pa.Table:
     """Each engine's latest predictions for images captured on the factory ``day``, per slice, predicted
     class and human class."""
-    ontology = Ontology.load(engine)
+    ontology = Ontology.load(cat.db)
     captured, params = on_days(day, day, "i.captured_at", "i.line")
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT i.line, i.station, i.camera, i.part_id, p.engine_id, p.predicted_class, i.label,"
             " i.label_ontology_version, count(*)"
@@ -109,8 +109,8 @@ def breakdowns(context: dg.AssetExecutionContext, catalog: CatalogResource, lake
     day = partition_day(context.partition_key)
     with catalog.open() as cat:
         cat.catch_up()
-        labels = label_breakdown(cat.engine, day)
-        predictions = prediction_breakdown(cat.engine, day)
+        labels = label_breakdown(cat, day)
+        predictions = prediction_breakdown(cat, day)
     paths = write_breakdowns(lake.lake, labels, predictions, day)
     con = duckdb.connect()
     con.register("labels", labels)

@@ -34,7 +34,7 @@ def dataset_asset(spec_path: Path) -> dg.AssetsDefinition:
             version = published.version
             context.log.info(f"{published.version_id}: {version.counts['images']:,} images at position "
                              f"{version.position:,}" + (" (already published)" if published.already_published else ""))
-            outcomes = check_manifest(cat.engine, version.manifest, chosen, version.position)
+            outcomes = check_manifest(cat, version.manifest, chosen, version.position)
         counts = version.counts
         classes = sorted(c for c in counts if "/" not in c and c not in ("images", "parts", "train", "validation", "test"))
         table = "| split | parts | images | " + " | ".join(classes) + " |\n|---|---|---|" + "---|" * len(classes) + "\n"

@@ -257,7 +257,7 @@ def cameras_path(day: date) -> str:
 def _images_of_day(cat: Catalog, day: date) -> list[dict]:
     """The factory day's images, excluded ones included: an excluded image is still what the camera saw."""
     captured, params = on_days(day, day, "i.captured_at", "i.line")
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         result = conn.exec_driver_sql(
             "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.excluded FROM projections.images i"
             f" WHERE {captured} ORDER BY i.line, i.station, i.camera, i.captured_at, i.sha256", params)
@@ -307,7 +307,7 @@ def _cached_measurement(cat: Catalog, lake: Lake, day: date) -> DayMeasurement |
 
 def _camera_days(cat: Catalog) -> dict[Camera, list[date]]:
     """Every camera's days with images in the catalog, in order."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         result = conn.exec_driver_sql(
             f"SELECT DISTINCT i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')} AS day"
             " FROM projections.images i ORDER BY 1, 2, 3, 4")

@@ -18,7 +18,7 @@ def lake_snapshot(context: dg.AssetExecutionContext, catalog: CatalogResource,
         def progress(done: int, total: int) -> None:
             context.log.info(f"lake sync: {done:,} / {total:,} events")
 
-        report = mirror.sync(cat.engine, progress=progress)
+        report = mirror.sync(cat.db, progress=progress)
         head = cat.head()
     by_type = mirror.duckdb().execute(
         "SELECT type, count(*) FROM events WHERE day = $day GROUP BY type ORDER BY type", {"day": day}).fetchall()

@@ -102,7 +102,7 @@ def lineage(first_day: date) -> list[NewEvent]:
 
 def review_queue(cat: catalog.Catalog, size: int) -> list[NewEvent]:
     """The ``size`` most recent images queued for active-learning review."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         shas = [r[0] for r in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.images ORDER BY captured_at DESC LIMIT %(n)s", {"n": size})]
     at = datetime.now(UTC)
@@ -114,7 +114,7 @@ def drift_reports(cat: catalog.Catalog) -> int:
     """A drift table per day in the lake, as the drift_report asset writes them (about 1 % out of band)."""
     from assets.drift import DRIFT_SCHEMA, STATISTICS, cameras_path  # noqa: PLC0415 - Dagster loads slowly
 
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         cameras = conn.exec_driver_sql(
             "SELECT (captured_at AT TIME ZONE 'UTC')::date AS day, line, station, camera, count(*)"
             " FROM projections.images GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4").fetchall()
@@ -133,7 +133,7 @@ def drift_reports(cat: catalog.Catalog) -> int:
 
 
 def a_rejected_part(cat: catalog.Catalog) -> str:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql("SELECT part_id FROM projections.part_dispositions WHERE decision = 'reject'"
                                     " ORDER BY decided_at DESC LIMIT 1").scalar()
 

@@ -57,7 +57,7 @@ def curator_query(cat, rng: random.Random, days: int) -> float:
     where = ImageFilter(lines=(rng.choice(LINES),), captured_from=start, captured_to=start + timedelta(days=7),
                         labels=("crack",))
     started = time.perf_counter()
-    rows = query_images(cat.engine, where, limit=100)
+    rows = query_images(cat, where, limit=100)
     elapsed = (time.perf_counter() - started) * 1000
     assert rows and all(r["label"] == "crack" for r in rows)
     return elapsed
@@ -66,12 +66,12 @@ def curator_query(cat, rng: random.Random, days: int) -> float:
 def drop_caches(cat) -> None:
     """Cold data: restart PostgreSQL (empty shared buffers) and drop the kernel's page cache where allowed.
     The connection itself is opened before timing: cold means the data, not the login handshake."""
-    cat.engine.dispose()
+    cat.db.dispose()
     server = EmbeddedPostgres(cat.settings.home)
     server.stop()
     subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False, capture_output=True)
     server.start()
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         conn.exec_driver_sql("SELECT 1")
 
 

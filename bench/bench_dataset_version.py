@@ -37,7 +37,7 @@ def timed(runs: int, fn) -> tuple[float, object]:
 
 def bare_read(cat) -> int:
     """The rows a build needs, read with a bare COPY and nothing done with them."""
-    with cat.engine.connect() as sa_conn:
+    with cat.db.connect() as sa_conn:
         conn = sa_conn.connection.driver_connection
         buffer = io.BytesIO()
         with conn.cursor().copy(
@@ -81,11 +81,11 @@ def main() -> None:
         analyze(cat)
 
         read_s, _ = timed(args.runs, lambda: bare_read(cat))
-        head_s, head = timed(args.runs, lambda: build_dataset_version(cat.engine, ALL))
-        older_s, at_older = timed(args.runs, lambda: build_dataset_version(cat.engine, ALL, position=older))
-        balanced_s, balanced = timed(args.runs, lambda: build_dataset_version(cat.engine, BALANCED))
+        head_s, head = timed(args.runs, lambda: build_dataset_version(cat.db, ALL))
+        older_s, at_older = timed(args.runs, lambda: build_dataset_version(cat.db, ALL, position=older))
+        balanced_s, balanced = timed(args.runs, lambda: build_dataset_version(cat.db, BALANCED))
         publish_s, published = timed(1, lambda: publish_dataset_version(cat, ALL, actor="bench"))
-        check_s, outcomes = timed(1, lambda: check_manifest(cat.engine, published.version.manifest, ALL,
+        check_s, outcomes = timed(1, lambda: check_manifest(cat, published.version.manifest, ALL,
                                                             published.version.position))
         changed = sum(1 for a, b in zip(head.manifest["class"].to_pylist(), at_older.manifest["class"].to_pylist(),
                                         strict=True) if a != b)

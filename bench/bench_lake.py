@@ -20,7 +20,7 @@ def main() -> None:
     with loaded_catalog(args.events) as cat:
         head = cat.head()
         with progress_bar("lake sync", head) as update:
-            seconds, cpu, sync = timed(lambda: cat.lake.sync(cat.engine, chunk=args.chunk, progress=update))
+            seconds, cpu, sync = timed(lambda: cat.lake.sync(cat.db, chunk=args.chunk, progress=update))
         files = len(cat.lake.files())
         size = sum(f.stat().st_size for f in cat.lake.files())
         con = cat.duckdb()

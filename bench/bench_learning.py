@@ -54,7 +54,7 @@ def main() -> None:
                 seconds[name] = time.perf_counter() - started
             results[name] = {k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
         evaluation = results["model_evaluation"]
-        with cat.engine.connect() as conn:
+        with cat.db.connect() as conn:
             figures = dict(conn.exec_driver_sql(
                 "SELECT model, evaluation->'metrics' FROM projections.models WHERE evaluation IS NOT NULL").fetchall())
     classifier = figures["inspection-classifier"]

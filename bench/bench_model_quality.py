@@ -188,7 +188,7 @@ def review_catch(cat, model_id: str, truth: dict[str, dict[str, str]], home: Pat
     audit = build_review_queue(cat, store, model_id, budget=REVIEW_TOP, strategies=["wrong_labels"],
                                queue="bench-label-audit")
     cat.catch_up()
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         labels = dict(conn.exec_driver_sql(
             "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL AND NOT excluded").fetchall())
     wrong = {sha for sha, label in labels.items() if sha in truth and truth[sha]["true_label"] != label}

@@ -27,7 +27,7 @@ def read_only_rate(cat: catalog.Catalog, head: int, page_size: int) -> float:
     """Events/s of reading and decoding the log up to ``head`` page by page, as catch_up does, with nothing
     applied: a ceiling."""
     def read_all() -> None:
-        with cat.engine.connect() as sa_conn:
+        with cat.db.connect() as sa_conn:
             after = 0
             while page := read_page(sa_conn.connection.driver_connection, after, head, page_size):
                 after = page.last

@@ -183,7 +183,7 @@ def curator_queries(cat: catalog.Catalog, days: int, n: int) -> dict[str, list[f
 
     def catalog_query(i: int) -> None:
         line, start, label = window(i)
-        rows = query_images(cat.engine, ImageFilter(lines=(line,), captured_from=start,
+        rows = query_images(cat, ImageFilter(lines=(line,), captured_from=start,
                                                     captured_to=start + timedelta(days=7), labels=(label,)), limit=100)
         assert rows and all(r["label"] == label and r["line"] == line for r in rows), (line, start, label)
 
@@ -227,7 +227,7 @@ def register_lineage(cat: catalog.Catalog, version_id: str, manifest_hash: str) 
 def traces(cat: catalog.Catalog, n: int) -> dict[str, list[float]]:
     """`part_audit` (what the Trace page and `visionledger trace part` show) of random parts, and reading
     those parts' event streams alone (`trace_part`): the baseline."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         parts = [r[0] for r in conn.exec_driver_sql(
             "SELECT part_id FROM projections.part_dispositions ORDER BY md5(part_id) LIMIT %(n)s", {"n": n + 2})]
     audits: list[int] = []
@@ -238,7 +238,7 @@ def traces(cat: catalog.Catalog, n: int) -> dict[str, list[float]]:
         audits.append(len(result.timeline))
 
     out = {"audit": samples_ms(n, "trace of one part (part_audit)", audit),
-           "streams": samples_ms(n, "the part's event streams alone", lambda i: trace_part(cat.engine, parts[i]))}
+           "streams": samples_ms(n, "the part's event streams alone", lambda i: trace_part(cat, parts[i]))}
     out["events_per_trace"] = [float(statistics.median(audits))]
     return out
 
@@ -255,11 +255,11 @@ def breakdowns(cat: catalog.Catalog, days: int, n: int) -> dict[str, list[float]
 
     def asset(i: int) -> None:  # per factory day of each line (the bare baseline: the UTC day)
         day, _, _ = day_of(i)
-        assert label_breakdown(cat.engine, day).num_rows and prediction_breakdown(cat.engine, day).num_rows
+        assert label_breakdown(cat, day).num_rows and prediction_breakdown(cat, day).num_rows
 
     def bare(i: int) -> None:
         _, start, end = day_of(i)
-        with cat.engine.connect() as conn:
+        with cat.db.connect() as conn:
             conn.exec_driver_sql(
                 "SELECT line, station, camera, part_id, label, label_ontology_version, excluded, count(*)"
                 " FROM projections.images WHERE captured_at >= %(s)s AND captured_at < %(e)s GROUP BY 1, 2, 3, 4, 5, 6, 7",
@@ -275,7 +275,7 @@ def breakdowns(cat: catalog.Catalog, days: int, n: int) -> dict[str, list[float]
 
 
 def database_bytes(cat: catalog.Catalog) -> dict[str, int]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return dict(conn.exec_driver_sql(
             "SELECT n.nspname, sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')"
@@ -310,7 +310,7 @@ def main() -> None:
         f["read_log_s"] = f["read_log_events"] / read_only_rate(cat, f["read_log_events"], page_size=20_000)
         if not args.no_rebuild:
             with progress_bar("rebuild (scratch replay, compare, swap)", head) as update:
-                rebuilt = timed(lambda: rebuild(cat.engine, progress=update))
+                rebuilt = timed(lambda: rebuild(cat.db, progress=update))
             f["rebuild_s"] = rebuilt.seconds
             assert rebuilt.result.equal, rebuilt.result.tables
         f["analyze_s"] = timed(lambda: analyze(cat)).seconds
@@ -318,7 +318,7 @@ def main() -> None:
 
         f["curator_ms"] = curator_queries(cat, days, args.samples)
         f["bare_rows_s"] = timed(lambda: bare_read(cat)).seconds
-        built = timed(lambda: build_dataset_version(cat.engine, ALL_LABELLED))
+        built = timed(lambda: build_dataset_version(cat.db, ALL_LABELLED))
         published = timed(lambda: publish_dataset_version(cat, ALL_LABELLED, actor="bench"))
         f["build_s"], f["publish_s"] = built.seconds, published.seconds
         f["dataset_images"] = built.result.counts["images"]

@@ -54,9 +54,9 @@ class Catalog:
         url = urls.app if role == "app" else urls.readers.get(role)
         if url is None:
             raise CatalogError(f"unknown role {role!r}: use 'app' or one of {sorted(urls.readers)}")
-        self.engine: Engine = make_engine(url)
-        self.store = EventStore(self.engine)
-        self.projections = ProjectionRunner(self.engine)
+        self.db: Engine = make_engine(url)  # SQLAlchemy's pool; `serving.engines` are inference engines
+        self.store = EventStore(self.db)
+        self.projections = ProjectionRunner(self.db)
         self.lake = Lake(settings.lake_root)
         self.blobs: BlobStore = LocalBlobStore(settings.blob_root)
 
@@ -104,22 +104,22 @@ class Catalog:
             position = self.position_at(at)
         if self.role == "app":  # readers cannot write projections: they read what the writers caught up
             self.projections.catch_up()
-        return labels_as_of(self.engine, position, sha256s=sha256s)
+        return labels_as_of(self.db, position, sha256s=sha256s)
 
     def rebuild_projections(self, *, check_only: bool = False, progress: Progress | None = None) -> RebuildReport:
         """Replay the log into fresh tables; compare with the live ones, and replace them unless ``check_only``."""
-        return rebuild(self.engine, check_only=check_only, progress=progress)
+        return rebuild(self.db, check_only=check_only, progress=progress)
 
     def sync_lake(self, *, chunk: int = 100_000, progress: Progress | None = None) -> SyncReport:
         """Mirror new events into the lake's Parquet files (see :class:`catalog.lake.Lake`)."""
-        return self.lake.sync(self.engine, chunk=chunk, progress=progress)
+        return self.lake.sync(self.db, chunk=chunk, progress=progress)
 
     def duckdb(self):
         """A DuckDB connection with an ``events`` view over the lake."""
         return self.lake.duckdb()
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
     def __enter__(self) -> Catalog:
         return self

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from catalog.factory_day import capture_days, day_sql, hour_sql, on_days
 from catalog.lineage import CLASSIFIER, champion_of
+
+if TYPE_CHECKING:
+    from catalog import Catalog
 
 # Joined to ``projections.images i`` (by every question about disagreements, so they all count alike): the image's latest prediction (whichever engine made it; ties on time go
 # to the one recorded last) when its class is not the image's current human label. An anti-join rather than a
@@ -38,9 +41,9 @@ def window(first: date, last: date) -> tuple[datetime, datetime]:
     return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
 
 
-def read_rows(engine: Engine, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def read_rows(db: Engine, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a read-side query as dicts (shared by the activity and performance questions)."""
-    with engine.connect() as conn:
+    with db.connect() as conn:
         rows = [dict(row._mapping) for row in conn.exec_driver_sql(sql, params)]
         conn.rollback()
     return rows
@@ -54,9 +57,9 @@ def _window_params(first: date, last: date, **more: Any) -> dict[str, Any]:
 # -- per day ------------------------------------------------------------------------------------------------
 
 
-def image_days(engine: Engine) -> tuple[date, date] | None:
+def image_days(cat: Catalog) -> tuple[date, date] | None:
     """The first and last factory day with images captured, or None for an empty catalog."""
-    return capture_days(engine)
+    return capture_days(cat)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class DayFigures:
     corrections: int
 
 
-def daily_figures(engine: Engine, first: date, last: date) -> list[DayFigures]:
+def daily_figures(cat: Catalog, first: date, last: date) -> list[DayFigures]:
     """One `DayFigures` per factory day from ``first`` to ``last`` (quiet days as zeros), in order: images and
     disagreements by their line's day of capture, decisions by the part's line's day of decision,
     corrections by the image's line's day of correction."""
@@ -105,7 +108,7 @@ def daily_figures(engine: Engine, first: date, last: date) -> list[DayFigures]:
         FROM days LEFT JOIN images USING (day) LEFT JOIN rejects USING (day)
         LEFT JOIN disagreements USING (day) LEFT JOIN corrections USING (day)
         ORDER BY days.day"""
-    return [DayFigures(**row) for row in read_rows(engine, sql, params)]
+    return [DayFigures(**row) for row in read_rows(cat.db, sql, params)]
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class HourFigures:
     rejected_parts: int
 
 
-def day_timeline(engine: Engine, day: date) -> list[HourFigures]:
+def day_timeline(cat: Catalog, day: date) -> list[HourFigures]:
     """The factory day per line and local hour (only hours where something happened), by line then hour."""
     captured, params = on_days(day, day, "i.captured_at", "i.line")
     decided, _ = on_days(day, day, "d.decided_at", "pt.line")
@@ -132,13 +135,13 @@ def day_timeline(engine: Engine, day: date) -> list[HourFigures]:
             WHERE d.decision = 'reject' AND {decided} GROUP BY 1, 2)
         SELECT line, hour, coalesce(images, 0) AS images, coalesce(rejected_parts, 0) AS rejected_parts
         FROM images FULL JOIN rejects USING (line, hour) ORDER BY line, hour"""
-    return [HourFigures(**row) for row in read_rows(engine, sql, params)]
+    return [HourFigures(**row) for row in read_rows(cat.db, sql, params)]
 
 
 # -- what happened, row by row --------------------------------------------------------------------------------
 
 
-def rejected_parts(engine: Engine, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
+def rejected_parts(cat: Catalog, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
     """Parts whose decision is reject, decided on the factory days ``first`` to ``last``, newest first:
     part_id, line, decided_at, rule, decided_by, engine_id, images."""
     decided, params = on_days(first, last, "d.decided_at", "pt.line")
@@ -147,10 +150,10 @@ def rejected_parts(engine: Engine, first: date, last: date, *, limit: int = 50) 
         FROM projections.part_dispositions d LEFT JOIN projections.parts pt USING (part_id)
         WHERE d.decision = 'reject' AND {decided}
         ORDER BY d.decided_at DESC, d.part_id LIMIT %(limit)s"""
-    return read_rows(engine, sql, params | {"limit": limit})
+    return read_rows(cat.db, sql, params | {"limit": limit})
 
 
-def corrections(engine: Engine, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
+def corrections(cat: Catalog, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
     """Corrections made on the factory days ``first`` to ``last``, newest first: corrected_at, part_id, line,
     camera, sha256, target, old_label, new_label, corrected_by, reason."""
     corrected, params = on_days(first, last, "c.corrected_at", "i.line")
@@ -160,10 +163,10 @@ def corrections(engine: Engine, first: date, last: date, *, limit: int = 50) -> 
         FROM projections.corrections c LEFT JOIN projections.images i USING (sha256)
         WHERE {corrected}
         ORDER BY c.corrected_at DESC, c.correction_id LIMIT %(limit)s"""
-    return read_rows(engine, sql, params | {"limit": limit})
+    return read_rows(cat.db, sql, params | {"limit": limit})
 
 
-def disagreements(engine: Engine, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
+def disagreements(cat: Catalog, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
     """Images captured on the factory days ``first`` to ``last`` whose latest prediction is not their current human label, newest first:
     captured_at, part_id, line, camera, sha256, label, predicted_class, score (the predicted class's),
     engine_id. Names are compared as recorded (an ontology rename since the label reads as a disagreement)."""
@@ -174,7 +177,7 @@ def disagreements(engine: Engine, first: date, last: date, *, limit: int = 50) -
         FROM projections.images i {DISAGREEING}
         WHERE {captured}
         ORDER BY i.captured_at DESC, i.sha256 LIMIT %(limit)s"""
-    return read_rows(engine, sql, params | {"limit": limit})
+    return read_rows(cat.db, sql, params | {"limit": limit})
 
 
 # -- lineage --------------------------------------------------------------------------------------------------
@@ -191,7 +194,7 @@ class LineageRecord:
     what: str
 
 
-def lineage_records(engine: Engine, first: date, last: date) -> list[LineageRecord]:
+def lineage_records(cat: Catalog, first: date, last: date) -> list[LineageRecord]:
     """Every lineage fact recorded as happening in the window, in time order."""
     sql = """
         SELECT published_at AS at, 'dataset version' AS kind, version_id AS id,
@@ -214,7 +217,7 @@ def lineage_records(engine: Engine, first: date, last: date) -> list[LineageReco
                model || ' replaces ' || coalesce(previous_model_id, 'none') || ': ' || reason
         FROM projections.model_promotions WHERE promoted_at >= %(start)s AND promoted_at < %(end)s
         ORDER BY at, kind, id"""
-    return [LineageRecord(**row) for row in read_rows(engine, sql, _window_params(first, last))]
+    return [LineageRecord(**row) for row in read_rows(cat.db, sql, _window_params(first, last))]
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ class ServiceEngine:
     champion: bool  # its model is the last promoted classifier
 
 
-def engine_in_service(engine: Engine) -> ServiceEngine | None:
+def engine_in_service(cat: Catalog) -> ServiceEngine | None:
     """The engine of the latest part decision (regression replays record predictions, never decisions, so a
     candidate being replayed is not mistaken for the one in service), or None when no part was decided."""
     sql = f"""
@@ -242,11 +245,11 @@ def engine_in_service(engine: Engine) -> ServiceEngine | None:
         FROM (SELECT engine_id, decided_at FROM projections.part_dispositions WHERE engine_id IS NOT NULL
               ORDER BY decided_at DESC, position DESC LIMIT 1) d
         LEFT JOIN projections.engines e USING (engine_id)"""
-    rows = read_rows(engine, sql, {"model": CLASSIFIER})
+    rows = read_rows(cat.db, sql, {"model": CLASSIFIER})
     return ServiceEngine(**rows[0]) if rows else None
 
 
-def lineage_table(engine: Engine, *, limit: int = 200) -> list[dict[str, Any]]:
+def lineage_table(cat: Catalog, *, limit: int = 200) -> list[dict[str, Any]]:
     """One row per dataset version → model → engine chain, newest first (a dataset version without models,
     or a model without engines, is a row with the rest empty): dataset, version_id, as_of_position,
     manifest_hash, published_at, model, model_id, registered_at, promoted_at, engine_id, backend, precision,
@@ -261,10 +264,10 @@ def lineage_table(engine: Engine, *, limit: int = 200) -> list[dict[str, Any]]:
         LEFT JOIN projections.engines e ON e.model_id = m.model_id
         ORDER BY greatest(d.position, m.position, e.position) DESC, e.position DESC NULLS LAST
         LIMIT %(limit)s"""
-    return read_rows(engine, sql, {"limit": limit})
+    return read_rows(cat.db, sql, {"limit": limit})
 
 
-def promotions(engine: Engine) -> list[dict[str, Any]]:
+def promotions(cat: Catalog) -> list[dict[str, Any]]:
     """Every promotion, newest first: promoted_at, model, model_id, previous_model_id, reason, the
     regression replay's verdict the candidate passed before it (passed, images), where one was recorded, and
     whether the promoted model is its kind's champion now."""
@@ -276,7 +279,7 @@ def promotions(engine: Engine) -> list[dict[str, Any]]:
                            WHERE r.candidate_model_id = pr.model_id AND r.position < pr.position
                            ORDER BY r.position DESC LIMIT 1) r ON true
         ORDER BY pr.position DESC"""
-    return read_rows(engine, sql, {})
+    return read_rows(cat.db, sql, {})
 
 
 @dataclass(frozen=True)

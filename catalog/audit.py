@@ -188,18 +188,18 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
     """The whole chain of ``part_id``; `CatalogError` when the catalog knows no such part."""
     part_id = part_id.strip()
     head = cat.head()
-    trace = trace_part(cat.engine, part_id)
+    trace = trace_part(cat, part_id)
     shas = [image["sha256"] for image in trace.images]
     events = [e for image in trace.images for e in image["events"]] + trace.part_events
     decisions = [_decision(e) for e in trace.part_events if e.type == "PartDispositioned"]
     predictions = _latest_predictions(events)
-    images = _images(cat.engine, shas, predictions)
+    images = _images(cat.db, shas, predictions)
     engine_ids = list(dict.fromkeys(
         [p.engine_id for image in images for p in image.predictions]
         + [d.engine_id for d in reversed(decisions) if d.engine_id]))
     chains = [engine_chain(cat, engine_id, shas, _predicted_classes(images, engine_id)) for engine_id in engine_ids]
     images = _with_heatmaps(cat, images, [c.model["model_id"] for c in chains if c.model])
-    part = _part_row(cat.engine, part_id)
+    part = _part_row(cat.db, part_id)
     return PartAudit(
         part_id=part_id, line=part.get("line"), first_captured_at=part.get("first_captured_at"),
         last_captured_at=part.get("last_captured_at"), decision=decisions[-1] if decisions else None,
@@ -211,17 +211,17 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
 
 def engine_chain(cat: Catalog, engine_id: str, shas: Sequence[str], predicted: Sequence[str]) -> Chain:
     """The chain behind ``engine_id`` for the images ``shas`` whose predictions were ``predicted``."""
-    engine = _row(cat.engine, "SELECT engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash,"
+    engine = _row(cat.db, "SELECT engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash,"
                   " backend, precision, device, library_versions, artifact_uri, built_at"
                   " FROM projections.engines WHERE engine_id = %(id)s", id=engine_id)
     if engine is None:
         return _broken(engine_id, f"no EngineBuilt records engine {engine_id}: its lineage is unknown")
-    model = _row(cat.engine, "SELECT model_id, model, dataset_version_id, manifest_hash, hyperparameters, metrics,"
+    model = _row(cat.db, "SELECT model_id, model, dataset_version_id, manifest_hash, hyperparameters, metrics,"
                  " artifact_sha256, artifact_uri, onnx_sha256, onnx_uri, evaluation, registered_at, promoted_at"
                  " FROM projections.models WHERE model_id = %(id)s", id=engine["model_id"])
     if model is None:
         return _broken(engine_id, f"no ModelRegistered records model {engine['model_id']}", engine=engine)
-    version = _row(cat.engine, "SELECT version_id, dataset, spec, as_of_position, counts, manifest_hash,"
+    version = _row(cat.db, "SELECT version_id, dataset, spec, as_of_position, counts, manifest_hash,"
                    " manifest_uri, published_at FROM projections.dataset_versions WHERE version_id = %(id)s",
                    id=model["dataset_version_id"])
     if version is None:
@@ -236,7 +236,7 @@ def engine_chain(cat: Catalog, engine_id: str, shas: Sequence[str], predicted: S
         return _broken(engine_id, str(exc), engine=engine, model=model, version=version)
     return Chain(engine_id=engine_id, engine=engine, model=model, dataset_version=version, manifest_verified=True,
                  membership=membership(manifest, shas),
-                 evidence=[class_evidence(cat.engine, manifest, c, version["as_of_position"],
+                 evidence=[class_evidence(cat, manifest, c, version["as_of_position"],
                                           manifest_hash=version["manifest_hash"]) for c in predicted])
 
 
@@ -269,16 +269,16 @@ def membership(manifest: pa.Table, shas: Sequence[str]) -> list[Membership]:
     return [Membership(sha, rows.get(sha, {}).get("split"), rows.get(sha, {}).get("class")) for sha in shas]
 
 
-def class_evidence(engine: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int, *,
+def class_evidence(cat: Catalog, manifest: pa.Table, predicted_class: str, as_of_position: int, *,
                    manifest_hash: str | None = None) -> ClassEvidence:
     """Who labelled the training images of ``predicted_class``: the label of each in force at the dataset
     version's position (the one the version learned from), counted per annotator, with a few examples, and
     how many were relabelled since. With ``manifest_hash`` what cannot change is computed once per process."""
-    training = _training_labels(engine, manifest, predicted_class, as_of_position, manifest_hash)
+    training = _training_labels(cat.db, manifest, predicted_class, as_of_position, manifest_hash)
     return ClassEvidence(
         predicted_class=predicted_class, training_images=len(training.shas), annotators=training.annotators,
         corrections=sum(a["corrections"] for a in training.annotators),
-        relabelled_since=_relabelled_since(engine, training.shas, as_of_position), examples=training.examples)
+        relabelled_since=_relabelled_since(cat.db, training.shas, as_of_position), examples=training.examples)
 
 
 @dataclass(frozen=True)
@@ -296,9 +296,9 @@ _TRAINING_LABELS: dict[tuple[Any, ...], _TrainingLabels] = {}
 _TRAINING_LABELS_KEPT = 16
 
 
-def _training_labels(engine: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int,
+def _training_labels(db: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int,
                      manifest_hash: str | None) -> _TrainingLabels:
-    key = (engine.url.render_as_string(hide_password=True), manifest_hash, predicted_class, as_of_position)
+    key = (db.url.render_as_string(hide_password=True), manifest_hash, predicted_class, as_of_position)
     if manifest_hash is not None and key in _TRAINING_LABELS:
         return _TRAINING_LABELS[key]
     chosen = manifest.filter(pc.and_(pc.equal(manifest["split"], TRAIN),
@@ -323,7 +323,7 @@ def _training_labels(engine: Engine, manifest: pa.Table, predicted_class: str, a
             ORDER BY labeled_at DESC, sha256 LIMIT %(examples)s)"""
     params = {"ids": b"".join(bytes.fromhex(sha) for sha in shas), "n": len(shas), "as_of": as_of_position,
               "examples": EXAMPLES}
-    with engine.connect() as conn:
+    with db.connect() as conn:
         # The sort of a large class's labels must not spill to disk.
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
@@ -343,10 +343,10 @@ def _training_labels(engine: Engine, manifest: pa.Table, predicted_class: str, a
     return training
 
 
-def _relabelled_since(engine: Engine, shas: pa.ChunkedArray, as_of_position: int) -> int:
+def _relabelled_since(db: Engine, shas: pa.ChunkedArray, as_of_position: int) -> int:
     """How many of ``shas`` have a label recorded after ``as_of_position``: the labels recorded since are read
     (a range of the history's primary key, usually short) and matched against the images here."""
-    with engine.connect() as conn:
+    with db.connect() as conn:
         since = conn.exec_driver_sql("SELECT DISTINCT sha256 FROM projections.label_history WHERE position > %(p)s",
                                      {"p": as_of_position}).scalars().all()
     if not since:
@@ -380,14 +380,14 @@ def event_summary(event_type: str, payload: dict[str, Any]) -> str:
 # -- reading --------------------------------------------------------------------------------------------------
 
 
-def _row(engine: Engine, sql: str, **params: Any) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+def _row(db: Engine, sql: str, **params: Any) -> dict[str, Any] | None:
+    with db.connect() as conn:
         row = conn.exec_driver_sql(sql, params).fetchone()
     return dict(row._mapping) if row else None
 
 
-def _part_row(engine: Engine, part_id: str) -> dict[str, Any]:
-    return _row(engine, "SELECT line, first_captured_at, last_captured_at FROM projections.parts"
+def _part_row(db: Engine, part_id: str) -> dict[str, Any]:
+    return _row(db, "SELECT line, first_captured_at, last_captured_at FROM projections.parts"
                 " WHERE part_id = %(p)s", p=part_id) or {}
 
 
@@ -419,8 +419,8 @@ def _latest_predictions(events: Sequence[RecordedEvent]) -> dict[str, list[Predi
     return per_image
 
 
-def _images(engine: Engine, shas: list[str], predictions: dict[str, list[Prediction]]) -> list[PartImage]:
-    with engine.connect() as sa_conn:
+def _images(db: Engine, shas: list[str], predictions: dict[str, list[Prediction]]) -> list[PartImage]:
+    with db.connect() as sa_conn:
         ontology = Ontology.read(sa_conn.connection.driver_connection)
         rows = {r.sha256: r for r in sa_conn.exec_driver_sql(
             "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.width, i.height, i.blob_uri, i.excluded,"

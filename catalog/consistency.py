@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-
 from catalog.blobs import URI_PREFIX, LocalBlobStore
 from catalog.events import image_of_stream
 
@@ -29,10 +27,10 @@ class ConsistencyReport:
         return not (self.events_without_blob or self.blobs_without_event or self.staged_blobs)
 
 
-def check_blobs(engine: Engine, blobs: LocalBlobStore) -> ConsistencyReport:
+def check_blobs(cat: Catalog, blobs: LocalBlobStore) -> ConsistencyReport:
     """Compare the blobs the log names (images, and the masks and artifacts its payloads name by URI) with the
     blobs on disk."""
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         images = {image_of_stream(row[0]) for row in conn.exec_driver_sql(
             "SELECT DISTINCT stream_id FROM catalog.events WHERE type = 'ImageIngested'")}
         # Other blobs are named by URI in a payload field: label masks, checkpoints, ONNX files, engines.
@@ -100,7 +98,7 @@ def check_catalog(cat: Catalog) -> CatalogReport:
     """Cross-check the whole catalog: the log (gap-free positions, unique ids, stream versions 1..n), its blobs,
     its projections (against a rebuild from the log; needs the ``app`` role) and its lake mirror (each event
     exactly once up to the lake's checkpoint, with the same content)."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         events, head = conn.exec_driver_sql("SELECT count(*), coalesce(max(position), 0) FROM catalog.events").one()
         gaps = [(int(a), int(b)) for a, b in conn.exec_driver_sql(
             "SELECT prev + 1, position - 1 FROM (SELECT position, coalesce(lag(position) OVER (ORDER BY position), 0)"
@@ -125,7 +123,7 @@ def check_catalog(cat: Catalog) -> CatalogReport:
             " payload, metadata)) FROM events").fetchall():
         mirrored.setdefault(position, []).append((event_id, event_type, digest))
     return CatalogReport(
-        head=head, events=events, lake_position=lake_position, blobs=check_blobs(cat.engine, cat.blobs),
+        head=head, events=events, lake_position=lake_position, blobs=check_blobs(cat, cat.blobs),
         position_gaps=gaps, duplicate_event_ids=duplicates, stream_version_gaps=version_gaps,
         projections_differing=[t.table for t in rebuilt.tables if not t.equal],
         lake_missing=sorted(logged.keys() - mirrored.keys()),

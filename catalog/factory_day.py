@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
-from sqlalchemy import Engine
 
 from catalog.errors import EventValidationError
 from catalog.events import LineTimeZoneSet, describe_validation_error
@@ -93,13 +92,13 @@ def on_days(first: date | None, last: date | None, moment: str, line: str, *,
 # -- the lines' zones and days ---------------------------------------------------------------------------------
 
 
-def time_zones(engine: Engine) -> dict[str, str]:
+def time_zones(cat: Catalog) -> dict[str, str]:
     """Every line whose time zone was set, and the zone; other lines are in `DEFAULT_TIME_ZONE`."""
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         return dict(conn.exec_driver_sql("SELECT line, time_zone FROM projections.line_time_zones").fetchall())
 
 
-def capture_spans(engine: Engine) -> dict[str, tuple[datetime, datetime]]:
+def capture_spans(cat: Catalog) -> dict[str, tuple[datetime, datetime]]:
     """Each line with images, and its first and last capture: a few index probes per line (a skip scan over
     the (line, captured_at) index), not a pass over every image."""
     sql = """
@@ -111,13 +110,13 @@ def capture_spans(engine: Engine) -> dict[str, tuple[datetime, datetime]]:
         SELECT line, (SELECT min(captured_at) FROM projections.images i WHERE i.line = lines.line),
                (SELECT max(captured_at) FROM projections.images i WHERE i.line = lines.line)
         FROM lines WHERE line IS NOT NULL"""
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         return {line: (first, last) for line, first, last in conn.exec_driver_sql(sql)}
 
 
-def capture_days(engine: Engine) -> tuple[date, date] | None:
+def capture_days(cat: Catalog) -> tuple[date, date] | None:
     """The first and last factory day with images captured on any line, or None for an empty catalog."""
-    spans, zones = capture_spans(engine), time_zones(engine)
+    spans, zones = capture_spans(cat), time_zones(cat)
     if not spans:
         return None
     days = [factory_day(moment, zones.get(line, DEFAULT_TIME_ZONE)) for line, span in spans.items() for moment in span]
@@ -132,7 +131,7 @@ def set_time_zone(cat: Catalog, line: str, time_zone: str, *, actor: str, reason
     except ValidationError as exc:
         raise EventValidationError(f"LineTimeZoneSet: {describe_validation_error(exc)}") from None
     cat.catch_up()
-    if time_zones(cat.engine).get(data.line, DEFAULT_TIME_ZONE) == data.time_zone:
+    if time_zones(cat).get(data.line, DEFAULT_TIME_ZONE) == data.time_zone:
         return False
     cat.record(data, occurred_at=datetime.now(UTC), actor=actor, source="settings")
     return True

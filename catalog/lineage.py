@@ -44,7 +44,7 @@ def dataset_version(cat: Catalog, version_id: str | None = None, *,
     query = ("SELECT version_id, dataset, as_of_position, manifest_hash, manifest_uri, spec"
              " FROM projections.dataset_versions WHERE ")
     query += "version_id = %(v)s" if version_id else "dataset = %(d)s ORDER BY position DESC LIMIT 1"
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         row = conn.exec_driver_sql(query, {"v": version_id, "d": dataset}).fetchone()
     if row is None:
         raise CatalogError(f"no dataset version {version_id!r}" if version_id else
@@ -65,7 +65,7 @@ def model_row(cat: Catalog, model: str | None = None, model_id: str | None = Non
     query += " AND model = %(m)s" if model else ""
     query += " AND model_id = %(i)s" if model_id else ""
     query += " AND onnx_uri IS NOT NULL" if need_onnx else ""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         row = conn.exec_driver_sql(query + " ORDER BY position DESC LIMIT 1",
                                    {"m": model, "i": model_id}).fetchone()
     if row is None:
@@ -80,7 +80,7 @@ def list_models(cat: Catalog, model: str | None = None) -> list[ModelRow]:
     query = ("SELECT model_id, model, dataset_version_id, manifest_hash, artifact_uri, onnx_uri, onnx_sha256,"
              " metrics, evaluation FROM projections.models")
     query += " WHERE model = %(m)s" if model else ""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [ModelRow(*row) for row in conn.exec_driver_sql(query + " ORDER BY position DESC", {"m": model})]
 
 
@@ -93,5 +93,5 @@ def champion_of(model: str) -> str:
 
 def champion(cat: Catalog, model: str) -> str | None:
     """The model id in service for ``model`` (`champion_of`)."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql(f"SELECT {champion_of('%(m)s')}", {"m": model}).scalar()

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Engine
 
 from catalog.activity import DISAGREEING, read_rows
 from catalog.errors import CatalogError
@@ -20,6 +19,9 @@ from catalog.factory_day import day_sql
 from catalog.lake import Lake
 from catalog.lineage import champion_of
 from catalog.ontology import OK_CLASS
+
+if TYPE_CHECKING:
+    from catalog import Catalog
 
 # Kinds of disagreement, the costly one first: a good part the model would scrap.
 DISAGREEMENTS = {
@@ -47,13 +49,13 @@ class EvaluatedModel:
     champion: bool
 
 
-def evaluated_models(engine: Engine) -> list[EvaluatedModel]:
+def evaluated_models(cat: Catalog) -> list[EvaluatedModel]:
     """Every model with an evaluation, the champions first, then newest first."""
     sql = f"""
         SELECT m.model_id, m.model, m.evaluation, m.registered_at,
                coalesce(m.model_id = {champion_of('m.model')}, false)
         FROM projections.models m WHERE m.evaluation IS NOT NULL ORDER BY m.position DESC"""
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(sql).fetchall()
     models = [EvaluatedModel(model_id=r[0], model=r[1], dataset_version_id=r[2]["dataset_version_id"],
                              split=r[2]["split"], metrics=r[2]["metrics"], threshold=r[2]["threshold"],
@@ -104,13 +106,13 @@ def _classes(images: pa.Table) -> list[str]:
     return sorted(seen, key=lambda c: (c != OK_CLASS, c))
 
 
-def regression_replays(engine: Engine, *, limit: int = 50) -> list[dict[str, Any]]:
+def regression_replays(cat: Catalog, *, limit: int = 50) -> list[dict[str, Any]]:
     """Regression replays, newest first: replayed_at, model, candidate_model_id, champion_model_id, passed,
     images, reasons (the gate's), report_uri."""
     sql = """
         SELECT replayed_at, model, candidate_model_id, champion_model_id, passed, images, summary, report_uri
         FROM projections.regression_replays ORDER BY position DESC LIMIT %(limit)s"""
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, {"limit": limit})]
     for row in rows:
         row["reasons"] = "; ".join(row.pop("summary").get("reasons", []))
@@ -124,16 +126,16 @@ def replay_slices(lake: Lake, report_uri: str) -> pa.Table | None:
     return pq.read_table(path) if path.is_file() else None
 
 
-def disagreement_summary(engine: Engine) -> list[dict[str, Any]]:
+def disagreement_summary(cat: Catalog) -> list[dict[str, Any]]:
     """Production images whose latest prediction is not their current human label, per factory day of
     capture and kind (see `DISAGREEMENTS`): day, kind, images."""
     sql = f"""
         SELECT {day_sql('i.captured_at', 'i.line')} AS day, {_KIND} AS kind, count(*) AS images
         FROM projections.images i {DISAGREEING} GROUP BY 1, 2 ORDER BY 1, 2"""
-    return read_rows(engine, sql, {})
+    return read_rows(cat.db, sql, {})
 
 
-def production_disagreements(engine: Engine, *, kind: str | None = None, limit: int = 20,
+def production_disagreements(cat: Catalog, *, kind: str | None = None, limit: int = 20,
                              offset: int = 0) -> list[dict[str, Any]]:
     """The disagreements (of one kind, if given), newest capture first: captured_at, part_id, line, camera,
     sha256, label, annotator, predicted_class, score (the predicted class's), engine_id, kind, and the part's
@@ -149,4 +151,4 @@ def production_disagreements(engine: Engine, *, kind: str | None = None, limit: 
         LEFT JOIN projections.part_dispositions d ON d.part_id = i.part_id
         WHERE %(kind)s::text IS NULL OR {_KIND} = %(kind)s
         ORDER BY i.captured_at DESC, i.sha256 LIMIT %(limit)s OFFSET %(offset)s"""
-    return read_rows(engine, sql, {"kind": kind, "limit": limit, "offset": offset})
+    return read_rows(cat.db, sql, {"kind": kind, "limit": limit, "offset": offset})

@@ -12,16 +12,18 @@ import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from sqlalchemy import Engine
 
 from catalog.errors import CatalogError
 from catalog.events import IMAGE_STREAM_PREFIX, image_stream, part_stream
 from catalog.factory_day import capture_days, on_days, time_zones
 from catalog.ontology import Ontology
 from catalog.store import EventStore, RecordedEvent
+
+if TYPE_CHECKING:
+    from catalog import Catalog
 
 RESULT_COLUMNS = ("sha256", "part_id", "line", "station", "camera", "captured_at", "label", "label_as_recorded",
                   "label_ontology_version", "excluded", "exclusion_reason", "width", "height", "source_path",
@@ -66,11 +68,11 @@ class ImageFilter:
                 for k, v in asdict(self).items() if v not in ((), None)}
 
 
-def query_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None, limit: int | None = 100,
+def query_images(cat: Catalog, where: ImageFilter, *, as_of: int | None = None, limit: int | None = 100,
                  offset: int = 0) -> list[dict[str, Any]]:
     """Images matching ``where``, by capture time, as the catalog holds them now or as of position ``as_of``
     (then labels, exclusions and the ontology are those in force at that position)."""
-    with engine.connect() as sa_conn:  # one connection for the ontology and the rows: the curator waits on both
+    with cat.db.connect() as sa_conn:  # one connection for the ontology and the rows: the curator waits on both
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn, as_of=as_of)
         sql, params = selection_sql(where, ontology, as_of=as_of)
@@ -85,8 +87,8 @@ def query_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None
     return rows
 
 
-def count_images(engine: Engine, where: ImageFilter, *, as_of: int | None = None) -> int:
-    with engine.connect() as sa_conn:
+def count_images(cat: Catalog, where: ImageFilter, *, as_of: int | None = None) -> int:
+    with cat.db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         sql, params = selection_sql(where, Ontology.read(conn, as_of=as_of), as_of=as_of)
         count = conn.execute(f"SELECT count(*) FROM ({sql}) q", params).fetchone()[0]
@@ -237,12 +239,12 @@ def _prediction_condition(classes: Sequence[str], as_of: int | None, params: dic
     return "NOT " + latest_is(f"{klass} <> ALL(%(predicted_classes)s)")
 
 
-def latest_predictions(engine: Engine, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
+def latest_predictions(cat: Catalog, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The latest prediction of each of ``shas`` that has one (whichever engine made it): engine_id,
     predicted_class, scores, heatmap_uri, predicted_at, position."""
     if not shas:
         return {}
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT DISTINCT ON (sha256) sha256, engine_id, predicted_class, scores, heatmap_uri, predicted_at,"
             " position FROM projections.latest_predictions WHERE sha256 = ANY(%(s)s)"
@@ -251,10 +253,10 @@ def latest_predictions(engine: Engine, shas: Sequence[str]) -> dict[str, dict[st
     return {r[0]: dict(zip(columns, r[1:], strict=True)) for r in rows}
 
 
-def selection_csv(engine: Engine, where: ImageFilter) -> str:
+def selection_csv(cat: Catalog, where: ImageFilter) -> str:
     """Every image ``where`` selects as CSV: RESULT_COLUMNS and the latest prediction's class and engine."""
-    rows = query_images(engine, where, limit=None)
-    predictions = latest_predictions(engine, [r["sha256"] for r in rows])
+    rows = query_images(cat, where, limit=None)
+    predictions = latest_predictions(cat, [r["sha256"] for r in rows])
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[*RESULT_COLUMNS, "predicted_class", "prediction_engine"])
     writer.writeheader()
@@ -280,9 +282,9 @@ class FilterChoices:
     time_zones: dict[str, str]  # the lines whose time zone was set (`catalog.factory_day`)
 
 
-def filter_choices(engine: Engine) -> FilterChoices:
+def filter_choices(cat: Catalog) -> FilterChoices:
     """The lines, stations and cameras images came from, the current classes and the capture window."""
-    with engine.connect() as sa_conn:
+    with cat.db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn)
         combos = conn.execute("SELECT DISTINCT line, station, camera FROM projections.images").fetchall()
@@ -291,7 +293,7 @@ def filter_choices(engine: Engine) -> FilterChoices:
     classes = list(ontology.current.classes) if ontology.versions else []
     return FilterChoices(lines=sorted({c[0] for c in combos}), stations=sorted({c[1] for c in combos}),
                          cameras=sorted({c[2] for c in combos}), classes=classes, first_captured=first,
-                         last_captured=last, days=capture_days(engine), time_zones=time_zones(engine))
+                         last_captured=last, days=capture_days(cat), time_zones=time_zones(cat))
 
 
 @dataclass(frozen=True)
@@ -301,10 +303,10 @@ class PartTrace:
     part_events: list[RecordedEvent]
 
 
-def trace_part(engine: Engine, part_id: str) -> PartTrace:
+def trace_part(cat: Catalog, part_id: str) -> PartTrace:
     """Every image of a part (any sighting) with its full event history, and the part's own events."""
-    store = EventStore(engine)
-    with engine.connect() as conn:
+    store = EventStore(cat.db)
+    with cat.db.connect() as conn:
         shas = [r[0] for r in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.image_sightings WHERE part_id = %(p)s GROUP BY sha256"
             " ORDER BY min(captured_at), sha256", {"p": part_id})]

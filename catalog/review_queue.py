@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pyarrow.parquet as pq
-from sqlalchemy import Engine
 
 import catalog
 from catalog.errors import CatalogError
@@ -22,6 +21,9 @@ from catalog.events import ReviewRequested
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import ImageFilter, current_class, latest_predictions, query_images, selection_sql
 from catalog.store import NewEvent
+
+if TYPE_CHECKING:
+    from catalog import Catalog
 
 CURATOR_QUEUE = "curator"
 MAX_REVIEW_REQUEST = 1_000  # people review a few hundred images a day: more is a filter left too wide
@@ -33,11 +35,11 @@ QUEUE_COLUMNS = ("queue", "sha256", "strategy", "score", "reason", "requested_at
                  "camera", "captured_at", "label")
 
 
-def waiting_reviews(engine: Engine, where: ImageFilter = EVERY_IMAGE, *, queue: str | None = None,
+def waiting_reviews(cat: Catalog, where: ImageFilter = EVERY_IMAGE, *, queue: str | None = None,
                     limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
     """The requests still waiting (in ``queue``, or any), on images ``where`` selects, best score first; each
     with its image's part, line, station, camera, capture time and current label."""
-    with engine.connect() as sa_conn:
+    with cat.db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn)
         sql, params = _waiting_sql(where, ontology, queue)
@@ -52,8 +54,8 @@ def waiting_reviews(engine: Engine, where: ImageFilter = EVERY_IMAGE, *, queue: 
     return [dict(zip(QUEUE_COLUMNS, (*r[:11], current_class(ontology, r[11], r[12])), strict=True)) for r in rows]
 
 
-def count_waiting_reviews(engine: Engine, where: ImageFilter = EVERY_IMAGE, *, queue: str | None = None) -> int:
-    with engine.connect() as sa_conn:
+def count_waiting_reviews(cat: Catalog, where: ImageFilter = EVERY_IMAGE, *, queue: str | None = None) -> int:
+    with cat.db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         sql, params = _waiting_sql(where, Ontology.read(conn), queue)
         count = conn.execute(f"SELECT count(*) {sql}", params).fetchone()[0]
@@ -61,9 +63,9 @@ def count_waiting_reviews(engine: Engine, where: ImageFilter = EVERY_IMAGE, *, q
     return count
 
 
-def review_queues(engine: Engine) -> dict[str, int]:
+def review_queues(cat: Catalog) -> dict[str, int]:
     """Every queue that was ever asked for, with the number of images waiting in it."""
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(
             f"SELECT q.queue, count(*) FILTER (WHERE {_WAITING}) FROM projections.review_queue q"
             " GROUP BY q.queue ORDER BY q.queue").fetchall()
@@ -81,9 +83,9 @@ class LabelSides:
     defect_moved: int
 
 
-def label_sides(engine: Engine) -> LabelSides:
+def label_sides(cat: Catalog) -> LabelSides:
     """Counted from each image's first label: the old label of its first label correction, else its label."""
-    with engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(f"""
             WITH first_fix AS (
                 SELECT DISTINCT ON (sha256) sha256, old_label FROM projections.corrections
@@ -114,11 +116,11 @@ def request_review(cat: catalog.Catalog, where: ImageFilter, *, actor: str, reas
     each event's metadata; images already waiting there are left as they are. Refuses a selection of more
     than ``limit`` images. Returns (images selected, images queued now)."""
     cat.catch_up()
-    selected = query_images(cat.engine, where, limit=limit + 1)
+    selected = query_images(cat, where, limit=limit + 1)
     if len(selected) > limit:
         raise CatalogError(f"the selection holds more than {limit} images: narrow the filters before asking "
                            "people to review it")
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         waiting = {r[0] for r in conn.exec_driver_sql(
             f"SELECT q.sha256 FROM projections.review_queue q WHERE q.queue = %(q)s AND q.sha256 = ANY(%(s)s)"
             f" AND {_WAITING}", {"q": queue, "s": [r["sha256"] for r in selected]})}
@@ -145,7 +147,7 @@ class ImageView:
 
 def image_view(cat: catalog.Catalog, sha256: str) -> ImageView:
     """Everything the Curate and Review pages show of one image."""
-    with cat.engine.connect() as sa_conn:
+    with cat.db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn)
         image = conn.execute(
@@ -167,7 +169,7 @@ def image_view(cat: catalog.Catalog, sha256: str) -> ImageView:
                      "held": (ontology.resolve(label[0], label[1]) if ontology.versions else None) or label[0],
                      **dict(zip(("ontology_version", "label_id", "annotator", "source", "regions", "mask_uri",
                                  "labeled_at"), label[1:], strict=True))}
-    prediction = latest_predictions(cat.engine, [sha256]).get(sha256)
+    prediction = latest_predictions(cat, [sha256]).get(sha256)
     if prediction is not None:
         [event] = cat.store.read(after=prediction["position"] - 1, limit=1)
         prediction |= {"event_id": event.event_id, "regions": event.payload.get("regions", []),
@@ -183,7 +185,7 @@ def heatmap_uri(cat: catalog.Catalog, sha256: str, prediction: dict[str, Any] | 
         return None
     if prediction.get("heatmap_uri"):
         return prediction["heatmap_uri"]
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         model_id = conn.exec_driver_sql("SELECT model_id FROM projections.engines WHERE engine_id = %(e)s",
                                         {"e": prediction["engine_id"]}).scalar()
     if model_id is None:

@@ -82,7 +82,7 @@ class EventStore(EventLog):
     """The event log in PostgreSQL's ``catalog.events``: the catalog's system of record."""
 
     def __init__(self, engine: Engine):
-        self.engine = engine
+        self.db = engine
 
     # -- appending -------------------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ class EventStore(EventLog):
             return AppendResult(positions=[], duplicates=[])
         prepared = prepare_events(events)
         # A raw pooled connection: the append manages its own transaction and pipelines its statements.
-        raw = self.engine.raw_connection()
+        raw = self.db.raw_connection()
         conn: psycopg.Connection = raw.driver_connection
         try:
             result = self._append_locked(conn, prepared, expected_versions or {})
@@ -144,7 +144,7 @@ class EventStore(EventLog):
     # -- reading ---------------------------------------------------------------------------------------
 
     def head(self) -> int:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return conn.exec_driver_sql("SELECT coalesce(max(position), 0) FROM catalog.events").scalar()
 
     def read(self, after: int = 0, *, upto: int | None = None, limit: int | None = 10_000,
@@ -169,13 +169,13 @@ class EventStore(EventLog):
         )
 
     def stream_version(self, stream_id: str) -> int:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return conn.exec_driver_sql(
                 "SELECT coalesce(max(version), 0) FROM catalog.events WHERE stream_id = %(s)s", {"s": stream_id}
             ).scalar()
 
     def _last_position_recorded_by(self, moment: datetime) -> int:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return conn.exec_driver_sql(
                 "SELECT coalesce(max(position), 0) FROM catalog.events WHERE recorded_at <= %(t)s", {"t": moment}
             ).scalar()
@@ -183,7 +183,7 @@ class EventStore(EventLog):
     @contextmanager
     def _waiting_for_appends(self) -> Iterator[WaitForAppend]:
         # Woken by the NOTIFY that the table's insert trigger sends, instead of polling.
-        listen_url = self.engine.url.render_as_string(hide_password=False).replace("+psycopg", "")
+        listen_url = self.db.url.render_as_string(hide_password=False).replace("+psycopg", "")
         with psycopg.connect(listen_url, autocommit=True) as listener:
             listener.execute("LISTEN catalog_events")
 
@@ -195,7 +195,7 @@ class EventStore(EventLog):
             yield wait_for_append
 
     def _query(self, sql: str, params: Mapping[str, Any]) -> list[RecordedEvent]:
-        with self.engine.connect() as sa_conn:
+        with self.db.connect() as sa_conn:
             conn: psycopg.Connection = sa_conn.connection.driver_connection
             rows = conn.execute(sql, params).fetchall()
             sa_conn.rollback()

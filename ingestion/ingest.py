@@ -213,7 +213,7 @@ def _rejection(row: _Row | TableRow, rejected: Rejected, metadata: dict[str, str
 
 
 def _has_event(cat: catalog.Catalog, sha: str) -> bool:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql(
             "SELECT EXISTS (SELECT 1 FROM catalog.events WHERE stream_id = %(s)s AND type = 'ImageIngested')",
             {"s": image_stream(sha)},

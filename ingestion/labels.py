@@ -188,7 +188,7 @@ class _FileState:
     def __init__(self, cat: Catalog, csv_path: Path, fmt: _Format, rows: Sequence[tuple[int, dict[str, str]]]):
         self.cat = cat
         self.base = csv_path.parent.resolve()
-        self.ontology = Ontology.load(cat.engine)
+        self.ontology = Ontology.load(cat.db)
         self.current = self.ontology.current  # no ontology yet: says to run `visionledger ontology publish`
         # A path with `..` or a root could only name a file outside the delivery: it never names an image.
         paths = [r["path"] for _, r in rows if r["path"] and _stays_inside(r["path"])]
@@ -280,7 +280,7 @@ def record_label(cat: Catalog, *, sha256: str, label: str, annotator: str, label
                  occurred_at: datetime | None = None, actor: str | None = None) -> AppendResult:
     """Record one human label under the current ontology; LabelError for an unknown image or class."""
     cat.catch_up()
-    current = Ontology.load(cat.engine).current
+    current = Ontology.load(cat.db).current
     _known_class(current, label)
     if not _existing_shas(cat, [sha256]):
         raise LabelError("unknown_image", f"no image with sha256 {sha256} in the catalog: ingest it first")
@@ -302,7 +302,7 @@ def record_correction(cat: Catalog, *, sha256: str, new_label: str, corrected_by
     stream = image_stream(sha256)
     seen = cat.store.stream_version(stream)  # read before the label, so a later writer makes the append fail
     cat.catch_up()
-    ontology = Ontology.load(cat.engine)
+    ontology = Ontology.load(cat.db)
     _known_class(ontology.current, new_label)
     if target == "prediction":
         held = _predicted_class(cat, sha256, prediction_event_id)
@@ -404,7 +404,7 @@ def _query(cat: Catalog, sql: str, values: Collection[Any]) -> list[tuple[Any, .
     """Rows of ``sql`` whose ``%(v)s`` is the array of ``values`` (nothing asked, nothing read)."""
     if not values:
         return []
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(sql, {"v": list(values)}).fetchall()]
 
 

@@ -46,7 +46,7 @@ def publish_ontology(cat: Catalog, source: Path | str | Mapping[str, Any], *, ac
     version, classes, changes = _parse(where, source if isinstance(source, Mapping) else _load_yaml(Path(source)))
     seen = cat.store.stream_version("ontology")  # read first: anything published after it makes our append fail
     cat.catch_up()
-    ontology = Ontology.load(cat.engine)
+    ontology = Ontology.load(cat.db)
     published = _published_already(where, ontology, version, classes, changes)
     if published is not None:
         queued = _queue_split_images(cat, ontology, actor) if published == ontology.current else 0
@@ -62,7 +62,7 @@ def publish_ontology(cat: Catalog, source: Path | str | Mapping[str, Any], *, ac
         result = cat.append([event], expected_versions={"ontology": seen})
     except EventIdConflict as exc:  # another publisher stored a different version N since we read the ontology
         raise ConcurrencyError("ontology", seen, seen + 1) from exc
-    queued = _queue_split_images(cat, Ontology.load(cat.engine), actor)
+    queued = _queue_split_images(cat, Ontology.load(cat.db), actor)
     return PublishReport(proposed.version, proposed.classes, proposed.changes, result.all_duplicates, queued)
 
 
@@ -144,7 +144,7 @@ def _queue_split_images(cat: Catalog, ontology: Ontology, actor: str | None) -> 
                 if (cls := before.resolve(name, number)) in splits}
     if not recorded:
         return 0
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         labels = conn.exec_driver_sql(
             "SELECT sha256, label, ontology_version FROM projections.current_labels WHERE label = ANY(%(names)s) "
             "ORDER BY sha256", {"names": sorted({name for name, _ in recorded})}).fetchall()

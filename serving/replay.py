@@ -134,7 +134,7 @@ _SCHEMA = pa.schema([
 def _images(cat: Catalog, where: str, params: dict) -> list[tuple]:
     """(sha256, part, line, station, camera, captured_at, current human class) of the images matching `where`
     that are not excluded, in capture order."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(
             "SELECT i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, i.label FROM projections.images i"
             f" WHERE NOT i.excluded AND {where} ORDER BY i.captured_at, i.camera, i.sha256", params).fetchall()]

@@ -140,7 +140,7 @@ def correction_row(n: int, old: str, new: str, path: str = IMAGE_PATHS[0], **ext
 
 
 def query(cat: Catalog, sql: str) -> list[tuple[Any, ...]]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [tuple(row) for row in conn.exec_driver_sql(sql).fetchall()]
 
 

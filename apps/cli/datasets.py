@@ -28,7 +28,7 @@ def datasets_build(spec_file: str, as_of: int | None, actor: str, as_json: bool)
     with open_catalog() as cat:
         with console.status(f"building {spec.name}…"):
             published = publish_dataset_version(cat, spec, position=as_of, actor=actor)
-            outcomes = check_manifest(cat.engine, published.version.manifest, spec, published.version.position)
+            outcomes = check_manifest(cat, published.version.manifest, spec, published.version.position)
         manifest = cat.lake.root / published.manifest_uri
     version = published.version
     if as_json:
@@ -55,7 +55,7 @@ def datasets_list() -> None:
     """The published dataset versions, newest first."""
     with open_catalog() as cat:
         cat.catch_up()
-        with cat.engine.connect() as conn:
+        with cat.db.connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT version_id, as_of_position, counts, published_at FROM projections.dataset_versions"
                 " ORDER BY position DESC").fetchall()

@@ -69,8 +69,8 @@ def images_query(lines, stations, cameras, parts, captured_from, captured_to, la
         if as_of is not None:
             position = int(as_of) if as_of.isdigit() else cat.position_at(parse_moment(as_of, option="--as-of"))
         cat.catch_up()
-        rows = query_images(cat.engine, where, as_of=position, limit=limit, offset=offset)
-        total = count_images(cat.engine, where, as_of=position)
+        rows = query_images(cat, where, as_of=position, limit=limit, offset=offset)
+        total = count_images(cat, where, as_of=position)
     if as_json:
         out.print_json(json.dumps({"total": total, "offset": offset, "images": rows}, default=str))
     elif as_csv:
@@ -130,7 +130,7 @@ def trace() -> None:
 def trace_part_command(part_id: str, as_json: bool, report: Path | None) -> None:
     """Every image of a part with its full event history, and the part's own events."""
     with open_catalog() as cat:
-        found = trace_part(cat.engine, part_id)
+        found = trace_part(cat, part_id)
         if report is not None:
             _write_report(cat, part_id, report)
 

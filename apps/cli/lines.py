@@ -32,7 +32,7 @@ def lines_list() -> None:
     """Every line with images or a time zone, and its zone."""
     with open_catalog() as cat:
         cat.catch_up()
-        zones, seen = time_zones(cat.engine), capture_spans(cat.engine)
+        zones, seen = time_zones(cat), capture_spans(cat)
     table = Table("line", "time zone")
     for line in sorted(set(seen) | set(zones)):
         table.add_row(line, zones.get(line, f"{DEFAULT_TIME_ZONE} (not set)"))

@@ -59,18 +59,18 @@ def record_actor() -> dict[str, Any]:
 def catalog_state(cat: catalog.Catalog) -> str:
     """A cache key for reads of ``cat``: its database and head position, so a cached page re-reads as soon as
     an event is appended, and two catalogs in one process never share results."""
-    return f"{cat.engine.url.render_as_string(hide_password=True)}@{cat.head()}"
+    return f"{cat.db.url.render_as_string(hide_password=True)}@{cat.head()}"
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _image_days(_cat: catalog.Catalog, state: str) -> tuple[date, date] | None:
-    return activity.image_days(_cat.engine)
+    return activity.image_days(_cat)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def time_zones_of(_cat: catalog.Catalog, state: str) -> dict[str, str]:
     """The lines whose time zone was set (`state`: `catalog_state(cat)`)."""
-    return factory_day.time_zones(_cat.engine)
+    return factory_day.time_zones(_cat)
 
 
 def line_time(cat: catalog.Catalog, moment: datetime, line: str | None) -> str:

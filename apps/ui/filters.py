@@ -18,7 +18,7 @@ EXCLUDED = {"any": None, "included": False, "excluded": True}
 
 @cached(60)
 def _choices(_cat: catalog.Catalog, state: str) -> FilterChoices:
-    return filter_choices(_cat.engine)
+    return filter_choices(_cat)
 
 
 def image_filter(cat: catalog.Catalog, *, key: str) -> ImageFilter:

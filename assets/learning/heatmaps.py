@@ -37,7 +37,7 @@ def overlay(gray: np.ndarray, heat: np.ndarray) -> bytes:
 
 def images_to_explain(cat: Catalog, queue: str, test_shas: list[str], limit: int) -> list[str]:
     """The queued images first (reviewers look at them next), then the test split's: at most ``limit``."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         queued = [r[0] for r in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.review_queue WHERE queue = %(q)s ORDER BY score DESC, sha256",
             {"q": queue})]

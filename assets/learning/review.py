@@ -33,8 +33,8 @@ CHUNK = 64  # images decoded and classified at a time: memory stays flat whateve
 def curated_images(cat: Catalog) -> pa.Table:
     """Every image not excluded, with its slices and its current human class (null when unlabelled)."""
     cat.catch_up()
-    ontology = Ontology.load(cat.engine)
-    with cat.engine.connect() as conn:
+    ontology = Ontology.load(cat.db)
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(
             f"SELECT i.sha256, i.part_id, i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')},"
             " i.label, i.label_ontology_version, c.sha256 IS NOT NULL"
@@ -138,7 +138,7 @@ def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None
     ranked: dict[str, list[active_learning.Candidate]] = {}
     for name in strategies:
         if name == "wrong_labels":
-            sides = label_sides(cat.engine)
+            sides = label_sides(cat)
             rates = active_learning.LabelErrorRates.from_counts(
                 ok_labels=sides.ok_labels, ok_moved=sides.ok_moved, defect_labels=sides.defect_labels,
                 defect_moved=sides.defect_moved)

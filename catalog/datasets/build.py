@@ -59,10 +59,10 @@ class DatasetVersion:
     left_out: dict[str, int] = field(default_factory=dict)  # candidates not eligible, by reason
 
 
-def build_dataset_version(engine: Engine, spec: DatasetSpec, *, position: int | None = None) -> DatasetVersion:
+def build_dataset_version(db: Engine, spec: DatasetSpec, *, position: int | None = None) -> DatasetVersion:
     """Derive ``spec`` from the catalog as of ``position`` (else ``spec.as_of``, else the projections' head).
     The projections must have reached the position: writers catch up before calling this."""
-    with engine.connect() as sa_conn:
+    with db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         reached = min(r[0] for r in conn.execute("SELECT position FROM projections.checkpoints"))
         position = position if position is not None else spec.as_of if spec.as_of is not None else reached

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import psycopg
 import pyarrow as pa
-from sqlalchemy import Engine
 
 from catalog.datasets.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from catalog import Catalog
 
 EXAMPLES = 10  # offending rows listed in a failed check's details
 
@@ -26,11 +28,11 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def check_manifest(engine: Engine, manifest: pa.Table, spec: DatasetSpec, position: int) -> list[CheckOutcome]:
+def check_manifest(cat: Catalog, manifest: pa.Table, spec: DatasetSpec, position: int) -> list[CheckOutcome]:
     return [
         check_no_part_in_two_splits(manifest),
         check_class_proportions(manifest, spec),
-        *check_against_catalog(engine, manifest, position),
+        *check_against_catalog(cat, manifest, position),
     ]
 
 
@@ -72,10 +74,10 @@ def _value_counts(table: pa.Table, column: str) -> tuple[list[str], list[int]]:
     return [c["values"] for c in counted], [c["counts"] for c in counted]
 
 
-def check_against_catalog(engine: Engine, manifest: pa.Table, position: int) -> list[CheckOutcome]:
+def check_against_catalog(cat: Catalog, manifest: pa.Table, position: int) -> list[CheckOutcome]:
     """The manifest's images as the catalog saw them at ``position``: each ingested by then and not excluded
     then. Images excluded since are reported, not failed: the version was right at its position."""
-    with engine.connect() as sa_conn:
+    with cat.db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         conn.execute("CREATE TEMP TABLE manifest_images (sha256 text PRIMARY KEY) ON COMMIT DROP")
         buffer = io.StringIO("".join(f"{sha}\n" for sha in manifest.column("sha256").to_pylist()))

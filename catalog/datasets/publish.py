@@ -44,7 +44,7 @@ def publish_dataset_version(cat: Catalog, spec: DatasetSpec, *, position: int | 
     append ``DatasetVersionPublished``. Publishing the same manifest again appends nothing."""
     if cat.role == "app":
         cat.catch_up()
-    version = build_dataset_version(cat.engine, spec, position=position)
+    version = build_dataset_version(cat.db, spec, position=position)
     data = parquet_bytes(version.manifest)
     digest = hashlib.sha256(data).hexdigest()
     version_id = f"{spec.name}-{digest[:12]}"
@@ -66,7 +66,7 @@ def publish_dataset_version(cat: Catalog, spec: DatasetSpec, *, position: int | 
 
 
 def _published(cat: Catalog, version_id: str) -> int | None:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         row = conn.exec_driver_sql("SELECT position FROM projections.dataset_versions WHERE version_id = %(v)s",
                                    {"v": version_id}).fetchone()
     return row[0] if row else None

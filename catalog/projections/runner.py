@@ -53,12 +53,12 @@ class ProjectionRunner:
     """Applies events to the projections in ``schema``, each projection from its own checkpoint."""
 
     def __init__(self, engine: Engine, projections: Sequence[Projection] = ALL_PROJECTIONS, *, schema: str = LIVE):
-        self.engine = engine
+        self.db = engine
         self.projections = tuple(projections)
         self.schema = schema
 
     def checkpoints(self) -> dict[str, int]:
-        with self.engine.connect() as sa_conn:
+        with self.db.connect() as sa_conn:
             conn = sa_conn.connection.driver_connection
             rows = conn.execute(sql.SQL("SELECT name, position FROM {}.checkpoints").format(sql.Identifier(self.schema)))
             found = dict(rows.fetchall())
@@ -72,11 +72,11 @@ class ProjectionRunner:
             return self._catch_up(upto, page_size, progress)
 
     def _catch_up(self, upto: int | None, page_size: int, progress: Progress | None) -> int:
-        total = upto if upto is not None else EventStore(self.engine).head()
+        total = upto if upto is not None else EventStore(self.db).head()
         caches: dict[str, dict] = {p.name: {} for p in self.projections}
         reached: int | None = None
         while True:
-            with self.engine.begin() as sa_conn:
+            with self.db.begin() as sa_conn:
                 conn: psycopg.Connection = sa_conn.connection.driver_connection
                 checkpoints = self._lock_checkpoints(conn)
                 if reached is None or any(cp != reached for cp in checkpoints.values()):
@@ -116,7 +116,7 @@ class ProjectionRunner:
 
     def reset(self) -> None:
         """Empty the projection tables and their checkpoints."""
-        with self.engine.begin() as sa_conn:
+        with self.db.begin() as sa_conn:
             conn = sa_conn.connection.driver_connection
             tables = [sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(p.table)) for p in self.projections]
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(tables)))
@@ -139,7 +139,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def rebuild(engine: Engine, *, check_only: bool = False, page_size: int = 20_000,
+def rebuild(db: Engine, *, check_only: bool = False, page_size: int = 20_000,
             progress: Progress | None = None) -> RebuildReport:
     """Replay the whole log into the scratch schema and compare it with the live projections.
 
@@ -148,9 +148,9 @@ def rebuild(engine: Engine, *, check_only: bool = False, page_size: int = 20_000
     read model.
     """
     started = datetime.now()
-    live = ProjectionRunner(engine)
-    scratch = ProjectionRunner(engine, schema=SCRATCH)
-    with engine.connect() as lock_conn:
+    live = ProjectionRunner(db)
+    scratch = ProjectionRunner(db, schema=SCRATCH)
+    with db.connect() as lock_conn:
         lock_conn.exec_driver_sql("SELECT pg_advisory_lock(%(k)s)", {"k": REBUILD_LOCK_KEY})
         try:
             live.catch_up(page_size=page_size)
@@ -158,7 +158,7 @@ def rebuild(engine: Engine, *, check_only: bool = False, page_size: int = 20_000
             target = min(live.checkpoints().values())
             while True:
                 scratch.catch_up(upto=target, page_size=page_size, progress=progress)
-                with engine.begin() as sa_conn:
+                with db.begin() as sa_conn:
                     conn = sa_conn.connection.driver_connection
                     # Hold the live checkpoints still while comparing or swapping.
                     now = live._lock_checkpoints(conn)
@@ -197,7 +197,7 @@ def _swap(conn: psycopg.Connection, projections: Sequence[Projection]) -> None:
         conn.execute(sql.SQL("INSERT INTO {} TABLE {}").format(live, scratch))
 
 
-def labels_as_of(engine: Engine, position: int, *, sha256s: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def labels_as_of(db: Engine, position: int, *, sha256s: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Every image's label as the catalog knew it at ``position`` (from the label history projection)."""
     query = (
         "SELECT DISTINCT ON (sha256) sha256, label, label_id, annotator, ontology_version, source, labeled_at, position"
@@ -205,7 +205,7 @@ def labels_as_of(engine: Engine, position: int, *, sha256s: Sequence[str] | None
         + (" AND sha256 = ANY(%(s)s)" if sha256s is not None else "")
         + " ORDER BY sha256, position DESC"
     )
-    with engine.connect() as sa_conn:
+    with db.connect() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         cur = conn.cursor(row_factory=psycopg.rows.dict_row)
         rows = cur.execute(query, {"p": position, "s": list(sha256s or [])}).fetchall()

@@ -28,7 +28,7 @@ _HEADER_FIELDS = ("backend", "precision", "device", "model_id", "onnx_sha256", "
 def _records(cat: Catalog, where: str = "", params: dict | None = None) -> list[EngineRecord]:
     cat.catch_up()
     query = f"SELECT {_COLUMNS} FROM projections.engines {where} ORDER BY position DESC"
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(query, params or {}).fetchall()
     return [EngineRecord(*row) for row in rows]
 

@@ -96,7 +96,7 @@ def test_run_config_overrides_the_spec_and_a_failed_check_says_why(factory_cat: 
 
 def test_breakdowns_count_labels_and_predictions_per_slice(factory_cat: catalog.Catalog):
     cat = factory_cat
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         shas = [r[0] for r in conn.exec_driver_sql(
             "SELECT sha256, part_id FROM projections.images WHERE captured_at::date = %(d)s ORDER BY sha256",
             {"d": DAY})]
@@ -113,7 +113,7 @@ def test_breakdowns_count_labels_and_predictions_per_slice(factory_cat: catalog.
     folder = cat.settings.lake_root / "breakdowns"
     labels = duckdb.sql(f"SELECT class, sum(images)::INT FROM read_parquet('{folder}/day=*/labels.parquet',"
                         " hive_partitioning = true) GROUP BY class").fetchall()
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         expected = dict(conn.exec_driver_sql(
             "SELECT coalesce(label, 'unlabelled'), count(*) FROM projections.images WHERE captured_at::date = %(d)s"
             " GROUP BY 1", {"d": DAY}).fetchall())

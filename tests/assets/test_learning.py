@@ -78,18 +78,18 @@ def test_the_learn_loop_from_dataset_version_to_promotion(factory_cat: catalog.C
 
     embedded = metadata(run(embeddings), "embeddings")
     store = EmbeddingStore(cat.settings.home / "lancedb")
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         curated = conn.exec_driver_sql("SELECT count(*) FROM projections.images WHERE NOT excluded").scalar()
     assert embedded["images"] == store.count(model_id) == curated
 
     queued = metadata(run(review_queue, {"budget": 12}), "review_queue")
     assert queued["queued"] == 12
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql("SELECT strategy, count(*) FROM projections.review_queue"
                                     " WHERE queue = 'active-learning' GROUP BY 1").fetchall()
     assert sum(n for _, n in rows) == 12 and len(rows) >= 2  # several strategies took turns
     run(review_queue, {"budget": 12})  # idempotent per queue, model and image
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM projections.review_queue").scalar() == 12
 
     explained = metadata(run(heatmaps, {"limit": 5}), "heatmaps")

@@ -69,7 +69,7 @@ def test_daily_figures_count_what_the_events_say(factory) -> None:
     cat, events = factory
     expected = expected_figures(events)
     last = max(expected)  # corrections come a day after their label: the window runs past the last image
-    figures = activity.daily_figures(cat.engine, FIRST - timedelta(days=1), last)
+    figures = activity.daily_figures(cat, FIRST - timedelta(days=1), last)
     assert [f.day for f in figures] == [FIRST - timedelta(days=1), *sorted(expected)]
     assert figures[0] == activity.DayFigures(FIRST - timedelta(days=1), 0, 0, 0, 0, 0, 0)  # a quiet day: zeros
     for f in figures[1:]:
@@ -80,13 +80,13 @@ def test_daily_figures_count_what_the_events_say(factory) -> None:
 
 def test_image_days_span_the_captures(factory, database) -> None:
     cat, _ = factory
-    assert activity.image_days(cat.engine) == (DAYS[0], DAYS[-1])
+    assert activity.image_days(cat) == (DAYS[0], DAYS[-1])
 
 
 def test_an_empty_catalog_has_no_days(cat) -> None:
-    assert activity.image_days(cat.engine) is None
-    assert activity.engine_in_service(cat.engine) is None
-    assert activity.lineage_graph(activity.lineage_table(cat.engine), activity.promotions(cat.engine)) \
+    assert activity.image_days(cat) is None
+    assert activity.engine_in_service(cat) is None
+    assert activity.lineage_graph(activity.lineage_table(cat), activity.promotions(cat)) \
         == activity.LineageGraph()
 
 
@@ -98,10 +98,10 @@ def test_a_window_must_not_run_backwards() -> None:
 def test_the_timeline_adds_up_to_the_day_per_line(factory) -> None:
     cat, events = factory
     day = DAYS[1]
-    hours = activity.day_timeline(cat.engine, day)
+    hours = activity.day_timeline(cat, day)
     assert {h.line for h in hours} == {"line-0", "line-1"}
     assert all(h.hour.minute == 0 and utc_day(h.hour) == day for h in hours)
-    figures = activity.daily_figures(cat.engine, day, day)[0]
+    figures = activity.daily_figures(cat, day, day)[0]
     assert sum(h.images for h in hours) == figures.images
     assert sum(h.rejected_parts for h in hours) == figures.rejected_parts
     per_line = Counter(e.data.line for e in events
@@ -112,21 +112,21 @@ def test_the_timeline_adds_up_to_the_day_per_line(factory) -> None:
 def test_rows_of_a_day_are_its_rejects_corrections_and_disagreements(factory) -> None:
     cat, events = factory
     day = DAYS[1]
-    figures = activity.daily_figures(cat.engine, day, day)[0]
-    rejects = activity.rejected_parts(cat.engine, day, day, limit=1000)
+    figures = activity.daily_figures(cat, day, day)[0]
+    rejects = activity.rejected_parts(cat, day, day, limit=1000)
     assert len(rejects) == figures.rejected_parts
     assert [r["decided_at"] for r in rejects] == sorted((r["decided_at"] for r in rejects), reverse=True)
     assert all(r["part_id"].startswith(f"L{r['line'][-1]}-{day:%Y%m%d}") for r in rejects)
-    assert len(activity.rejected_parts(cat.engine, day, day, limit=2)) == 2
+    assert len(activity.rejected_parts(cat, day, day, limit=2)) == 2
 
-    rows = activity.disagreements(cat.engine, day, day, limit=1000)
+    rows = activity.disagreements(cat, day, day, limit=1000)
     assert len(rows) == figures.disagreements
     assert all(r["label"] != r["predicted_class"] and r["engine_id"] == ENGINE_ID and r["score"] == 0.9
                for r in rows)
 
-    busiest = max(activity.daily_figures(cat.engine, DAYS[0], DAYS[-1] + timedelta(days=1)),
+    busiest = max(activity.daily_figures(cat, DAYS[0], DAYS[-1] + timedelta(days=1)),
                   key=lambda f: f.corrections)
-    corrected = activity.corrections(cat.engine, busiest.day, busiest.day, limit=1000)
+    corrected = activity.corrections(cat, busiest.day, busiest.day, limit=1000)
     assert len(corrected) == busiest.corrections > 0
     assert all(r["corrected_by"] == "dana" and r["old_label"] != r["new_label"] and r["part_id"] for r in corrected)
 
@@ -134,16 +134,16 @@ def test_rows_of_a_day_are_its_rejects_corrections_and_disagreements(factory) ->
 def test_a_correction_ends_a_disagreement(factory) -> None:
     """A disagreement is with the current label: correcting the label to the model's class removes it."""
     cat, _ = factory
-    day, before = max(((f.day, f.disagreements) for f in activity.daily_figures(cat.engine, DAYS[0], DAYS[-1])),
+    day, before = max(((f.day, f.disagreements) for f in activity.daily_figures(cat, DAYS[0], DAYS[-1])),
                       key=lambda pair: pair[1])
-    row = activity.disagreements(cat.engine, day, day, limit=1)[0]
+    row = activity.disagreements(cat, day, day, limit=1)[0]
     cat.append([NewEvent(ev.CorrectionRecorded(
         sha256=row["sha256"], correction_id="fix-1", target="label", old_label=row["label"],
         new_label=row["predicted_class"], corrected_by="eve", ontology_version=1),
         datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=23))])
-    after = activity.daily_figures(cat.engine, day, day)[0]
+    after = activity.daily_figures(cat, day, day)[0]
     assert after.disagreements == before - 1
-    assert [r["new_label"] for r in activity.corrections(cat.engine, day, day) if r["corrected_by"] == "eve"] \
+    assert [r["new_label"] for r in activity.corrections(cat, day, day) if r["corrected_by"] == "eve"] \
         == [row["predicted_class"]]
 
 
@@ -178,16 +178,16 @@ def test_lineage_records_graph_and_dot(factory) -> None:
     lineage, ids = lineage_events(at)
     cat.append(lineage)
 
-    records = activity.lineage_records(cat.engine, DAYS[1], DAYS[1])
+    records = activity.lineage_records(cat, DAYS[1], DAYS[1])
     assert [r.kind for r in records] == ["dataset version", "model", "model", "engine", "engine", "promotion",
                                          "regression replay", "promotion"]
     assert records[-1].id == ids["m2"] and "replaces inspection-classifier-m1" in records[-1].what
-    assert activity.lineage_records(cat.engine, DAYS[0], DAYS[0]) == []
+    assert activity.lineage_records(cat, DAYS[0], DAYS[0]) == []
 
-    chains = activity.lineage_table(cat.engine)
+    chains = activity.lineage_table(cat)
     assert [(r["version_id"], r["model_id"], r["engine_id"]) for r in chains] == [
         (ids["dataset"], ids["m2"], ids["e2"]), (ids["dataset"], ids["m1"], ids["e1"])]
-    promoted = activity.promotions(cat.engine)
+    promoted = activity.promotions(cat)
     assert [(p["model_id"], p["previous_model_id"], p["passed"]) for p in promoted] == [
         (ids["m2"], ids["m1"], True), (ids["m1"], None, None)]
 
@@ -211,14 +211,14 @@ def test_lineage_records_graph_and_dot(factory) -> None:
 def test_a_model_without_a_published_dataset_version_still_shows(cat) -> None:
     lineage, ids = lineage_events(datetime(2026, 3, 3, tzinfo=UTC))
     cat.append(lineage[1:2])  # the first model alone: its dataset version is not in this catalog
-    graph = activity.lineage_graph(activity.lineage_table(cat.engine), activity.promotions(cat.engine))
+    graph = activity.lineage_graph(activity.lineage_table(cat), activity.promotions(cat))
     dataset = next(n for n in graph.nodes if n.kind == "dataset version")
     assert dataset.id == f"dataset:{ids['dataset']}" and "not published in this catalog" in dataset.label
 
 
 def test_the_engine_in_service_decided_the_latest_part(factory) -> None:
     cat, _ = factory
-    served = activity.engine_in_service(cat.engine)
+    served = activity.engine_in_service(cat)
     assert served.engine_id == ENGINE_ID and served.model_id is None and not served.champion  # no EngineBuilt
 
     lineage, ids = lineage_events(datetime(2026, 3, 6, tzinfo=UTC))
@@ -230,7 +230,7 @@ def test_the_engine_in_service_decided_the_latest_part(factory) -> None:
         NewEvent(ev.PredictionRecorded(sha256=HASH, engine_id=ids["e1"], scores={"ok": 1.0}, predicted_class="ok"),
                  decided + timedelta(hours=1)),
     ])
-    served = activity.engine_in_service(cat.engine)
+    served = activity.engine_in_service(cat)
     assert (served.engine_id, served.model_id, served.dataset_version_id, served.champion) == (
         ids["e2"], ids["m2"], ids["dataset"], True)
     assert served.last_decision_at == decided

@@ -20,7 +20,7 @@ from catalog.store import NewEvent
 
 
 def version_of(cat, engine_id: str) -> dict:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         row = conn.exec_driver_sql(
             "SELECT d.version_id, d.manifest_hash, d.manifest_uri, d.as_of_position FROM projections.engines e"
             " JOIN projections.dataset_versions d ON d.version_id = e.dataset_version_id"
@@ -36,7 +36,7 @@ def part_in(version: dict, split: str) -> str:
 def judge(cat, engine_id: str, part_id: str, predicted: str, *, decision: str = "reject") -> list[str]:
     """Record the engine's prediction for each image of the part and the part's decision, as the server does;
     the part's image shas."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         images = conn.exec_driver_sql("SELECT sha256, captured_at FROM projections.images WHERE part_id = %(p)s"
                                       " ORDER BY captured_at", {"p": part_id}).fetchall()
     events = [NewEvent(PredictionRecorded(
@@ -54,7 +54,7 @@ def judge(cat, engine_id: str, part_id: str, predicted: str, *, decision: str = 
 
 def labels_in_force(cat, shas: list[str], position: int) -> dict[str, tuple[str, str]]:
     """sha → (annotator, source) of the label each image had at ``position``, from the history read here."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         rows = conn.exec_driver_sql("SELECT sha256, annotator, source, position FROM projections.label_history"
                                     " WHERE sha256 = ANY(%(s)s) ORDER BY position", {"s": shas}).fetchall()
     return {sha: (annotator, source) for sha, annotator, source, at in rows if at <= position}

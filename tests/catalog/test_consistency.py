@@ -32,7 +32,7 @@ def test_damage_is_named(factory_cat) -> None:
     cat.blobs.path(lost).unlink()
     doubled = cat.lake.files()[0]
     shutil.copy(doubled, doubled.with_name("copy-" + doubled.name))
-    with cat.engine.begin() as conn:
+    with cat.db.begin() as conn:
         conn.exec_driver_sql("DELETE FROM projections.images WHERE sha256 = %(s)s", {"s": lost})
     report = check_catalog(cat)
     assert not report.ok
@@ -46,7 +46,7 @@ def test_damage_is_named(factory_cat) -> None:
 
 def test_an_interrupted_lake_sync_is_reported_until_the_next_sync_recovers_it(factory_cat) -> None:
     cat = factory_cat
-    cat.lake.sync(cat.engine, upto=10)
+    cat.lake.sync(cat.db, upto=10)
     staging = cat.lake.root / "_sync" / "staging" / "left-by-a-killed-run"
     staging.mkdir(parents=True)
     report = check_catalog(cat)

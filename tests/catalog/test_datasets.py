@@ -36,13 +36,13 @@ def spec(**fields) -> DatasetSpec:
 
 
 def labelled_images(cat: catalog.Catalog) -> dict[str, str]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return dict(conn.exec_driver_sql(
             "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL AND NOT excluded").fetchall())
 
 
 def test_a_version_holds_every_curated_labelled_image_with_its_class(factory_cat: catalog.Catalog):
-    version = build_dataset_version(factory_cat.engine, spec())
+    version = build_dataset_version(factory_cat.db, spec())
     manifest = version.manifest
     assert manifest.schema.names == ["sha256", "class", "split", "weight", "part_id", "day", "line", "station",
                                      "camera", "captured_at", "mask_uri", "regions"]
@@ -59,7 +59,7 @@ def test_a_version_holds_every_curated_labelled_image_with_its_class(factory_cat
     assert max(per_class.values()) == pytest.approx(min(per_class.values()))
     assert min(manifest["weight"].to_pylist()) > 0
     # images carry the mask and regions their label was recorded with
-    with factory_cat.engine.connect() as conn:
+    with factory_cat.db.connect() as conn:
         masks = dict(conn.exec_driver_sql("SELECT sha256, mask_uri FROM projections.current_labels").fetchall())
     assert dict(zip(manifest["sha256"].to_pylist(), manifest["mask_uri"].to_pylist(), strict=True)) == \
         {sha: masks[sha] for sha in manifest["sha256"].to_pylist()}
@@ -91,13 +91,13 @@ def test_same_spec_at_same_position_is_byte_identical_whatever_happens_later(fac
         byte_size=100, blob_uri=f"blob:{new_sha}", source_path="late.png"), datetime.now(UTC))])
     record_label(cat, sha256=new_sha, label="scratch", annotator="ana", actor="test")
 
-    again = build_dataset_version(cat.engine, spec(), position=position)
+    again = build_dataset_version(cat.db, spec(), position=position)
     assert parquet_bytes(again.manifest) == first
     republished = publish_dataset_version(cat, spec(), position=position, actor="test")
     assert republished.already_published and republished.version_id == published.version_id
     assert path.read_bytes() == first
 
-    now = build_dataset_version(cat.engine, spec())
+    now = build_dataset_version(cat.db, spec())
     now_classes = dict(zip(now.manifest["sha256"].to_pylist(), now.manifest["class"].to_pylist(), strict=True))
     assert excluded not in now_classes and new_sha in now_classes
     assert now_classes[corrected] != classes[corrected]
@@ -113,10 +113,10 @@ def test_publishing_records_the_event_and_the_read_model(factory_cat: catalog.Ca
         (published.version_id, published.manifest_hash, published.version.position)
     assert data.spec["sampling"]["counts"] == ALL["counts"] and data.spec["ontology_version"] == 1
     # the recorded spec, defaults spelled out, rebuilds the same version
-    rebuilt = build_dataset_version(factory_cat.engine, DatasetSpec.parse(data.spec), position=data.as_of_position)
+    rebuilt = build_dataset_version(factory_cat.db, DatasetSpec.parse(data.spec), position=data.as_of_position)
     assert rebuilt.manifest.equals(published.version.manifest)
     assert events[0].metadata["actor"] == "curator"
-    with factory_cat.engine.connect() as conn:
+    with factory_cat.db.connect() as conn:
         row = conn.exec_driver_sql("SELECT dataset, counts, manifest_uri FROM projections.dataset_versions"
                                    " WHERE version_id = %(v)s", {"v": published.version_id}).one()
     assert row == ("test-set", published.version.counts, published.manifest_uri)
@@ -128,7 +128,7 @@ def test_publishing_records_the_event_and_the_read_model(factory_cat: catalog.Ca
 
 
 def test_split_is_by_part_and_stratified_by_the_parts_rarest_class(factory_cat: catalog.Catalog):
-    manifest = build_dataset_version(factory_cat.engine, spec(split={"train": 0.5, "validation": 0.25,
+    manifest = build_dataset_version(factory_cat.db, spec(split={"train": 0.5, "validation": 0.25,
                                                                      "test": 0.25})).manifest
     splits_of_part: dict[str, set[str]] = {}
     for part, split in zip(manifest["part_id"].to_pylist(), manifest["split"].to_pylist(), strict=True):
@@ -142,7 +142,7 @@ def test_split_is_by_part_and_stratified_by_the_parts_rarest_class(factory_cat: 
     ok_only = {p for p, c in _classes_of_parts(manifest).items() if c == {"ok"}}
     assert {next(iter(splits_of_part[p])) for p in ok_only} == {"train", "validation", "test"}
     # a different seed moves parts between splits
-    other = build_dataset_version(factory_cat.engine, spec(seed=6, split={"train": 0.5, "validation": 0.25,
+    other = build_dataset_version(factory_cat.db, spec(seed=6, split={"train": 0.5, "validation": 0.25,
                                                                           "test": 0.25})).manifest
     assert other["split"].to_pylist() != manifest["split"].to_pylist()
 
@@ -159,35 +159,35 @@ def test_stratified_counts_proportions_and_shortfall(factory_cat: catalog.Catalo
     n_ok = sum(1 for c in available.values() if c == "ok")
     n_scratch = sum(1 for c in available.values() if c == "scratch")
 
-    counted = build_dataset_version(factory_cat.engine, spec(sampling={"counts": {"ok": 20, "scratch": "all"}}))
+    counted = build_dataset_version(factory_cat.db, spec(sampling={"counts": {"ok": 20, "scratch": "all"}}))
     assert (counted.counts["ok"], counted.counts["scratch"]) == (20, n_scratch)
     assert set(counted.manifest["class"].to_pylist()) == {"ok", "scratch"}
     assert counted.left_out["class_not_sampled"] == len(available) - n_ok - n_scratch
 
     shares = {"ok": 0.75, "scratch": 0.25}
-    proportioned = build_dataset_version(factory_cat.engine, spec(sampling={"proportions": shares}))
+    proportioned = build_dataset_version(factory_cat.db, spec(sampling={"proportions": shares}))
     assert proportioned.counts["scratch"] == n_scratch  # the scarce class limits the total
     assert proportioned.counts["ok"] == 3 * n_scratch
     assert check_class_proportions(proportioned.manifest, proportioned.spec).passed
 
     too_many = spec(sampling={"proportions": shares, "total": 4 * n_scratch + 40})
-    short = build_dataset_version(factory_cat.engine, too_many)
+    short = build_dataset_version(factory_cat.db, too_many)
     assert short.shortfall == {"scratch": 10}
     outcome = check_class_proportions(short.manifest, too_many)
     assert not outcome.passed and "scratch" in outcome.detail
 
 
 def test_caps_per_part_and_per_day_and_even_draw_across_days(factory_cat: catalog.Catalog):
-    capped = build_dataset_version(factory_cat.engine, spec(balance={"max_per_part": 1})).manifest
+    capped = build_dataset_version(factory_cat.db, spec(balance={"max_per_part": 1})).manifest
     per_class_part = pc.value_counts(pc.binary_join_element_wise(capped["class"], capped["part_id"], "|"))
     assert max(v["counts"] for v in per_class_part.to_pylist()) == 1
 
-    by_day = build_dataset_version(factory_cat.engine, spec(balance={"max_per_day": 5})).manifest
+    by_day = build_dataset_version(factory_cat.db, spec(balance={"max_per_day": 5})).manifest
     ok = by_day.filter(pc.equal(by_day["class"], "ok"))
     assert {v["counts"] for v in pc.value_counts(ok["day"]).to_pylist()} == {5}
 
     # drawing 8 ok images from 4 days takes 2 from each
-    drawn = build_dataset_version(factory_cat.engine, spec(sampling={"counts": {"ok": 8}})).manifest
+    drawn = build_dataset_version(factory_cat.db, spec(sampling={"counts": {"ok": 8}})).manifest
     assert sorted(v["counts"] for v in pc.value_counts(drawn["day"]).to_pylist()) == [2, 2, 2, 2]
 
 
@@ -195,35 +195,35 @@ def test_excluded_images_never_appear(factory_cat: catalog.Catalog):
     report = set_excluded(factory_cat, ImageFilter(lines=("line1",)), exclude=True, reason="lamp too dim",
                           actor="test")
     assert report.changed > 0
-    manifest = build_dataset_version(factory_cat.engine, spec()).manifest
+    manifest = build_dataset_version(factory_cat.db, spec()).manifest
     assert set(manifest["line"].to_pylist()) == {"line2"}
 
 
 def test_filters_and_the_ontology_version_the_labels_are_read_in(factory_cat: catalog.Catalog):
     cat = factory_cat
     start = datetime(2026, 3, 3, tzinfo=UTC)
-    filtered = build_dataset_version(cat.engine, spec(filters={"cameras": ["cam2"], "captured_from": start.isoformat()}))
+    filtered = build_dataset_version(cat.db, spec(filters={"cameras": ["cam2"], "captured_from": start.isoformat()}))
     assert set(filtered.manifest["camera"].to_pylist()) == {"cam2"}
     assert min(filtered.manifest["captured_at"].to_pylist()) >= start
     before = cat.head()
     publish_ontology(cat, {"version": 2, "classes": ["ok", "scratch", "spot", "fissure"],
                            "changes": [{"op": "rename", "sources": ["crack"], "targets": ["fissure"]}]}, actor="test")
     with pytest.raises(DatasetSpecError, match="crack: not classes of ontology version 2"):
-        build_dataset_version(cat.engine, spec())
-    renamed = build_dataset_version(cat.engine, spec(sampling={"counts": {"fissure": "all"}}))
-    old = build_dataset_version(cat.engine, spec(sampling={"counts": {"crack": "all"}}, ontology_version=1))
+        build_dataset_version(cat.db, spec())
+    renamed = build_dataset_version(cat.db, spec(sampling={"counts": {"fissure": "all"}}))
+    old = build_dataset_version(cat.db, spec(sampling={"counts": {"crack": "all"}}, ontology_version=1))
     assert renamed.counts["images"] == old.counts["images"] > 0
     assert set(renamed.manifest["class"].to_pylist()) == {"fissure"}
     # at a position before version 2 was published, only version 1 exists
     with pytest.raises(DatasetSpecError, match="ontology version 2 was not published by position"):
-        build_dataset_version(cat.engine, spec(ontology_version=2), position=before)
+        build_dataset_version(cat.db, spec(ontology_version=2), position=before)
 
 
 def test_checks_fail_on_leaks_late_images_and_excluded_images(factory_cat: catalog.Catalog):
     cat = factory_cat
     chosen = spec()
-    version = build_dataset_version(cat.engine, chosen)
-    assert all(o.passed for o in check_manifest(cat.engine, version.manifest, chosen, version.position))
+    version = build_dataset_version(cat.db, chosen)
+    assert all(o.passed for o in check_manifest(cat, version.manifest, chosen, version.position))
 
     manifest = version.manifest
     parts = manifest["part_id"].to_pylist()
@@ -236,17 +236,17 @@ def test_checks_fail_on_leaks_late_images_and_excluded_images(factory_cat: catal
     assert not outcome.passed and shared in outcome.metadata["parts"][0]
 
     # the same manifest checked at an earlier position: its images were not there yet
-    outcomes = {o.name: o for o in check_manifest(cat.engine, manifest, chosen, 3)}
+    outcomes = {o.name: o for o in check_manifest(cat, manifest, chosen, 3)}
     assert not outcomes["no_image_newer_than_position"].passed
 
     # an image excluded before the position may not be in the version
     excluded = manifest["sha256"][0].as_py()
     set_excluded(cat, ImageFilter(parts=(parts[0],)), exclude=True, reason="wrongly collected", actor="test")
-    outcomes = {o.name: o for o in check_manifest(cat.engine, manifest, chosen, cat.head())}
+    outcomes = {o.name: o for o in check_manifest(cat, manifest, chosen, cat.head())}
     assert not outcomes["no_excluded_image"].passed
     assert excluded[:12] in outcomes["no_excluded_image"].metadata["images"][0]
     # at the version's own position it was fine, and the later exclusion is reported, not failed
-    outcomes = {o.name: o for o in check_manifest(cat.engine, manifest, chosen, version.position)}
+    outcomes = {o.name: o for o in check_manifest(cat, manifest, chosen, version.position)}
     assert outcomes["no_excluded_image"].passed and outcomes["no_excluded_image"].metadata["excluded_since"] >= 1
 
 
@@ -267,11 +267,11 @@ def test_specs_from_yaml_and_positions_beyond_the_read_models(factory_cat: catal
     with pytest.raises(DatasetSpecError, match="a spec is a mapping"):
         DatasetSpec.from_yaml("- just\n- a list\n")
     with pytest.raises(DatasetSpecError, match="unknown_class: not classes of ontology version 1"):
-        build_dataset_version(factory_cat.engine, spec(sampling={"counts": {"unknown_class": 3}}))
+        build_dataset_version(factory_cat.db, spec(sampling={"counts": {"unknown_class": 3}}))
     with pytest.raises(DatasetSpecError, match="catch the projections up"):
-        build_dataset_version(factory_cat.engine, spec(), position=factory_cat.head() + 100)
+        build_dataset_version(factory_cat.db, spec(), position=factory_cat.head() + 100)
     with pytest.raises(DatasetSpecError, match="no labelled, curated image passes the filters"):
-        build_dataset_version(factory_cat.engine, spec(filters={"lines": ["no-such-line"]}))
+        build_dataset_version(factory_cat.db, spec(filters={"lines": ["no-such-line"]}))
     path = tmp_path / "s.yaml"
     path.write_text("name: from-file\nsampling:\n  counts: {ok: 3}\n")
     assert DatasetSpec.from_yaml(path).name == "from-file"

@@ -20,6 +20,7 @@ from catalog.queries import ImageFilter, count_images
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import simulate_factory
 from ingestion.simulator.plan import FactoryClock
+from tests.builders import cli_env, run_cli
 
 BERLIN = "Europe/Berlin"  # CET, CEST from 2026-03-29 02:00 local (01:00 UTC)
 
@@ -41,12 +42,12 @@ def test_a_zone_must_be_a_real_iana_name(cat: catalog.Catalog) -> None:
     for bad in ("Mars/Olympus", "localtime", "../../etc/passwd", "Europe/Berlin\x00", ""):
         with pytest.raises(catalog.EventValidationError, match="time_zone"):
             set_time_zone(cat, "line1", bad, actor="test")
-    assert time_zones(cat.engine) == {} and cat.head() == 0  # nothing recorded
+    assert time_zones(cat) == {} and cat.head() == 0  # nothing recorded
     assert set_time_zone(cat, "line1", BERLIN, actor="ana", reason="the plant is in Leipzig")
     assert not set_time_zone(cat, "line1", BERLIN, actor="ana")  # already so: no second event
     (event,) = cat.store.read(0, limit=None)
     assert (event.type, event.stream_id, event.metadata["actor"]) == ("LineTimeZoneSet", "line:line1", "ana")
-    assert time_zones(cat.engine) == {"line1": BERLIN}
+    assert time_zones(cat) == {"line1": BERLIN}
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +74,33 @@ def test_per_day_counts_are_those_of_the_local_timestamps_across_dst(cat: catalo
     assert {datetime.fromisoformat(r["captured_at"]).utcoffset() for r in rows} == {timedelta(hours=1),
                                                                                      timedelta(hours=2)}
     assert local != utc  # the night shift straddles two UTC days: the test can tell them apart
-    assert sum(local.values()) == count_images(cat.engine, ImageFilter())
+    assert sum(local.values()) == count_images(cat, ImageFilter())
     first, last = min(local | utc), max(local | utc)
 
     def per_day() -> Counter:
-        return Counter({f.day: f.images for f in activity.daily_figures(cat.engine, first, last) if f.images})
+        return Counter({f.day: f.images for f in activity.daily_figures(cat, first, last) if f.images})
 
     assert per_day() == utc  # no zone set yet: UTC days
     for line in sorted({r["line"] for r in rows}):
         set_time_zone(cat, line, BERLIN, actor="test")
     assert per_day() == local
-    assert activity.image_days(cat.engine) == (min(local), max(local))
+    assert activity.image_days(cat) == (min(local), max(local))
     for day, images in local.items():
-        assert count_images(cat.engine, ImageFilter(first_day=day, last_day=day)) == images  # curators' filter
+        assert count_images(cat, ImageFilter(first_day=day, last_day=day)) == images  # curators' filter
         assert len(_images_of_day(cat, day)) == images  # the drift report's day
-        assert sum(label_breakdown(cat.engine, day)["images"].to_pylist()) == images  # the breakdowns' day
+        assert sum(label_breakdown(cat, day)["images"].to_pylist()) == images  # the breakdowns' day
     # Hours are the line's local hours: the late shift's first images are taken at 14:00 local time.
-    hours = activity.day_timeline(cat.engine, date(2026, 3, 29))
+    hours = activity.day_timeline(cat, date(2026, 3, 29))
     assert min(h.hour.astimezone(ZoneInfo(BERLIN)).hour for h in hours if h.images) == 0  # after midnight
     assert {h.hour.astimezone(ZoneInfo(BERLIN)).hour for h in hours if h.images} >= {14}
+
+
+def test_the_cli_sets_a_lines_zone_and_refuses_a_bad_one(cat: catalog.Catalog) -> None:
+    env = cli_env(cat)
+    bad = run_cli("lines", "time-zone", "line1", "Europe/Berlln", env=env, check=False)
+    assert bad.returncode == 1 and "'Europe/Berlln' is not an IANA time zone" in bad.stderr
+    assert "Traceback" not in bad.stderr and cat.head() == 0
+    assert "now stands in Europe/Berlin" in run_cli("lines", "time-zone", "line1", "Europe/Berlin", env=env).stdout
+    assert "already stands" in run_cli("lines", "time-zone", "line1", "Europe/Berlin", env=env).stdout
+    listed = run_cli("lines", "list", env=env).stdout
+    assert "line1" in listed and "Europe/Berlin" in listed

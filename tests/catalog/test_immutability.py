@@ -64,4 +64,4 @@ def test_read_only_roles_cannot_append_but_can_read(stored, database, role):
     with pytest.raises(PermissionDenied, match="this role may not append events"):
         reader.append([NewEvent(ev.ImageIncluded(sha256="a" * 64, reason="cleaned"), T0)])
     assert reader.head() == 1
-    reader.engine.dispose()
+    reader.db.dispose()

@@ -83,24 +83,24 @@ def expected_disagreements(events: list[NewEvent]) -> Counter:
 def test_disagreements_by_day_and_kind(production) -> None:
     cat, events = production
     expected = expected_disagreements(events)
-    assert {(r["day"], r["kind"]): r["images"] for r in disagreement_summary(cat.engine)} == expected
+    assert {(r["day"], r["kind"]): r["images"] for r in disagreement_summary(cat)} == expected
 
-    rejects = production_disagreements(cat.engine, kind="false reject", limit=1000)
+    rejects = production_disagreements(cat, kind="false reject", limit=1000)
     assert len(rejects) == sum(n for (_, kind), n in expected.items() if kind == "false reject")
     assert all(r["label"] == "ok" and r["predicted_class"] != "ok" for r in rejects)
     assert [r["captured_at"] for r in rejects] == sorted((r["captured_at"] for r in rejects), reverse=True)
     row = rejects[0]
     assert row["part_decision"] in ("accept", "reject") and row["part_id"] and row["annotator"]
-    everything = production_disagreements(cat.engine, limit=1000)
+    everything = production_disagreements(cat, limit=1000)
     assert len(everything) == sum(expected.values())
-    assert production_disagreements(cat.engine, limit=5, offset=5) == everything[5:10]
+    assert production_disagreements(cat, limit=5, offset=5) == everything[5:10]
     assert any(r["engine_id"] == "engine-b" for r in everything)
     assert {r["engine_id"] for r in everything} <= {ENGINE_ID, "engine-b"}
     with pytest.raises(CatalogError, match="false reject"):
-        production_disagreements(cat.engine, kind="wrong")
+        production_disagreements(cat, kind="wrong")
 
 
 def test_before_any_evaluation_the_page_has_nothing_to_read(cat) -> None:
-    assert evaluated_models(cat.engine) == [] and regression_replays(cat.engine) == []
+    assert evaluated_models(cat) == [] and regression_replays(cat) == []
     with pytest.raises(CatalogError, match="materialize the model_evaluation asset"):
         evaluation_tables(cat.lake, "evaluations/no-such-model")

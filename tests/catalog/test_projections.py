@@ -27,7 +27,7 @@ def _ingested(sha: str = SHA, part: str = "P-1", at: datetime = T0) -> ev.ImageI
 
 
 def _rows(cat: catalog.Catalog, query: str, *params) -> list[tuple]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(query, tuple(params)).fetchall()]
 
 
@@ -81,7 +81,7 @@ def test_rebuild_check_equals_live(busy: catalog.Catalog):
 
 
 def test_rebuild_check_finds_a_tampered_row_and_rebuild_repairs_it(busy: catalog.Catalog):
-    with busy.engine.begin() as conn:
+    with busy.db.begin() as conn:
         conn.exec_driver_sql(
             "UPDATE projections.current_labels SET label = 'ok' WHERE sha256 = "
             "(SELECT sha256 FROM projections.current_labels WHERE label <> 'ok' LIMIT 1)")
@@ -112,7 +112,7 @@ def test_labels_as_of_position_and_time(cat: catalog.Catalog):
 def test_concurrent_catch_up_applies_each_event_once(cat: catalog.Catalog):
     cat.append([NewEvent(_ingested(part=f"P-{i % 3}", at=T0 + timedelta(seconds=i)),
                          T0 + timedelta(seconds=i)) for i in range(300)], catch_up=False)
-    runners = [ProjectionRunner(cat.engine) for _ in range(3)]
+    runners = [ProjectionRunner(cat.db) for _ in range(3)]
     threads = [threading.Thread(target=r.catch_up, kwargs={"page_size": 7}) for r in runners]
     for t in threads:
         t.start()

@@ -57,26 +57,26 @@ def shas(rows) -> list[str]:
 def test_line_window_and_label_filter(factory: catalog.Catalog):
     where = ImageFilter(lines=("A",), captured_from=DAY + timedelta(days=2), captured_to=DAY + timedelta(days=9),
                         labels=("crack",))
-    rows = query_images(factory.engine, where, limit=None)
+    rows = query_images(factory, where, limit=None)
     assert shas(rows) == shas([{"sha256": sha(n)} for n in range(1, 31) if n % 3 == 0 and 2 <= n % 10 < 9])
-    assert {r["label"] for r in rows} == {"crack"} and count_images(factory.engine, where) == len(rows)
+    assert {r["label"] for r in rows} == {"crack"} and count_images(factory, where) == len(rows)
     assert [r["captured_at"] for r in rows] == sorted(r["captured_at"] for r in rows)
 
 
 def test_paging_unlabelled_and_camera(factory: catalog.Catalog):
-    everything = query_images(factory.engine, ImageFilter(), limit=None)
-    pages = [query_images(factory.engine, ImageFilter(), limit=10, offset=o) for o in (0, 10, 20, 30)]
+    everything = query_images(factory, ImageFilter(), limit=None)
+    pages = [query_images(factory, ImageFilter(), limit=10, offset=o) for o in (0, 10, 20, 30)]
     assert [r["sha256"] for page in pages for r in page] == [r["sha256"] for r in everything]
-    assert shas(query_images(factory.engine, ImageFilter(labels=("unlabelled",)), limit=None)) == [sha(n) for n in range(31, 35)]
-    assert len(query_images(factory.engine, ImageFilter(lines=("B",), cameras=("cam-1",)), limit=None)) == 2
+    assert shas(query_images(factory, ImageFilter(labels=("unlabelled",)), limit=None)) == [sha(n) for n in range(31, 35)]
+    assert len(query_images(factory, ImageFilter(lines=("B",), cameras=("cam-1",)), limit=None)) == 2
 
 
 def test_filters_are_values_not_sql(factory: catalog.Catalog):
     attack = "A' OR '1'='1"
-    assert query_images(factory.engine, ImageFilter(lines=(attack,), parts=("x'); DROP TABLE x; --",))) == []
-    assert count_images(factory.engine, ImageFilter()) == 34
+    assert query_images(factory, ImageFilter(lines=(attack,), parts=("x'); DROP TABLE x; --",))) == []
+    assert count_images(factory, ImageFilter()) == 34
     with pytest.raises(CatalogError, match=re.escape("unknown class \"Robert'); DROP\"")):
-        query_images(factory.engine, ImageFilter(labels=("Robert'); DROP",)))
+        query_images(factory, ImageFilter(labels=("Robert'); DROP",)))
 
 
 def test_naive_or_empty_windows_are_refused():
@@ -91,20 +91,20 @@ def test_label_filter_reads_through_ontology_versions(factory: catalog.Catalog):
         ontology(2, ["ok", "surface", "crack"], ev.OntologyChange(op="merge", sources=["scratch", "spot"], targets=["surface"])),
         labelled(1, "surface", version=2),
     ])
-    surface = query_images(factory.engine, ImageFilter(labels=("surface",)), limit=None)
+    surface = query_images(factory, ImageFilter(labels=("surface",)), limit=None)
     assert shas(surface) == sorted([sha(1)] + [sha(n) for n in range(1, 31) if n % 5 == 0 and n % 3])
     assert {r["label"] for r in surface} == {"surface"}
     assert {r["label_as_recorded"] for r in surface} == {"surface", "scratch"}
     with pytest.raises(CatalogError, match="unknown class 'scratch'"):
-        query_images(factory.engine, ImageFilter(labels=("scratch",)))
+        query_images(factory, ImageFilter(labels=("scratch",)))
 
 
 def test_as_of_sees_the_catalog_as_it_was(factory: catalog.Catalog):
     before = factory.head()
     factory.append([labelled(1, "crack", version=1), ingested(99, line="A", day=3)])
     set_excluded(factory, ImageFilter(parts=("P-3",)), exclude=True, reason="camera fogged", actor="cleo")
-    now = {r["sha256"]: r for r in query_images(factory.engine, ImageFilter(lines=("A",)), limit=None)}
-    then = {r["sha256"]: r for r in query_images(factory.engine, ImageFilter(lines=("A",)), as_of=before, limit=None)}
+    now = {r["sha256"]: r for r in query_images(factory, ImageFilter(lines=("A",)), limit=None)}
+    then = {r["sha256"]: r for r in query_images(factory, ImageFilter(lines=("A",)), as_of=before, limit=None)}
     assert sha(99) in now and sha(99) not in then
     assert (now[sha(1)]["label"], then[sha(1)]["label"]) == ("crack", "ok")
     assert (now[sha(3)]["excluded"], then[sha(3)]["excluded"]) == (True, False)
@@ -116,13 +116,13 @@ def test_exclude_then_include_a_window(factory: catalog.Catalog):
     first = set_excluded(factory, window, exclude=True, reason="wrongly collected: lamp off", actor="cleo")
     assert first.changed == first.matched == 6
     assert set_excluded(factory, window, exclude=True, reason="again", actor="cleo").changed == 0
-    excluded = query_images(factory.engine, ImageFilter(excluded=True), limit=None)
-    assert shas(excluded) == shas(query_images(factory.engine, window, limit=None))
+    excluded = query_images(factory, ImageFilter(excluded=True), limit=None)
+    assert shas(excluded) == shas(query_images(factory, window, limit=None))
     events = factory.store.read(types=["ImageExcluded"], limit=None)
     assert events[0].metadata == {"actor": "cleo", "source": "curate"}
     assert events[0].data.selection["lines"] == ["A"]
     assert set_excluded(factory, window, exclude=False, reason="lamp was fine", actor="dan").changed == 6
-    assert count_images(factory.engine, ImageFilter(excluded=True)) == 0
+    assert count_images(factory, ImageFilter(excluded=True)) == 0
     with pytest.raises(CatalogError, match="needs a reason"):
         set_excluded(factory, window, exclude=True, reason=" ", actor="cleo")
 
@@ -132,9 +132,9 @@ def test_trace_part_follows_every_sighting(factory: catalog.Catalog):
                     NewEvent(ev.PartDispositioned(part_id="P-77", decision="reject", decided_by="e1", decider="engine",
                                                   rule="crack_any"), DAY)])
     factory.append([labelled(40, "crack")])
-    trace = trace_part(factory.engine, "P-77")
+    trace = trace_part(factory, "P-77")
     assert [i["sha256"] for i in trace.images] == [sha(40), sha(41)]
     assert [e.type for e in trace.images[0]["events"]] == ["ImageIngested", "LabelRecorded"]
     assert [e.data.rule for e in trace.part_events] == ["crack_any"]
     with pytest.raises(CatalogError, match="no part 'nope'"):
-        trace_part(factory.engine, "nope")
+        trace_part(factory, "nope")

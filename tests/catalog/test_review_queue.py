@@ -88,8 +88,8 @@ def shas(rows) -> list[str]:
 def test_the_prediction_filter_reads_the_latest_prediction_of_any_engine(line: catalog.Catalog) -> None:
     def find(*classes: str, **kwargs) -> list[str]:
         where = ImageFilter(predictions=classes, **kwargs)
-        rows = query_images(line.engine, where, limit=None)
-        assert count_images(line.engine, where) == len(rows)
+        rows = query_images(line, where, limit=None)
+        assert count_images(line, where) == len(rows)
         return shas(rows)
 
     assert find("crack") == [sha(2)]
@@ -104,32 +104,32 @@ def test_the_prediction_filter_reads_the_latest_prediction_of_any_engine(line: c
 def test_the_prediction_filter_as_of_a_past_position(line: catalog.Catalog) -> None:
     before_b = max(e.position for e in line.store.read() if e.type == "PredictionRecorded"
                    and e.payload["engine_id"] == ENGINE_A)
-    rows = query_images(line.engine, ImageFilter(predictions=("ok",)), as_of=before_b, limit=None)
+    rows = query_images(line, ImageFilter(predictions=("ok",)), as_of=before_b, limit=None)
     assert shas(rows) == [sha(2), sha(3)]  # engine B had not judged image 2 yet
-    assert count_images(line.engine, ImageFilter(predictions=(NOT_PREDICTED,)), as_of=before_b) == 5
-    assert count_images(line.engine, ImageFilter(predictions=("ok", NOT_PREDICTED)), as_of=before_b) == 7
+    assert count_images(line, ImageFilter(predictions=(NOT_PREDICTED,)), as_of=before_b) == 5
+    assert count_images(line, ImageFilter(predictions=("ok", NOT_PREDICTED)), as_of=before_b) == 7
 
 
 def test_waiting_reviews_come_best_score_first_until_someone_decides(line: catalog.Catalog) -> None:
-    assert shas(waiting_reviews(line.engine)) == [sha(2), sha(6), sha(5), sha(1)]
-    assert review_queues(line.engine) == {"active-learning": 3, "ontology-split": 1}
-    first = waiting_reviews(line.engine, queue="active-learning", limit=1)[0]
+    assert shas(waiting_reviews(line)) == [sha(2), sha(6), sha(5), sha(1)]
+    assert review_queues(line) == {"active-learning": 3, "ontology-split": 1}
+    first = waiting_reviews(line, queue="active-learning", limit=1)[0]
     assert (first["sha256"], first["label"], first["line"], first["score"]) == (sha(2), "ok", "A", 0.9)
 
     line.append([labelled(2, "crack")])  # decided: it waits no more
-    assert shas(waiting_reviews(line.engine, queue="active-learning")) == [sha(5), sha(1)]
-    assert count_waiting_reviews(line.engine, queue="active-learning") == 2
-    assert review_queues(line.engine) == {"active-learning": 2, "ontology-split": 1}
+    assert shas(waiting_reviews(line, queue="active-learning")) == [sha(5), sha(1)]
+    assert count_waiting_reviews(line, queue="active-learning") == 2
+    assert review_queues(line) == {"active-learning": 2, "ontology-split": 1}
 
     line.append([queued(2, 0.1)])  # asked again: waits again
-    assert shas(waiting_reviews(line.engine, queue="active-learning")) == [sha(5), sha(1), sha(2)]
+    assert shas(waiting_reviews(line, queue="active-learning")) == [sha(5), sha(1), sha(2)]
 
 
 def test_waiting_reviews_narrowed_by_any_image_filter(line: catalog.Catalog) -> None:
-    assert shas(waiting_reviews(line.engine, ImageFilter(labels=("unlabelled",)))) == [sha(6), sha(5)]
-    assert shas(waiting_reviews(line.engine, ImageFilter(predictions=("scratch",)))) == [sha(1)]
-    assert count_waiting_reviews(line.engine, ImageFilter(cameras=("cam-0",))) == 2
-    assert waiting_reviews(line.engine, limit=2, offset=1)[0]["sha256"] == sha(6)
+    assert shas(waiting_reviews(line, ImageFilter(labels=("unlabelled",)))) == [sha(6), sha(5)]
+    assert shas(waiting_reviews(line, ImageFilter(predictions=("scratch",)))) == [sha(1)]
+    assert count_waiting_reviews(line, ImageFilter(cameras=("cam-0",))) == 2
+    assert waiting_reviews(line, limit=2, offset=1)[0]["sha256"] == sha(6)
 
 
 def test_a_curator_requests_review_of_a_selection(line: catalog.Catalog) -> None:
@@ -140,7 +140,7 @@ def test_a_curator_requests_review_of_a_selection(line: catalog.Catalog) -> None
     assert [(e.payload["sha256"], e.payload["queue"], e.payload["strategy"], e.metadata["actor"]) for e in events] \
         == [(sha(7), "curator", "curator-selection", "curator:cleo"), (sha(8), "curator", "curator-selection",
                                                                        "curator:cleo")]
-    assert shas(waiting_reviews(line.engine, queue="curator")) == [sha(7), sha(8)]  # capture order kept
+    assert shas(waiting_reviews(line, queue="curator")) == [sha(7), sha(8)]  # capture order kept
     assert request_review(line, where, actor="curator:cleo") == (2, 0)  # already waiting
     with pytest.raises(CatalogError, match="narrow the filters"):
         request_review(line, ImageFilter(), actor="curator:cleo", limit=3)
@@ -178,14 +178,14 @@ def test_the_heatmap_comes_from_the_prediction_or_the_engines_model(line: catalo
 
 
 def test_the_selection_as_csv(line: catalog.Catalog) -> None:
-    rows = list(csv.DictReader(io.StringIO(selection_csv(line.engine, ImageFilter(lines=("A",))))))
+    rows = list(csv.DictReader(io.StringIO(selection_csv(line, ImageFilter(lines=("A",))))))
     assert [r["sha256"] for r in rows] == [sha(n) for n in range(1, 7)]
     assert [(r["label"], r["predicted_class"]) for r in rows[:2]] == [("scratch", "scratch"), ("ok", "crack")]
     assert rows[1]["prediction_engine"] == ENGINE_B and rows[4]["predicted_class"] == ""
 
 
 def test_filter_choices(line: catalog.Catalog) -> None:
-    choices = filter_choices(line.engine)
+    choices = filter_choices(line)
     assert (choices.lines, choices.stations, choices.cameras) == (["A", "B"], ["st-1"], ["cam-0", "cam-1"])
     assert choices.classes == ["ok", "scratch", "spot", "crack"]
     assert (choices.first_captured, choices.last_captured) == (DAY + timedelta(minutes=1), DAY + timedelta(minutes=8))
@@ -209,4 +209,4 @@ def test_label_sides_count_first_labels_and_the_corrections_that_crossed(line: c
         fixed(3, "scratch", "ok", 5, target="prediction"),
     ])
     line.catch_up()
-    assert label_sides(line.engine) == LabelSides(ok_labels=2, ok_moved=1, defect_labels=2, defect_moved=1)
+    assert label_sides(line) == LabelSides(ok_labels=2, ok_moved=1, defect_labels=2, defect_moved=1)

@@ -22,7 +22,7 @@ from tests.builders import MANIFEST_CAPTURED_AT, png, texture, write_manifest
 
 
 def images(cat: catalog.Catalog) -> list[tuple]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(
             "SELECT source_path, width, height, channels, bit_depth, sightings FROM projections.images"
             " ORDER BY source_path")]
@@ -79,7 +79,7 @@ def test_every_bad_input_is_quarantined_with_its_reason(cat: catalog.Catalog, de
     assert [d.reason.value for d in stored] == [r.reason for r in report.rejected_rows]
     assert stored[0].row["path"] == "empty.png"
     assert {p: p.read_bytes() for p in before} == before
-    assert check_blobs(cat.engine, cat.blobs).ok
+    assert check_blobs(cat, cat.blobs).ok
 
 
 def test_same_bytes_twice_are_one_image_with_two_sightings(cat: catalog.Catalog, delivery: Path):
@@ -90,7 +90,7 @@ def test_same_bytes_twice_are_one_image_with_two_sightings(cat: catalog.Catalog,
     assert (report.ingested, report.duplicates) == (1, 1)
     assert images(cat) == [("a.png", 64, 64, 1, 8, 2)]
     assert len(cat.blobs.all()) == 1
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         sightings = conn.exec_driver_sql("SELECT part_id FROM projections.image_sightings ORDER BY 1").fetchall()
     assert [s[0] for s in sightings] == ["P-1", "P-2"]
 
@@ -165,6 +165,6 @@ def test_sigkill_during_ingest_then_resume_leaves_nothing_lost_or_doubled(cat, d
     assert '"rejected": 0' in result.stdout
     ingested = cat.store.read(types=["ImageIngested"], limit=None)
     assert len(ingested) == count and len({e.data.sha256 for e in ingested}) == count
-    consistency = check_blobs(cat.engine, cat.blobs)
+    consistency = check_blobs(cat, cat.blobs)
     assert consistency.ok and consistency.images == consistency.blobs == count
     assert cat.rebuild_projections(check_only=True).equal

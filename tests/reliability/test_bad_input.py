@@ -143,7 +143,7 @@ def test_a_malformed_ingest_manifest_is_refused_whole(stored, tmp_path: Path, co
 
 def _held(cat: catalog.Catalog) -> tuple[str, str, str]:
     """(sha256, held label, another class) of one labelled factory image."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         sha, label = conn.exec_driver_sql(
             "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL ORDER BY sha256 LIMIT 1").one()
         other = conn.exec_driver_sql(
@@ -261,10 +261,10 @@ def test_injection_in_a_query_filter_matches_nothing_and_changes_nothing(stored,
             for as_of in (None, stored.head()):
                 if field == "labels":  # a label filter names classes of the ontology: anything else is refused
                     with pytest.raises(OntologyError, match="unknown class"):
-                        count_images(stored.engine, where, as_of=as_of)
+                        count_images(stored, where, as_of=as_of)
                     continue
-                assert query_images(stored.engine, where, as_of=as_of) == [], (field, value)
-                assert count_images(stored.engine, where, as_of=as_of) == 0, (field, value)
+                assert query_images(stored, where, as_of=as_of) == [], (field, value)
+                assert count_images(stored, where, as_of=as_of) == 0, (field, value)
     snapshot(stored).assert_unchanged_since(before)
 
 

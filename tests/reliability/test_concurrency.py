@@ -42,7 +42,7 @@ def test_writers_and_readers_at_once_leave_a_gap_free_log_and_sound_projections(
     for i in range(DELIVERED):
         png(delivery / f"c{i:03d}.png", texture(1000 + i))
     write_manifest(delivery, [{"path": f"c{i:03d}.png", "part_id": f"C-{i}"} for i in range(DELIVERED)])
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         labelled = conn.exec_driver_sql(
             "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL ORDER BY sha256 LIMIT %(n)s",
             {"n": CORRECTIONS}).fetchall()
@@ -73,8 +73,8 @@ def test_writers_and_readers_at_once_leave_a_gap_free_log_and_sound_projections(
         def query() -> None:
             with catalog.open(with_readers(cat.settings, pg_server), role="analyst") as analyst:
                 while writing.is_set():
-                    assert count_images(analyst.engine, ImageFilter(lines=("line1",))) >= 0
-                    query_images(analyst.engine, ImageFilter(labels=("scratch",)), limit=20)
+                    assert count_images(analyst, ImageFilter(lines=("line1",))) >= 0
+                    query_images(analyst, ImageFilter(labels=("scratch",)), limit=20)
 
         writing.set()
         ingest = subprocess.Popen([sys.executable, "-m", "apps.cli", "ingest", str(delivery), "--workers", "1",
@@ -99,7 +99,7 @@ def test_writers_and_readers_at_once_leave_a_gap_free_log_and_sound_projections(
     tail.wait(timeout=60)
     tail_reader.join(timeout=60)
 
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         count, first, last, ids = conn.exec_driver_sql(
             "SELECT count(*), min(position), max(position), count(DISTINCT event_id) FROM catalog.events").one()
         kinds = dict(conn.exec_driver_sql(

@@ -58,13 +58,13 @@ def _kill_midway(args: list[str], env: dict[str, str], done: Callable[[], float]
 
 
 def _count(cat: catalog.Catalog, where: str = "true") -> int:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql(f"SELECT count(*) FROM catalog.events WHERE {where}").scalar()
 
 
 def _event_ids(cat: catalog.Catalog) -> dict[str, int]:
     """How many times each event id is stored, with the type (ids of a re-run must match one run's)."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return dict(conn.exec_driver_sql(
             "SELECT type || ':' || event_id::text, count(*) FROM catalog.events GROUP BY 1").fetchall())
 
@@ -116,7 +116,7 @@ def test_lake_sync_killed_midway_then_rerun_mirrors_each_event_once(database, ca
     assert killed_at is None or killed_at < events
     run_cli("lake", "sync", "--chunk", "600", env=database.env())
     uninterrupted = Lake(tmp_path / "reference-lake")
-    uninterrupted.sync(cat.engine, chunk=600)
+    uninterrupted.sync(cat.db, chunk=600)
     assert [p.relative_to(cat.lake.root) for p in cat.lake.files()] == [
         p.relative_to(uninterrupted.root) for p in uninterrupted.files()]
     assert cat.duckdb().execute("SELECT count(*), count(DISTINCT position) FROM events").fetchone() == (
@@ -138,13 +138,13 @@ def test_dataset_build_killed_midway_then_rerun_publishes_once_the_same_manifest
 
     _kill_midway(args, database.env(), ms_since_manifest, total=10, seed=3, poll=0.001)
     run_cli(*args, env=database.env())
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         published = conn.exec_driver_sql(
             "SELECT payload FROM catalog.events WHERE type = 'DatasetVersionPublished'").scalars().all()
     assert len(published) == 1
     manifest = (cat.lake.root / published[0]["manifest_uri"]).read_bytes()
     expected = parquet_bytes(build_dataset_version(
-        cat.engine, DatasetSpec.from_yaml(SPEC), position=published[0]["as_of_position"]).manifest)
+        cat.db, DatasetSpec.from_yaml(SPEC), position=published[0]["as_of_position"]).manifest)
     assert manifest == expected and hashlib.sha256(manifest).hexdigest() == published[0]["manifest_hash"]
     _assert_consistent(cat)
 
@@ -215,7 +215,7 @@ def test_postgres_restarted_while_the_served_api_answers(built_engine, pg_server
         server.terminate()
         server.wait(timeout=30)
         server.stderr.close()
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         predicted = conn.exec_driver_sql(
             "SELECT payload->>'sha256', count(*) FROM catalog.events WHERE type = 'PredictionRecorded'"
             " AND payload->>'part_id' LIKE 'R-%%' GROUP BY 1").fetchall()

@@ -49,7 +49,7 @@ NO_CUDA_EP = "CUDAExecutionProvider" not in ort.get_available_providers()
 
 def tiles_of(cat: catalog.Catalog, n: int) -> np.ndarray:
     """``n`` labelled images, defective ones first: whole 128 px images are the engine's tiles."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         shas = [s for (s,) in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.images WHERE label IS NOT NULL ORDER BY label = 'ok', sha256"
             " LIMIT %(n)s", {"n": n})]

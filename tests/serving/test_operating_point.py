@@ -72,7 +72,7 @@ def test_a_rule_set_overrides_the_engine_threshold_and_each_prediction_records_w
     result = run_cli("replay", "--engine", engine_id, env=cli_env(cat))
     report = json.loads(result.stdout)
     assert report["images"] > 0
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         recorded = conn.exec_driver_sql(
             "SELECT DISTINCT payload->>'threshold_from', (payload->>'threshold')::float FROM catalog.events"
             " WHERE type = 'PredictionRecorded' AND payload->>'engine_id' = %(e)s", {"e": engine_id}).fetchall()

@@ -29,7 +29,7 @@ def _count(cat: catalog.Catalog, kind: str) -> int:
 
 def test_replay_records_each_prediction_once_and_reports_against_human_verdicts(built_engine) -> None:
     cat, engine_id = built_engine
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         images, labelled = conn.exec_driver_sql(
             "SELECT count(*), count(label) FROM projections.images WHERE NOT excluded").one()
     dispositions = _count(cat, "PartDispositioned")
@@ -95,7 +95,7 @@ def test_spool_status_and_sync_from_the_command_line(built_engine) -> None:
     synced = json.loads(run_cli("spool", "sync", env=env).stdout)
     assert synced == {"appended": 3, "already_in_catalog": 0, "left_in_spool": 0}
     assert json.loads(run_cli("spool", "sync", env=env).stdout)["appended"] == 0
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         decided = conn.exec_driver_sql(
             "SELECT count(*) FROM projections.part_dispositions WHERE part_id LIKE 'S-%%'").scalar()
     assert decided == 3

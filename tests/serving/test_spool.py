@@ -53,7 +53,7 @@ def test_spooled_events_survive_a_reopen_and_sync_once_in_order(cat: catalog.Cat
     assert [s[2] for s in stored] == [e.occurred_at for e in events]  # original times, not the sync's
     assert spool.sync(cat.append).synced == 0
     cat.catch_up()
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         decided = dict(conn.exec_driver_sql("SELECT part_id, decision FROM projections.part_dispositions").fetchall())
     assert decided == {"p0": "accept", "p1": "accept", "p2": "reject"}  # each part's last decision
 

@@ -24,13 +24,13 @@ COLUMNS = 6
 
 @cached(30)
 def _count(_cat: catalog.Catalog, state: str, where: ImageFilter) -> int:
-    return count_images(_cat.engine, where)
+    return count_images(_cat, where)
 
 
 @cached(30)
 def _page(_cat: catalog.Catalog, state: str, where: ImageFilter, offset: int) -> list[dict]:
-    rows = query_images(_cat.engine, where, limit=PAGE_SIZE, offset=offset)
-    predictions = latest_predictions(_cat.engine, [r["sha256"] for r in rows])
+    rows = query_images(_cat, where, limit=PAGE_SIZE, offset=offset)
+    predictions = latest_predictions(_cat, [r["sha256"] for r in rows])
     return [r | {"prediction": predictions.get(r["sha256"], {}).get("predicted_class")} for r in rows]
 
 
@@ -98,7 +98,7 @@ def _actions(cat: catalog.Catalog, where: ImageFilter, total: int) -> None:
                           help=f"at most {MAX_REVIEW_REQUEST:,} images at a time: narrow the filters")
             else:
                 st.caption(f"{total:,} images with their label and the model's prediction")
-                st.download_button("Download CSV", data=lambda: selection_csv(cat.engine, where),
+                st.download_button("Download CSV", data=lambda: selection_csv(cat, where),
                                    file_name="selection.csv", mime="text/csv", key="curate-export",
                                    on_click="ignore", icon=":material/download:")
 

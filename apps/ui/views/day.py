@@ -37,12 +37,12 @@ DRIFT_STRATEGY = "drift-alert"  # how review requests from a drift alert name th
 
 @cached()
 def day_figures(_cat, state: str, day: date) -> activity.DayFigures:
-    return activity.daily_figures(_cat.engine, day, day)[0]
+    return activity.daily_figures(_cat, day, day)[0]
 
 
 @cached()
 def timeline(_cat, state: str, day: date) -> pd.DataFrame:
-    return pd.DataFrame([vars(h) for h in activity.day_timeline(_cat.engine, day)],
+    return pd.DataFrame([vars(h) for h in activity.day_timeline(_cat, day)],
                         columns=["line", "hour", "images", "rejected_parts"])
 
 
@@ -50,12 +50,12 @@ def timeline(_cat, state: str, day: date) -> pd.DataFrame:
 def rows_of(_cat, state: str, what: str, day: date) -> pd.DataFrame:
     read = {"rejects": activity.rejected_parts, "corrections": activity.corrections,
             "disagreements": activity.disagreements}[what]
-    return pd.DataFrame(read(_cat.engine, day, day, limit=ROWS))
+    return pd.DataFrame(read(_cat, day, day, limit=ROWS))
 
 
 @cached()
 def lineage_of(_cat, state: str, day: date) -> pd.DataFrame:
-    return pd.DataFrame([vars(r) for r in activity.lineage_records(_cat.engine, day, day)])
+    return pd.DataFrame([vars(r) for r in activity.lineage_records(_cat, day, day)])
 
 
 @cached(60)
@@ -74,8 +74,8 @@ def camera_day(camera: Camera, day: date) -> ImageFilter:
 def camera_day_counts(_cat, state: str, camera: Camera, day: date) -> tuple[int, int, int]:
     """The camera-day's images, how many of them are excluded, and how many wait in the curators' queue."""
     where = camera_day(camera, day)
-    return (count_images(_cat.engine, where), count_images(_cat.engine, replace(where, excluded=True)),
-            count_waiting_reviews(_cat.engine, where, queue=CURATOR_QUEUE))
+    return (count_images(_cat, where), count_images(_cat, replace(where, excluded=True)),
+            count_waiting_reviews(_cat, where, queue=CURATOR_QUEUE))
 
 
 def describe(row: dict) -> str:

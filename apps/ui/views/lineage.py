@@ -12,17 +12,17 @@ from catalog import activity
 
 @cached()
 def chains(_cat, state: str) -> list[dict]:
-    return activity.lineage_table(_cat.engine)
+    return activity.lineage_table(_cat)
 
 
 @cached()
 def promotions(_cat, state: str) -> list[dict]:
-    return activity.promotions(_cat.engine)
+    return activity.promotions(_cat)
 
 
 @cached()
 def in_service(_cat, state: str) -> activity.ServiceEngine | None:
-    return activity.engine_in_service(_cat.engine)
+    return activity.engine_in_service(_cat)
 
 
 st.title("Lineage")

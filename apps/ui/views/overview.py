@@ -19,17 +19,17 @@ MEASURES = {"images": "images", "parts": "parts", "rejected_parts": "rejected pa
 
 @cached()
 def daily_figures(_cat, state: str, first: date, last: date) -> pd.DataFrame:
-    return pd.DataFrame([vars(f) for f in activity.daily_figures(_cat.engine, first, last)])
+    return pd.DataFrame([vars(f) for f in activity.daily_figures(_cat, first, last)])
 
 
 @cached()
 def recent_rejects(_cat, state: str, first: date, last: date) -> list[dict]:
-    return activity.rejected_parts(_cat.engine, first, last, limit=10)
+    return activity.rejected_parts(_cat, first, last, limit=10)
 
 
 @cached()
 def in_service(_cat, state: str) -> activity.ServiceEngine | None:
-    return activity.engine_in_service(_cat.engine)
+    return activity.engine_in_service(_cat)
 
 
 @cached(60)

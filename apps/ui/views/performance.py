@@ -32,7 +32,7 @@ MATERIALIZE = ("DAGSTER_HOME=$PWD/.visionledger/dagster .venv/bin/dagster asset 
 
 @cached(60)
 def _models(_cat, state: str) -> list[EvaluatedModel]:
-    return evaluated_models(_cat.engine)
+    return evaluated_models(_cat)
 
 
 @cached(600)  # an evaluation's tables never change once written
@@ -44,17 +44,17 @@ def _figures(_cat, lake: str, report_uri: str) -> tuple[list[dict], list[dict], 
 
 @cached(60)
 def _replays(_cat, state: str) -> list[dict]:
-    return regression_replays(_cat.engine)
+    return regression_replays(_cat)
 
 
 @cached(60)
 def _summary(_cat, state: str) -> list[dict]:
-    return disagreement_summary(_cat.engine)
+    return disagreement_summary(_cat)
 
 
 @cached(60)
 def _disagreements(_cat, state: str, kind: str | None, page: int) -> list[dict]:
-    return production_disagreements(_cat.engine, kind=kind, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    return production_disagreements(_cat, kind=kind, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
 
 
 def _evaluation(cat, state: str) -> None:

@@ -22,19 +22,19 @@ ALL_QUEUES = "all queues"
 
 @cached(30)
 def _queues(_cat: catalog.Catalog, state: str) -> dict[str, int]:
-    return review_queues(_cat.engine)
+    return review_queues(_cat)
 
 
 @cached(30)
 def _classes(_cat: catalog.Catalog, state: str) -> list[str]:
-    return filter_choices(_cat.engine).classes
+    return filter_choices(_cat).classes
 
 
 @cached(30)
 def _waiting(_cat: catalog.Catalog, state: str, where: ImageFilter, queue: str | None, limit: int
              ) -> tuple[int, list[dict]]:
-    return (count_waiting_reviews(_cat.engine, where, queue=queue),
-            waiting_reviews(_cat.engine, where, queue=queue, limit=limit))
+    return (count_waiting_reviews(_cat, where, queue=queue),
+            waiting_reviews(_cat, where, queue=queue, limit=limit))
 
 
 def _decide(sha256: str, queue: str, shown_label: str | None, decided: str) -> None:

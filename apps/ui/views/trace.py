@@ -33,10 +33,10 @@ def _pictures(_cat, _image: PartImage, key: str) -> list[tuple[str, bytes | None
 
 @cached(60)
 def _recent_rejects(_cat, state: str) -> list[dict]:
-    days = image_days(_cat.engine)
+    days = image_days(_cat)
     if days is None:
         return []
-    return rejected_parts(_cat.engine, days[1] - timedelta(days=6), days[1], limit=10)
+    return rejected_parts(_cat, days[1] - timedelta(days=6), days[1], limit=10)
 
 
 def _part_from_link() -> str:

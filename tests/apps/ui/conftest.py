@@ -39,7 +39,7 @@ RULES = RuleSet(name="test", version="1", threshold=0.0, default="accept",
 
 def _run_the_line(cat: catalog.Catalog, engine_id: str) -> None:
     engine = load_engine(cat, engine_id)
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         images = [tuple(r) for r in conn.exec_driver_sql(
             "SELECT sha256, part_id, line, station, camera, captured_at FROM projections.images"
             " WHERE NOT excluded ORDER BY captured_at, camera").fetchall()]

@@ -71,7 +71,7 @@ def served_app(ui_catalog, tmp_path):
 
 def lineage(cat, engine_id: str) -> tuple[str, str, str]:
     """A rejected part, and the dataset version id and manifest hash behind the engine, read here directly."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         part_id = conn.exec_driver_sql("SELECT part_id FROM projections.part_dispositions WHERE decision = 'reject'"
                                        " ORDER BY part_id LIMIT 1").scalar_one()
         version_id, manifest_hash = conn.exec_driver_sql(

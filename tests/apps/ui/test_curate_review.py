@@ -18,7 +18,7 @@ PAGE_SIZE = 24
 
 
 def sql(cat: catalog.Catalog, query: str, **params) -> list[tuple]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(query, params).fetchall()]
 
 

@@ -26,7 +26,7 @@ def report_drift(cat, day: date) -> set[str]:
 def camera_day_images(cat, name: str, day: date) -> set[str]:
     line, station, camera = name.split("/")
     start = datetime.combine(day, datetime.min.time(), UTC)
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return {r[0] for r in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.images WHERE line = %(l)s AND station = %(s)s AND camera = %(c)s"
             " AND captured_at >= %(a)s AND captured_at < %(b)s",
@@ -71,7 +71,7 @@ def test_a_curator_excludes_a_drifting_camera_day_from_training(app, ui_catalog)
     [reason] = {e.payload["reason"] for e in events}
     assert reason.startswith(f"drift alert on {DAY}, line2/st1/cam1: 12 stuck pixels")
     assert f"Excluded {len(chosen)} of the {len(chosen)} images of line2/st1/cam1" in at.success[0].value
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         excluded = {r[0] for r in conn.exec_driver_sql("SELECT sha256 FROM projections.images WHERE excluded")}
     assert excluded == chosen
     # Nothing left to exclude: the alert stays, its button is spent; the other cameras' are not.

@@ -22,7 +22,7 @@ DISAGREEING = """
 
 
 def scalar(cat, sql: str, **params) -> int:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql(sql, params).scalar()
 
 
@@ -45,7 +45,7 @@ def counted(cat, first: date, last: date) -> dict[str, str]:
 
 
 def days_with_images(cat) -> list[date]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [r[0] for r in conn.exec_driver_sql(
             "SELECT DISTINCT (captured_at AT TIME ZONE 'UTC')::date FROM projections.images ORDER BY 1")]
 
@@ -86,7 +86,7 @@ def test_overview_shows_the_last_week_as_the_catalog_counts_it(app, ui_catalog) 
     assert any(engine_id[:16] in md.value and "Engine in service" in md.value for md in at.markdown)
 
     # the latest rejects, each a link to its trace
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         latest = [r[0] for r in conn.exec_driver_sql(
             "SELECT part_id FROM projections.part_dispositions WHERE decision = 'reject'"
             " ORDER BY decided_at DESC, part_id LIMIT 10")]
@@ -123,7 +123,7 @@ def test_day_shows_the_last_day_then_the_day_picked(app, ui_catalog) -> None:
 
     # every reject of the day is listed, each with a link to its trace
     rejects = at.dataframe[0].value
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         rejected = {r[0] for r in conn.exec_driver_sql(
             "SELECT part_id FROM projections.part_dispositions WHERE decision = 'reject'"
             " AND (decided_at AT TIME ZONE 'UTC')::date = %(d)s", {"d": days[-1]})}
@@ -140,7 +140,7 @@ def test_day_shows_the_last_day_then_the_day_picked(app, ui_catalog) -> None:
 def test_day_lists_a_correction_made_that_day_and_its_drift(app, ui_catalog) -> None:
     cat, _, _ = ui_catalog
     day = days_with_images(cat)[1]
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         sha, part, label = conn.exec_driver_sql(
             "SELECT sha256, part_id, label FROM projections.images WHERE label IS NOT NULL"
             " AND (captured_at AT TIME ZONE 'UTC')::date = %(d)s ORDER BY captured_at LIMIT 1", {"d": day}).fetchone()
@@ -166,7 +166,7 @@ def test_day_lists_a_correction_made_that_day_and_its_drift(app, ui_catalog) -> 
 
 def test_day_lists_the_lineage_recorded_that_day(app, ui_catalog) -> None:
     cat, _, engine_id = ui_catalog
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         built = conn.exec_driver_sql("SELECT built_at FROM projections.engines WHERE engine_id = %(e)s",
                                      {"e": engine_id}).scalar()
     at = app("analyst").switch_page("views/day.py").run()
@@ -181,7 +181,7 @@ def test_lineage_graph_names_the_dataset_version_model_and_engine(app, ui_catalo
     cat, _, _ = ui_catalog
     # The newest engine: the promoted model's, rebuilt by the gate with the operating threshold its
     # evaluation chose (a new operating point is a new engine id).
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         engine_id, model_id, version_id = conn.exec_driver_sql(
             "SELECT engine_id, model_id, dataset_version_id FROM projections.engines ORDER BY position DESC"
             " LIMIT 1").fetchone()

@@ -19,14 +19,14 @@ PERFORMANCE = "views/performance.py"
 
 
 def rejected_part(cat) -> str:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return conn.exec_driver_sql("SELECT part_id FROM projections.part_dispositions WHERE decision = 'reject'"
                                     " ORDER BY part_id LIMIT 1").scalar_one()
 
 
 def lineage_of(cat, engine_id: str) -> dict:
     """The dataset version behind the engine, and the split of each image in its manifest, read here directly."""
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         version_id, manifest_hash, uri = conn.exec_driver_sql(
             "SELECT d.version_id, d.manifest_hash, d.manifest_uri FROM projections.engines e"
             " JOIN projections.dataset_versions d ON d.version_id = e.dataset_version_id"
@@ -37,7 +37,7 @@ def lineage_of(cat, engine_id: str) -> dict:
 
 
 def part_images(cat, part_id: str) -> list[str]:
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         return [r[0] for r in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.images WHERE part_id = %(p)s", {"p": part_id})]
 
@@ -122,13 +122,13 @@ def test_performance_shows_the_evaluation_and_the_disagreements(app, ui_catalog)
     assert [s.value for s in at.subheader][:2] == ["Confusion matrix", "Precision and recall per class"]
     specs = [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
     assert any("confusion matrix" in json.dumps(spec.get("title", "")) for spec in specs)
-    with cat.engine.connect() as conn:
+    with cat.db.connect() as conn:
         evaluated = conn.exec_driver_sql("SELECT evaluation FROM projections.models"
                                          " WHERE evaluation IS NOT NULL").scalar_one()
     assert {m.label: m.value for m in at.metric}["test images"] == f"{evaluated['metrics']['images']:.0f}"
     assert "Regression gate" in [s.value for s in at.subheader]
 
-    with cat.engine.connect() as conn:  # the costly disagreement: the model says defect, the human says ok
+    with cat.db.connect() as conn:  # the costly disagreement: the model says defect, the human says ok
         false_rejects = conn.exec_driver_sql("""
             SELECT count(*) FROM projections.images i
             JOIN (SELECT DISTINCT ON (sha256) sha256, predicted_class FROM projections.latest_predictions
