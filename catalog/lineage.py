@@ -1,9 +1,9 @@
-"""Readers of the lineage read models: published dataset versions, registered models and the champion, for
-every layer that must follow an engine or a model back to the data it learned from."""
+"""Readers of the lineage read models: published dataset versions, registered models and the champion, built
+engines, for every layer that must follow an engine or a model back to the data it learned from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from catalog import Catalog
@@ -35,6 +35,44 @@ class ModelRow:
     onnx_sha256: str | None
     metrics: dict[str, Any]
     evaluation: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """An engine as `EngineBuilt` recorded it."""
+
+    engine_id: str  # sha256 of the artifact's bytes
+    model: str
+    model_id: str
+    onnx_sha256: str
+    dataset_version_id: str
+    manifest_hash: str
+    backend: str  # "onnxruntime" | "tensorrt" | "torch_cuda"
+    precision: str  # "fp32" | "fp16" | "int8"
+    device: str
+    library_versions: dict[str, str] = field(default_factory=dict)
+    artifact_uri: str = ""
+    threshold: float | None = None  # the model's operating threshold, chosen on its validation split
+
+
+def engine_records(cat: Catalog, *, engine_id: str | None = None, backend: str | None = None) -> list[EngineRecord]:
+    """The recorded engines, newest first: every one, the one ``engine_id`` names, or those of ``backend``."""
+    cat.catch_up()
+    conditions = [c for c, given in (("engine_id = %(e)s", engine_id), ("backend = %(b)s", backend)) if given]
+    query = (f"SELECT {', '.join(EngineRecord.__dataclass_fields__)} FROM projections.engines"
+             f"{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY position DESC")
+    with cat.db.connect() as conn:
+        return [EngineRecord(*row) for row in conn.exec_driver_sql(query, {"e": engine_id, "b": backend})]
+
+
+def dataset_versions(cat: Catalog) -> list[dict[str, Any]]:
+    """Every published dataset version, newest first: version_id, dataset, as_of_position, counts (images and
+    per split), published_at."""
+    cat.catch_up()
+    with cat.db.connect() as conn:
+        return [dict(r._mapping) for r in conn.exec_driver_sql(
+            "SELECT version_id, dataset, as_of_position, counts, published_at FROM projections.dataset_versions"
+            " ORDER BY position DESC")]
 
 
 def dataset_version(cat: Catalog, version_id: str | None = None, *,

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import catalog
-from catalog.events import ImageRejected, RejectReason, image_stream
+from catalog.events import ImageRejected, RejectReason
 from catalog.filelock import FileLock
+from catalog.lookups import ingested_in_log
 from catalog.store import NewEvent, event_id_for
 from imaging.intake import Inspected, Limits, Rejected, ingested_event
 from ingestion.inspect_file import init_worker, inspect
@@ -95,7 +96,7 @@ def ingest(cat: catalog.Catalog, manifest: Path, *, root: Path | None = None, co
     metadata = {"actor": actor or os.environ.get("USER", "ingest"), "source": f"ingest:{manifest.name}",
                 "correlation_id": delivery}
     with FileLock(cat.settings.home / ".ingest.lock"):
-        report.recovered_blobs, report.discarded_blobs = cat.blobs.recover(functools.partial(_has_event, cat))
+        report.recovered_blobs, report.discarded_blobs = cat.blobs.recover(functools.partial(ingested_in_log, cat))
         checked = [_check_fields(row) for row in rows]
         to_open = [row for row in checked if isinstance(row, _Row)]
         verdicts = _inspect_all(root, manifest.parent, to_open, cat, limits, workers)
@@ -210,11 +211,3 @@ def _rejection(row: _Row | TableRow, rejected: Rejected, metadata: dict[str, str
                          source_path=row.values.get("path") or None, sha256=rejected.sha256, row=row.values)
     occurred = row.captured_at if isinstance(row, _Row) else datetime.now(UTC)
     return NewEvent(data=data, occurred_at=occurred, event_id=event_id_for("rejected", key), metadata=metadata)
-
-
-def _has_event(cat: catalog.Catalog, sha: str) -> bool:
-    with cat.db.connect() as conn:
-        return conn.exec_driver_sql(
-            "SELECT EXISTS (SELECT 1 FROM catalog.events WHERE stream_id = %(s)s AND type = 'ImageIngested')",
-            {"s": image_stream(sha)},
-        ).scalar()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -23,6 +23,13 @@ from catalog.events import (
     Region,
     describe_validation_error,
     image_stream,
+)
+from catalog.lookups import (
+    current_labels,
+    existing_images,
+    images_at_paths,
+    payloads_by_id,
+    predicted_class,
 )
 from catalog.ontology import Ontology, OntologyVersion
 from ingestion.tables import parse_aware_timestamp, read_table
@@ -192,19 +199,15 @@ class _FileState:
         self.current = self.ontology.current  # no ontology yet: says to run `visionledger ontology publish`
         # A path with `..` or a root could only name a file outside the delivery: it never names an image.
         paths = [r["path"] for _, r in rows if r["path"] and _stays_inside(r["path"])]
-        self.shas_by_path: dict[str, set[str]] = {}
-        for path, sha in _query(cat, "SELECT DISTINCT source_path, sha256 FROM projections.image_sightings "
-                                     "WHERE source_path = ANY(%(v)s)", paths):
-            self.shas_by_path.setdefault(path, set()).add(sha)
-        self.known_shas = _existing_shas(cat, [r["sha256"].lower() for _, r in rows if r["sha256"]])
+        self.shas_by_path = images_at_paths(cat, paths)
+        self.known_shas = existing_images(cat, [r["sha256"].lower() for _, r in rows if r["sha256"]])
         ids = [event_id_for(fmt.name, r[fmt.id_column]) for _, r in rows if r[fmt.id_column]]
-        self.stored: dict[uuid.UUID, dict[str, Any]] = dict(
-            _query(cat, "SELECT event_id, payload FROM catalog.events WHERE event_id = ANY(%(v)s)", ids))
+        self.stored: dict[uuid.UUID, dict[str, Any]] = payloads_by_id(cat, ids)
 
     @cached_property
     def held(self) -> dict[str, tuple[str, int]]:
         """Each named image's current (label, ontology version), updated as corrections are accepted."""
-        return _current_labels(self.cat, [*self.known_shas, *(s for v in self.shas_by_path.values() for s in v)])
+        return current_labels(self.cat, [*self.known_shas, *(s for v in self.shas_by_path.values() for s in v)])
 
     def image(self, row: dict[str, str]) -> str:
         if row["sha256"]:
@@ -282,7 +285,7 @@ def record_label(cat: Catalog, *, sha256: str, label: str, annotator: str, label
     cat.catch_up()
     current = Ontology.load(cat.db).current
     _known_class(current, label)
-    if not _existing_shas(cat, [sha256]):
+    if not existing_images(cat, [sha256]):
         raise LabelError("unknown_image", f"no image with sha256 {sha256} in the catalog: ingest it first")
     label_id = label_id or uuid.uuid4().hex
     data = _validated(LabelRecorded, {
@@ -307,7 +310,7 @@ def record_correction(cat: Catalog, *, sha256: str, new_label: str, corrected_by
     if target == "prediction":
         held = _predicted_class(cat, sha256, prediction_event_id)
     else:
-        held = _held_label(ontology, sha256, _current_labels(cat, [sha256]).get(sha256))
+        held = _held_label(ontology, sha256, current_labels(cat, [sha256]).get(sha256))
     _same_old_label(old_label or held, held, sha256)
     correction_id = correction_id or uuid.uuid4().hex
     data = _validated(CorrectionRecorded, {
@@ -351,12 +354,11 @@ def _same_old_label(old_label: str, held: str, sha256: str) -> None:
 
 
 def _predicted_class(cat: Catalog, sha256: str, prediction_event_id: uuid.UUID | None) -> str:
-    rows = _query(cat, "SELECT stream_id, payload->>'predicted_class' FROM catalog.events WHERE event_id = ANY(%(v)s)"
-                       " AND type = 'PredictionRecorded'", [prediction_event_id] if prediction_event_id else [])
-    if not rows or rows[0][0] != image_stream(sha256):
+    held = predicted_class(cat, sha256, prediction_event_id) if prediction_event_id else None
+    if held is None:
         raise LabelError("unknown_prediction", f"no prediction {prediction_event_id} of image {sha256}: "
                          "a correction of a prediction names the prediction's event id")
-    return rows[0][1]
+    return held
 
 
 def _timestamp(row: dict[str, str], column: str) -> datetime:
@@ -395,27 +397,6 @@ def _same_fact(event_class: type[EventData], fields: Fields, stored: dict[str, A
     except ValidationError:
         return False
     return {**payload, "ontology_version": None} == {**stored, "ontology_version": None}
-
-
-# -- queries ----------------------------------------------------------------------------------------------------
-
-
-def _query(cat: Catalog, sql: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` whose ``%(v)s`` is the array of ``values`` (nothing asked, nothing read)."""
-    if not values:
-        return []
-    with cat.db.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(sql, {"v": list(values)}).fetchall()]
-
-
-def _existing_shas(cat: Catalog, shas: Collection[str]) -> set[str]:
-    return {sha for (sha,) in _query(cat, "SELECT sha256 FROM projections.images WHERE sha256 = ANY(%(v)s)", shas)}
-
-
-def _current_labels(cat: Catalog, shas: Collection[str]) -> dict[str, tuple[str, int]]:
-    rows = _query(cat, "SELECT sha256, label, ontology_version FROM projections.current_labels "
-                       "WHERE sha256 = ANY(%(v)s)", set(shas))
-    return {sha: (label, version) for sha, label, version in rows}
 
 
 def _stays_inside(path: str) -> bool:

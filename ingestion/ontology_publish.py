@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from catalog import Catalog, ConcurrencyError, EventIdConflict, NewEvent, event_id_for
 from catalog.events import OntologyChange, OntologyPublished, ReviewRequested
+from catalog.lookups import labels_named
 from catalog.ontology import Ontology, OntologyError, OntologyVersion
 
 CLASS_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # the rule of catalog.events.ClassName, to explain a refusal
@@ -144,10 +145,7 @@ def _queue_split_images(cat: Catalog, ontology: Ontology, actor: str | None) -> 
                 if (cls := before.resolve(name, number)) in splits}
     if not recorded:
         return 0
-    with cat.db.connect() as conn:
-        labels = conn.exec_driver_sql(
-            "SELECT sha256, label, ontology_version FROM projections.current_labels WHERE label = ANY(%(names)s) "
-            "ORDER BY sha256", {"names": sorted({name for name, _ in recorded})}).fetchall()
+    labels = labels_named(cat, {name for name, _ in recorded})
     meta = {"source": f"ontology version {current.version}"} | ({"actor": actor} if actor else {})
     now = datetime.now(UTC)
     reviews = [

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from catalog import Catalog
 from catalog.events import PredictionRecorded
-from catalog.factory_day import on_days
+from catalog.queries import images_to_replay
 from serving.decision import RuleSet, load_rules
 from serving.engines import load_engine
 from serving.engines.base import EngineOutput
@@ -81,7 +81,7 @@ def replay(
     engine = load_engine(cat, engine_id)
     inspector = Inspector(cat, engine, rules or load_rules(), source="replay")
     cat.catch_up()
-    images = _images(cat, *on_days(first_day, last_day, "i.captured_at", "i.line"))
+    images = images_to_replay(cat, first_day=first_day, last_day=last_day)
     labels = {sha: label for sha, *_, label in images}
     rows, events = [], []
     for inspection in inspect_history(cat, inspector, images, progress=progress):
@@ -113,7 +113,7 @@ def predicted_classes(cat: Catalog, engine_id: str, shas: Sequence[str]) -> list
     rules = load_rules()
     engine = load_engine(cat, engine_id)
     try:
-        found = {row[0]: row for row in _images(cat, "i.sha256 = ANY(%(shas)s)", {"shas": list(shas)})}
+        found = {row[0]: row for row in images_to_replay(cat, shas=shas)}
         missing = [s for s in shas if s not in found]
         if missing:
             raise ValueError(f"{len(missing)} image(s) unknown to the catalog or excluded, e.g. {missing[0]}")
@@ -129,12 +129,3 @@ _SCHEMA = pa.schema([
     ("defect_score", pa.float64()), ("human_class", pa.string()), ("part_decision", pa.string()),
     ("part_rule", pa.string()),
 ])
-
-
-def _images(cat: Catalog, where: str, params: dict) -> list[tuple]:
-    """(sha256, part, line, station, camera, captured_at, current human class) of the images matching `where`
-    that are not excluded, in capture order."""
-    with cat.db.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(
-            "SELECT i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, i.label FROM projections.images i"
-            f" WHERE NOT i.excluded AND {where} ORDER BY i.captured_at, i.camera, i.sha256", params).fetchall()]

@@ -9,6 +9,7 @@ from rich.table import Column, Table
 
 from apps.cli.common import console, open_catalog, out
 from catalog.datasets import DatasetSpec, check_manifest, publish_dataset_version
+from catalog.lineage import dataset_versions
 
 
 @click.group()
@@ -54,14 +55,11 @@ def datasets_build(spec_file: str, as_of: int | None, actor: str, as_json: bool)
 def datasets_list() -> None:
     """The published dataset versions, newest first."""
     with open_catalog() as cat:
-        cat.catch_up()
-        with cat.db.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT version_id, as_of_position, counts, published_at FROM projections.dataset_versions"
-                " ORDER BY position DESC").fetchall()
+        rows = dataset_versions(cat)
     table = Table(Column("version", no_wrap=True), "as of", "images", "train / validation / test", "published")
-    for version_id, position, counts, published_at in rows:
-        table.add_row(version_id, f"{position:,}", f"{counts['images']:,}",
+    for row in rows:
+        counts = row["counts"]
+        table.add_row(row["version_id"], f"{row['as_of_position']:,}", f"{counts['images']:,}",
                       f"{counts['train']:,} / {counts['validation']:,} / {counts['test']:,}",
-                      f"{published_at:%Y-%m-%d %H:%M}")
+                      f"{row['published_at']:%Y-%m-%d %H:%M}")
     out.print(table)

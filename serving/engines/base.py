@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from catalog.lineage import EngineRecord  # re-exported: an engine's lineage row, as the catalog keeps it
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch_cuda")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -35,24 +37,6 @@ def cuda_index(device: str) -> int | None:
     if match is None:
         raise EngineError(f"unknown device {device!r}: use 'cpu' or 'cuda:N' (N the GPU's index: cuda:0)")
     return None if device == "cpu" else int(match.group(1))
-
-
-@dataclass(frozen=True)
-class EngineRecord:
-    """An engine as `EngineBuilt` recorded it."""
-
-    engine_id: str  # sha256 of the artifact's bytes
-    model: str
-    model_id: str
-    onnx_sha256: str
-    dataset_version_id: str
-    manifest_hash: str
-    backend: str  # "onnxruntime" | "tensorrt" | "torch_cuda"
-    precision: str  # "fp32" | "fp16" | "int8"
-    device: str
-    library_versions: dict[str, str] = field(default_factory=dict)
-    artifact_uri: str = ""
-    threshold: float | None = None  # the model's operating threshold, chosen on its validation split
 
 
 @dataclass(frozen=True)

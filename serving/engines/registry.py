@@ -8,7 +8,15 @@ import hashlib
 from catalog import Catalog
 from catalog.blobs import sha_from_uri
 from catalog.errors import CatalogError
-from catalog.lineage import CLASSIFIER, DatasetVersionRow, ModelRow, champion, dataset_version, model_row
+from catalog.lineage import (
+    CLASSIFIER,
+    DatasetVersionRow,
+    ModelRow,
+    champion,
+    dataset_version,
+    engine_records,
+    model_row,
+)
 from serving.engines.artifact import EngineArtifact
 from serving.engines.base import Engine, EngineError, EngineRecord, LineageError
 from serving.engines.onnxruntime_backend import OnnxRuntimeEngine
@@ -18,37 +26,26 @@ from serving.engines.torch_cuda_backend import TorchCudaEngine
 ENGINE_CLASSES: dict[str, type[OnnxRuntimeEngine | TensorRTEngine | TorchCudaEngine]] = {
     "onnxruntime": OnnxRuntimeEngine, "tensorrt": TensorRTEngine, "torch_cuda": TorchCudaEngine,
 }
-_COLUMNS = ("engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash, backend, precision,"
-            " device, library_versions, artifact_uri, threshold")
 # What an artifact's header repeats of its record; any difference means the record does not describe it.
 _HEADER_FIELDS = ("backend", "precision", "device", "model_id", "onnx_sha256", "dataset_version_id",
                   "manifest_hash", "threshold")
 
 
-def _records(cat: Catalog, where: str = "", params: dict | None = None) -> list[EngineRecord]:
-    cat.catch_up()
-    query = f"SELECT {_COLUMNS} FROM projections.engines {where} ORDER BY position DESC"
-    with cat.db.connect() as conn:
-        rows = conn.exec_driver_sql(query, params or {}).fetchall()
-    return [EngineRecord(*row) for row in rows]
-
-
 def engine_record(cat: Catalog, engine_id: str) -> EngineRecord | None:
     """The engine as `EngineBuilt` recorded it, or None."""
-    found = _records(cat, "WHERE engine_id = %(e)s", {"e": engine_id})
+    found = engine_records(cat, engine_id=engine_id)
     return found[0] if found else None
 
 
 def list_engines(cat: Catalog) -> list[EngineRecord]:
     """Every recorded engine, newest first."""
-    return _records(cat)
+    return engine_records(cat)
 
 
 def engine_to_serve(cat: Catalog, *, backend: str | None = None) -> str:
     """The id of the engine to serve: the newest built from the champion classifier, else the newest of all
     (only of ``backend`` when given, e.g. "onnxruntime" on a machine without a GPU)."""
-    where, params = ("WHERE backend = %(b)s", {"b": backend}) if backend else ("", {})
-    engines = _records(cat, where, params)
+    engines = engine_records(cat, backend=backend)
     if not engines:
         raise EngineError(f"no {backend + ' ' if backend else ''}engine is recorded: build one with "
                           f"`visionledger engines build{' --backend ' + backend if backend else ''}`")

@@ -195,7 +195,7 @@ def test_record_label_and_correction_one_at_a_time(cat, shas):
 def test_record_correction_refuses_when_the_image_changed_meanwhile(cat, shas, monkeypatch):
     sha = shas[IMAGE_PATHS[0]]
     record_label(cat, sha256=sha, label="scratch", annotator="ana")
-    read_labels = labels_module._current_labels
+    read_labels = labels_module.current_labels
 
     def another_reviewer_first(cat_, shas_):
         held = read_labels(cat_, shas_)
@@ -204,7 +204,7 @@ def test_record_correction_refuses_when_the_image_changed_meanwhile(cat, shas, m
                    occurred_at=INGESTED_AT, event_id=event_id_for("correction", "other"))
         return held
 
-    monkeypatch.setattr(labels_module, "_current_labels", another_reviewer_first)
+    monkeypatch.setattr(labels_module, "current_labels", another_reviewer_first)
     with pytest.raises(ConcurrencyError, match=f"stream 'image:{sha}'"):
         record_correction(cat, sha256=sha, new_label="spot", corrected_by="ben")
     assert query(cat, "SELECT correction_id, new_label FROM projections.corrections") == [("other", "crack")]
