@@ -23,7 +23,7 @@ SLICE = ("day", "line", "station", "camera", "part_id")
 def label_breakdown(cat: Catalog, day: date) -> pa.Table:
     """Images captured on the factory ``day`` per slice, current class (read in the current ontology) and
     exclusion."""
-    ontology = Ontology.load(cat.db)
+    ontology = Ontology.load(cat)
     captured, params = on_days(day, day, "i.captured_at", "i.line")
     with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(
@@ -38,7 +38,7 @@ def label_breakdown(cat: Catalog, day: date) -> pa.Table:
 def prediction_breakdown(cat: Catalog, day: date) -> pa.Table:
     """Each engine's latest predictions for images captured on the factory ``day``, per slice, predicted
     class and human class."""
-    ontology = Ontology.load(cat.db)
+    ontology = Ontology.load(cat)
     captured, params = on_days(day, day, "i.captured_at", "i.line")
     with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(

@@ -12,12 +12,14 @@ the Parquet mirror and the DuckDB views derived from it.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from catalog.blobs import BlobStore, LocalBlobStore
 from catalog.database import ConnectionUrls, connection_urls, current_revision, make_engine, upgrade
@@ -88,8 +90,40 @@ class Catalog:
         return self.store.head()
 
     def catch_up(self) -> int:
-        """Apply pending events to every projection; returns the position they reached."""
+        """Apply pending events to every projection; returns the position they reached. Writers call it once
+        a bulk append is done; readers go through `read`."""
         return self.projections.catch_up()
+
+    def refresh(self, *, at_least: int | None = None, wait: float = 10.0) -> None:
+        """Make the read models as fresh as this role can: a writer folds every event appended so far; a
+        read-only role, which cannot fold, waits up to ``wait`` seconds for the writers to reach ``at_least``
+        (a position it knows was appended) and raises `CatalogError` if they do not. The one freshness rule
+        every reader follows, through `read`."""
+        if self.role == "app":
+            self.projections.catch_up()
+            return
+        if at_least is None:
+            return  # what the writers have folded: a reader cannot ask for more
+        deadline = time.monotonic() + wait
+        while (reached := min(self.projections.checkpoints().values())) < at_least:
+            if time.monotonic() > deadline:
+                raise CatalogError(f"the read models are at position {reached}, behind {at_least}, after {wait:.0f} s:"
+                                   " is a writer (the server, an ingest, `visionledger projections catch-up`) running?")
+            time.sleep(0.05)
+
+    @contextmanager
+    def read(self, *, at_least: int | None = None, settings: Mapping[str, str] | None = None,
+             wait: float = 10.0) -> Iterator[Connection]:
+        """A connection to read the read models through, fresh (`refresh`), with PostgreSQL ``settings`` for
+        this read alone (e.g. ``{"work_mem": "64MB"}``); rolled back when the block ends: reads write nothing."""
+        self.refresh(at_least=at_least, wait=wait)
+        with self.db.connect() as conn:
+            for name, value in (settings or {}).items():
+                conn.exec_driver_sql("SELECT set_config(%(n)s, %(v)s, true)", {"n": name, "v": value})
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     def position_at(self, moment: datetime) -> int:
         """The last position recorded at or before ``moment``: the catalog as it was then."""
@@ -102,8 +136,7 @@ class Catalog:
             raise CatalogError("give exactly one of position= or at=")
         if at is not None:
             position = self.position_at(at)
-        if self.role == "app":  # readers cannot write projections: they read what the writers caught up
-            self.projections.catch_up()
+        self.refresh()
         return labels_as_of(self.db, position, sha256s=sha256s)
 
     def rebuild_projections(self, *, check_only: bool = False, progress: Progress | None = None) -> RebuildReport:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
 from catalog.factory_day import capture_days, day_sql, hour_sql, on_days
 from catalog.lineage import CLASSIFIER, champion_of
 
@@ -41,12 +39,10 @@ def window(first: date, last: date) -> tuple[datetime, datetime]:
     return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
 
 
-def read_rows(db: Engine, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def read_rows(cat: Catalog, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a read-side query as dicts (shared by the activity and performance questions)."""
-    with db.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.exec_driver_sql(sql, params)]
-        conn.rollback()
-    return rows
+    with cat.read() as conn:
+        return [dict(row._mapping) for row in conn.exec_driver_sql(sql, params)]
 
 
 def _window_params(first: date, last: date, **more: Any) -> dict[str, Any]:
@@ -108,7 +104,7 @@ def daily_figures(cat: Catalog, first: date, last: date) -> list[DayFigures]:
         FROM days LEFT JOIN images USING (day) LEFT JOIN rejects USING (day)
         LEFT JOIN disagreements USING (day) LEFT JOIN corrections USING (day)
         ORDER BY days.day"""
-    return [DayFigures(**row) for row in read_rows(cat.db, sql, params)]
+    return [DayFigures(**row) for row in read_rows(cat, sql, params)]
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,7 @@ def day_timeline(cat: Catalog, day: date) -> list[HourFigures]:
             WHERE d.decision = 'reject' AND {decided} GROUP BY 1, 2)
         SELECT line, hour, coalesce(images, 0) AS images, coalesce(rejected_parts, 0) AS rejected_parts
         FROM images FULL JOIN rejects USING (line, hour) ORDER BY line, hour"""
-    return [HourFigures(**row) for row in read_rows(cat.db, sql, params)]
+    return [HourFigures(**row) for row in read_rows(cat, sql, params)]
 
 
 # -- what happened, row by row --------------------------------------------------------------------------------
@@ -150,7 +146,7 @@ def rejected_parts(cat: Catalog, first: date, last: date, *, limit: int = 50) ->
         FROM projections.part_dispositions d LEFT JOIN projections.parts pt USING (part_id)
         WHERE d.decision = 'reject' AND {decided}
         ORDER BY d.decided_at DESC, d.part_id LIMIT %(limit)s"""
-    return read_rows(cat.db, sql, params | {"limit": limit})
+    return read_rows(cat, sql, params | {"limit": limit})
 
 
 def corrections(cat: Catalog, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
@@ -163,7 +159,7 @@ def corrections(cat: Catalog, first: date, last: date, *, limit: int = 50) -> li
         FROM projections.corrections c LEFT JOIN projections.images i USING (sha256)
         WHERE {corrected}
         ORDER BY c.corrected_at DESC, c.correction_id LIMIT %(limit)s"""
-    return read_rows(cat.db, sql, params | {"limit": limit})
+    return read_rows(cat, sql, params | {"limit": limit})
 
 
 def disagreements(cat: Catalog, first: date, last: date, *, limit: int = 50) -> list[dict[str, Any]]:
@@ -177,7 +173,7 @@ def disagreements(cat: Catalog, first: date, last: date, *, limit: int = 50) -> 
         FROM projections.images i {DISAGREEING}
         WHERE {captured}
         ORDER BY i.captured_at DESC, i.sha256 LIMIT %(limit)s"""
-    return read_rows(cat.db, sql, params | {"limit": limit})
+    return read_rows(cat, sql, params | {"limit": limit})
 
 
 # -- lineage --------------------------------------------------------------------------------------------------
@@ -217,7 +213,7 @@ def lineage_records(cat: Catalog, first: date, last: date) -> list[LineageRecord
                model || ' replaces ' || coalesce(previous_model_id, 'none') || ': ' || reason
         FROM projections.model_promotions WHERE promoted_at >= %(start)s AND promoted_at < %(end)s
         ORDER BY at, kind, id"""
-    return [LineageRecord(**row) for row in read_rows(cat.db, sql, _window_params(first, last))]
+    return [LineageRecord(**row) for row in read_rows(cat, sql, _window_params(first, last))]
 
 
 @dataclass(frozen=True)
@@ -245,7 +241,7 @@ def engine_in_service(cat: Catalog) -> ServiceEngine | None:
         FROM (SELECT engine_id, decided_at FROM projections.part_dispositions WHERE engine_id IS NOT NULL
               ORDER BY decided_at DESC, position DESC LIMIT 1) d
         LEFT JOIN projections.engines e USING (engine_id)"""
-    rows = read_rows(cat.db, sql, {"model": CLASSIFIER})
+    rows = read_rows(cat, sql, {"model": CLASSIFIER})
     return ServiceEngine(**rows[0]) if rows else None
 
 
@@ -264,7 +260,7 @@ def lineage_table(cat: Catalog, *, limit: int = 200) -> list[dict[str, Any]]:
         LEFT JOIN projections.engines e ON e.model_id = m.model_id
         ORDER BY greatest(d.position, m.position, e.position) DESC, e.position DESC NULLS LAST
         LIMIT %(limit)s"""
-    return read_rows(cat.db, sql, {"limit": limit})
+    return read_rows(cat, sql, {"limit": limit})
 
 
 def promotions(cat: Catalog) -> list[dict[str, Any]]:
@@ -279,7 +275,7 @@ def promotions(cat: Catalog) -> list[dict[str, Any]]:
                            WHERE r.candidate_model_id = pr.model_id AND r.position < pr.position
                            ORDER BY r.position DESC LIMIT 1) r ON true
         ORDER BY pr.position DESC"""
-    return read_rows(cat.db, sql, {})
+    return read_rows(cat, sql, {})
 
 
 @dataclass(frozen=True)

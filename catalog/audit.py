@@ -17,7 +17,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import Engine
 
 from catalog import Catalog
 from catalog.datasets import load_manifest
@@ -193,13 +192,13 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
     events = [e for image in trace.images for e in image["events"]] + trace.part_events
     decisions = [_decision(e) for e in trace.part_events if e.type == "PartDispositioned"]
     predictions = _latest_predictions(events)
-    images = _images(cat.db, shas, predictions)
+    images = _images(cat, shas, predictions)
     engine_ids = list(dict.fromkeys(
         [p.engine_id for image in images for p in image.predictions]
         + [d.engine_id for d in reversed(decisions) if d.engine_id]))
     chains = [engine_chain(cat, engine_id, shas, _predicted_classes(images, engine_id)) for engine_id in engine_ids]
     images = _with_heatmaps(cat, images, [c.model["model_id"] for c in chains if c.model])
-    part = _part_row(cat.db, part_id)
+    part = _part_row(cat, part_id)
     return PartAudit(
         part_id=part_id, line=part.get("line"), first_captured_at=part.get("first_captured_at"),
         last_captured_at=part.get("last_captured_at"), decision=decisions[-1] if decisions else None,
@@ -211,17 +210,17 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
 
 def engine_chain(cat: Catalog, engine_id: str, shas: Sequence[str], predicted: Sequence[str]) -> Chain:
     """The chain behind ``engine_id`` for the images ``shas`` whose predictions were ``predicted``."""
-    engine = _row(cat.db, "SELECT engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash,"
+    engine = _row(cat, "SELECT engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash,"
                   " backend, precision, device, library_versions, artifact_uri, built_at"
                   " FROM projections.engines WHERE engine_id = %(id)s", id=engine_id)
     if engine is None:
         return _broken(engine_id, f"no EngineBuilt records engine {engine_id}: its lineage is unknown")
-    model = _row(cat.db, "SELECT model_id, model, dataset_version_id, manifest_hash, hyperparameters, metrics,"
+    model = _row(cat, "SELECT model_id, model, dataset_version_id, manifest_hash, hyperparameters, metrics,"
                  " artifact_sha256, artifact_uri, onnx_sha256, onnx_uri, evaluation, registered_at, promoted_at"
                  " FROM projections.models WHERE model_id = %(id)s", id=engine["model_id"])
     if model is None:
         return _broken(engine_id, f"no ModelRegistered records model {engine['model_id']}", engine=engine)
-    version = _row(cat.db, "SELECT version_id, dataset, spec, as_of_position, counts, manifest_hash,"
+    version = _row(cat, "SELECT version_id, dataset, spec, as_of_position, counts, manifest_hash,"
                    " manifest_uri, published_at FROM projections.dataset_versions WHERE version_id = %(id)s",
                    id=model["dataset_version_id"])
     if version is None:
@@ -274,11 +273,11 @@ def class_evidence(cat: Catalog, manifest: pa.Table, predicted_class: str, as_of
     """Who labelled the training images of ``predicted_class``: the label of each in force at the dataset
     version's position (the one the version learned from), counted per annotator, with a few examples, and
     how many were relabelled since. With ``manifest_hash`` what cannot change is computed once per process."""
-    training = _training_labels(cat.db, manifest, predicted_class, as_of_position, manifest_hash)
+    training = _training_labels(cat, manifest, predicted_class, as_of_position, manifest_hash)
     return ClassEvidence(
         predicted_class=predicted_class, training_images=len(training.shas), annotators=training.annotators,
         corrections=sum(a["corrections"] for a in training.annotators),
-        relabelled_since=_relabelled_since(cat.db, training.shas, as_of_position), examples=training.examples)
+        relabelled_since=_relabelled_since(cat, training.shas, as_of_position), examples=training.examples)
 
 
 @dataclass(frozen=True)
@@ -296,9 +295,9 @@ _TRAINING_LABELS: dict[tuple[Any, ...], _TrainingLabels] = {}
 _TRAINING_LABELS_KEPT = 16
 
 
-def _training_labels(db: Engine, manifest: pa.Table, predicted_class: str, as_of_position: int,
+def _training_labels(cat: Catalog, manifest: pa.Table, predicted_class: str, as_of_position: int,
                      manifest_hash: str | None) -> _TrainingLabels:
-    key = (db.url.render_as_string(hide_password=True), manifest_hash, predicted_class, as_of_position)
+    key = (cat.db.url.render_as_string(hide_password=True), manifest_hash, predicted_class, as_of_position)
     if manifest_hash is not None and key in _TRAINING_LABELS:
         return _TRAINING_LABELS[key]
     chosen = manifest.filter(pc.and_(pc.equal(manifest["split"], TRAIN),
@@ -323,11 +322,8 @@ def _training_labels(db: Engine, manifest: pa.Table, predicted_class: str, as_of
             ORDER BY labeled_at DESC, sha256 LIMIT %(examples)s)"""
     params = {"ids": b"".join(bytes.fromhex(sha) for sha in shas), "n": len(shas), "as_of": as_of_position,
               "examples": EXAMPLES}
-    with db.connect() as conn:
-        # The sort of a large class's labels must not spill to disk.
-        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    with cat.read(settings={"work_mem": "64MB"}) as conn:  # the sort of a large class's labels stays in memory
         rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
-        conn.rollback()
     parts = dict(zip(shas, chosen["part_id"].to_pylist(), strict=True))
     training = _TrainingLabels(
         shas=chosen["sha256"],
@@ -343,10 +339,10 @@ def _training_labels(db: Engine, manifest: pa.Table, predicted_class: str, as_of
     return training
 
 
-def _relabelled_since(db: Engine, shas: pa.ChunkedArray, as_of_position: int) -> int:
+def _relabelled_since(cat: Catalog, shas: pa.ChunkedArray, as_of_position: int) -> int:
     """How many of ``shas`` have a label recorded after ``as_of_position``: the labels recorded since are read
     (a range of the history's primary key, usually short) and matched against the images here."""
-    with db.connect() as conn:
+    with cat.read() as conn:
         since = conn.exec_driver_sql("SELECT DISTINCT sha256 FROM projections.label_history WHERE position > %(p)s",
                                      {"p": as_of_position}).scalars().all()
     if not since:
@@ -380,14 +376,14 @@ def event_summary(event_type: str, payload: dict[str, Any]) -> str:
 # -- reading --------------------------------------------------------------------------------------------------
 
 
-def _row(db: Engine, sql: str, **params: Any) -> dict[str, Any] | None:
-    with db.connect() as conn:
+def _row(cat: Catalog, sql: str, **params: Any) -> dict[str, Any] | None:
+    with cat.read() as conn:
         row = conn.exec_driver_sql(sql, params).fetchone()
     return dict(row._mapping) if row else None
 
 
-def _part_row(db: Engine, part_id: str) -> dict[str, Any]:
-    return _row(db, "SELECT line, first_captured_at, last_captured_at FROM projections.parts"
+def _part_row(cat: Catalog, part_id: str) -> dict[str, Any]:
+    return _row(cat, "SELECT line, first_captured_at, last_captured_at FROM projections.parts"
                 " WHERE part_id = %(p)s", p=part_id) or {}
 
 
@@ -419,8 +415,8 @@ def _latest_predictions(events: Sequence[RecordedEvent]) -> dict[str, list[Predi
     return per_image
 
 
-def _images(db: Engine, shas: list[str], predictions: dict[str, list[Prediction]]) -> list[PartImage]:
-    with db.connect() as sa_conn:
+def _images(cat: Catalog, shas: list[str], predictions: dict[str, list[Prediction]]) -> list[PartImage]:
+    with cat.read() as sa_conn:
         ontology = Ontology.read(sa_conn.connection.driver_connection)
         rows = {r.sha256: r for r in sa_conn.exec_driver_sql(
             "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.width, i.height, i.blob_uri, i.excluded,"

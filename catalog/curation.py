@@ -26,7 +26,6 @@ def set_excluded(cat: catalog.Catalog, where: ImageFilter, *, exclude: bool, rea
     """Exclude (or include) every image ``where`` selects, with ``reason`` and ``actor`` on each event."""
     if len(reason.strip()) < MIN_REASON:
         raise CatalogError("a curation needs a reason a colleague will understand (e.g. 'lamp failed 14:00-15:00')")
-    cat.catch_up()
     matched = query_images(cat, where, limit=None)
     to_change = query_images(cat, replace(where, excluded=not exclude), limit=None)
     now = datetime.now(UTC)

@@ -94,7 +94,7 @@ def on_days(first: date | None, last: date | None, moment: str, line: str, *,
 
 def time_zones(cat: Catalog) -> dict[str, str]:
     """Every line whose time zone was set, and the zone; other lines are in `DEFAULT_TIME_ZONE`."""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         return dict(conn.exec_driver_sql("SELECT line, time_zone FROM projections.line_time_zones").fetchall())
 
 
@@ -110,7 +110,7 @@ def capture_spans(cat: Catalog) -> dict[str, tuple[datetime, datetime]]:
         SELECT line, (SELECT min(captured_at) FROM projections.images i WHERE i.line = lines.line),
                (SELECT max(captured_at) FROM projections.images i WHERE i.line = lines.line)
         FROM lines WHERE line IS NOT NULL"""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         return {line: (first, last) for line, first, last in conn.exec_driver_sql(sql)}
 
 
@@ -130,7 +130,6 @@ def set_time_zone(cat: Catalog, line: str, time_zone: str, *, actor: str, reason
         data = LineTimeZoneSet(line=line, time_zone=time_zone, reason=reason)
     except ValidationError as exc:
         raise EventValidationError(f"LineTimeZoneSet: {describe_validation_error(exc)}") from None
-    cat.catch_up()
     if time_zones(cat).get(data.line, DEFAULT_TIME_ZONE) == data.time_zone:
         return False
     cat.record(data, occurred_at=datetime.now(UTC), actor=actor, source="settings")

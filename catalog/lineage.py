@@ -57,19 +57,17 @@ class EngineRecord:
 
 def engine_records(cat: Catalog, *, engine_id: str | None = None, backend: str | None = None) -> list[EngineRecord]:
     """The recorded engines, newest first: every one, the one ``engine_id`` names, or those of ``backend``."""
-    cat.catch_up()
     conditions = [c for c, given in (("engine_id = %(e)s", engine_id), ("backend = %(b)s", backend)) if given]
     query = (f"SELECT {', '.join(EngineRecord.__dataclass_fields__)} FROM projections.engines"
              f"{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY position DESC")
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         return [EngineRecord(*row) for row in conn.exec_driver_sql(query, {"e": engine_id, "b": backend})]
 
 
 def dataset_versions(cat: Catalog) -> list[dict[str, Any]]:
     """Every published dataset version, newest first: version_id, dataset, as_of_position, counts (images and
     per split), published_at."""
-    cat.catch_up()
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         return [dict(r._mapping) for r in conn.exec_driver_sql(
             "SELECT version_id, dataset, as_of_position, counts, published_at FROM projections.dataset_versions"
             " ORDER BY position DESC")]
@@ -78,11 +76,10 @@ def dataset_versions(cat: Catalog) -> list[dict[str, Any]]:
 def dataset_version(cat: Catalog, version_id: str | None = None, *,
                     dataset: str = DEFAULT_DATASET) -> DatasetVersionRow:
     """A published dataset version: the one named, else the latest of ``dataset``."""
-    cat.catch_up()
     query = ("SELECT version_id, dataset, as_of_position, manifest_hash, manifest_uri, spec"
              " FROM projections.dataset_versions WHERE ")
     query += "version_id = %(v)s" if version_id else "dataset = %(d)s ORDER BY position DESC LIMIT 1"
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         row = conn.exec_driver_sql(query, {"v": version_id, "d": dataset}).fetchone()
     if row is None:
         raise CatalogError(f"no dataset version {version_id!r}" if version_id else
@@ -97,13 +94,12 @@ def model_row(cat: Catalog, model: str | None = None, model_id: str | None = Non
     ONNX export when ``need_onnx``)."""
     if model is None and model_id is None:
         raise CatalogError("name a model or a model id")
-    cat.catch_up()
     query = ("SELECT model_id, model, dataset_version_id, manifest_hash, artifact_uri, onnx_uri, onnx_sha256,"
              " metrics, evaluation FROM projections.models WHERE true")
     query += " AND model = %(m)s" if model else ""
     query += " AND model_id = %(i)s" if model_id else ""
     query += " AND onnx_uri IS NOT NULL" if need_onnx else ""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         row = conn.exec_driver_sql(query + " ORDER BY position DESC LIMIT 1",
                                    {"m": model, "i": model_id}).fetchone()
     if row is None:
@@ -114,11 +110,10 @@ def model_row(cat: Catalog, model: str | None = None, model_id: str | None = Non
 
 def list_models(cat: Catalog, model: str | None = None) -> list[ModelRow]:
     """Every registered model (only those called ``model`` when given), newest first."""
-    cat.catch_up()
     query = ("SELECT model_id, model, dataset_version_id, manifest_hash, artifact_uri, onnx_uri, onnx_sha256,"
              " metrics, evaluation FROM projections.models")
     query += " WHERE model = %(m)s" if model else ""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         return [ModelRow(*row) for row in conn.exec_driver_sql(query + " ORDER BY position DESC", {"m": model})]
 
 
@@ -131,5 +126,5 @@ def champion_of(model: str) -> str:
 
 def champion(cat: Catalog, model: str) -> str | None:
     """The model id in service for ``model`` (`champion_of`)."""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         return conn.exec_driver_sql(f"SELECT {champion_of('%(m)s')}", {"m": model}).scalar()

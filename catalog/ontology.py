@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
-from sqlalchemy import Engine
 
 from catalog.errors import CatalogError
 from catalog.events import OntologyChange
+
+if TYPE_CHECKING:
+    from catalog import Catalog
 
 # The class every ontology keeps for a good part: what the models are trained to call good, what a served
 # decision accepts, and the side of ok / defect a label or a correction falls on.
@@ -89,9 +92,9 @@ class Ontology:
                 _, self._steps[v.version] = step(self.versions[v.version - 1].classes, v.changes)
 
     @classmethod
-    def load(cls, engine: Engine, *, as_of: int | None = None) -> Ontology:
+    def load(cls, cat: Catalog, *, as_of: int | None = None) -> Ontology:
         """The ontology from the projection (only versions published at or before ``as_of``, if given)."""
-        with engine.connect() as conn:
+        with cat.read() as conn:
             return cls.read(conn.connection.driver_connection, as_of=as_of)
 
     @classmethod

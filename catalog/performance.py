@@ -55,7 +55,7 @@ def evaluated_models(cat: Catalog) -> list[EvaluatedModel]:
         SELECT m.model_id, m.model, m.evaluation, m.registered_at,
                coalesce(m.model_id = {champion_of('m.model')}, false)
         FROM projections.models m WHERE m.evaluation IS NOT NULL ORDER BY m.position DESC"""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         rows = conn.exec_driver_sql(sql).fetchall()
     models = [EvaluatedModel(model_id=r[0], model=r[1], dataset_version_id=r[2]["dataset_version_id"],
                              split=r[2]["split"], metrics=r[2]["metrics"], threshold=r[2]["threshold"],
@@ -112,7 +112,7 @@ def regression_replays(cat: Catalog, *, limit: int = 50) -> list[dict[str, Any]]
     sql = """
         SELECT replayed_at, model, candidate_model_id, champion_model_id, passed, images, summary, report_uri
         FROM projections.regression_replays ORDER BY position DESC LIMIT %(limit)s"""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, {"limit": limit})]
     for row in rows:
         row["reasons"] = "; ".join(row.pop("summary").get("reasons", []))
@@ -132,7 +132,7 @@ def disagreement_summary(cat: Catalog) -> list[dict[str, Any]]:
     sql = f"""
         SELECT {day_sql('i.captured_at', 'i.line')} AS day, {_KIND} AS kind, count(*) AS images
         FROM projections.images i {DISAGREEING} GROUP BY 1, 2 ORDER BY 1, 2"""
-    return read_rows(cat.db, sql, {})
+    return read_rows(cat, sql, {})
 
 
 def production_disagreements(cat: Catalog, *, kind: str | None = None, limit: int = 20,
@@ -151,4 +151,4 @@ def production_disagreements(cat: Catalog, *, kind: str | None = None, limit: in
         LEFT JOIN projections.part_dispositions d ON d.part_id = i.part_id
         WHERE %(kind)s::text IS NULL OR {_KIND} = %(kind)s
         ORDER BY i.captured_at DESC, i.sha256 LIMIT %(limit)s OFFSET %(offset)s"""
-    return read_rows(cat.db, sql, {"kind": kind, "limit": limit, "offset": offset})
+    return read_rows(cat, sql, {"kind": kind, "limit": limit, "offset": offset})

@@ -20,7 +20,7 @@ from catalog.errors import CatalogError
 from catalog.events import IMAGE_STREAM_PREFIX, image_stream, part_stream
 from catalog.factory_day import capture_days, on_days, time_zones
 from catalog.ontology import Ontology
-from catalog.store import EventStore, RecordedEvent
+from catalog.store import RecordedEvent
 
 if TYPE_CHECKING:
     from catalog import Catalog
@@ -72,7 +72,7 @@ def query_images(cat: Catalog, where: ImageFilter, *, as_of: int | None = None, 
                  offset: int = 0) -> list[dict[str, Any]]:
     """Images matching ``where``, by capture time, as the catalog holds them now or as of position ``as_of``
     (then labels, exclusions and the ontology are those in force at that position)."""
-    with cat.db.connect() as sa_conn:  # one connection for the ontology and the rows: the curator waits on both
+    with cat.read() as sa_conn:  # one connection for the ontology and the rows: the curator waits on both
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn, as_of=as_of)
         sql, params = selection_sql(where, ontology, as_of=as_of)
@@ -81,18 +81,16 @@ def query_images(cat: Catalog, where: ImageFilter, *, as_of: int | None = None, 
             sql += " LIMIT %(limit)s OFFSET %(offset)s"
             params |= {"limit": limit, "offset": offset}
         rows = [dict(zip(RESULT_COLUMNS, r, strict=True)) for r in conn.execute(sql, params)]
-        sa_conn.rollback()
     for row in rows:
         row["label"] = current_class(ontology, row["label_as_recorded"], row["label_ontology_version"])
     return rows
 
 
 def count_images(cat: Catalog, where: ImageFilter, *, as_of: int | None = None) -> int:
-    with cat.db.connect() as sa_conn:
+    with cat.read() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         sql, params = selection_sql(where, Ontology.read(conn, as_of=as_of), as_of=as_of)
         count = conn.execute(f"SELECT count(*) FROM ({sql}) q", params).fetchone()[0]
-        sa_conn.rollback()
     return count
 
 
@@ -244,7 +242,7 @@ def latest_predictions(cat: Catalog, shas: Sequence[str]) -> dict[str, dict[str,
     predicted_class, scores, heatmap_uri, predicted_at, position."""
     if not shas:
         return {}
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         rows = conn.exec_driver_sql(
             "SELECT DISTINCT ON (sha256) sha256, engine_id, predicted_class, scores, heatmap_uri, predicted_at,"
             " position FROM projections.latest_predictions WHERE sha256 = ANY(%(s)s)"
@@ -276,7 +274,7 @@ def images_to_replay(cat: Catalog, *, first_day: date | None = None, last_day: d
     where, params = on_days(first_day, last_day, "i.captured_at", "i.line")
     if shas is not None:
         where, params = "i.sha256 = ANY(%(shas)s)", {"shas": list(shas)}
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(
             "SELECT i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, i.label FROM projections.images i"
             f" WHERE NOT i.excluded AND {where} ORDER BY i.captured_at, i.camera, i.sha256", params).fetchall()]
@@ -298,12 +296,11 @@ class FilterChoices:
 
 def filter_choices(cat: Catalog) -> FilterChoices:
     """The lines, stations and cameras images came from, the current classes and the capture window."""
-    with cat.db.connect() as sa_conn:
+    with cat.read() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn)
         combos = conn.execute("SELECT DISTINCT line, station, camera FROM projections.images").fetchall()
         first, last = conn.execute("SELECT min(captured_at), max(captured_at) FROM projections.images").fetchone()
-        sa_conn.rollback()
     classes = list(ontology.current.classes) if ontology.versions else []
     return FilterChoices(lines=sorted({c[0] for c in combos}), stations=sorted({c[1] for c in combos}),
                          cameras=sorted({c[2] for c in combos}), classes=classes, first_captured=first,
@@ -319,8 +316,8 @@ class PartTrace:
 
 def trace_part(cat: Catalog, part_id: str) -> PartTrace:
     """Every image of a part (any sighting) with its full event history, and the part's own events."""
-    store = EventStore(cat.db)
-    with cat.db.connect() as conn:
+    store = cat.store
+    with cat.read() as conn:
         shas = [r[0] for r in conn.exec_driver_sql(
             "SELECT sha256 FROM projections.image_sightings WHERE part_id = %(p)s GROUP BY sha256"
             " ORDER BY min(captured_at), sha256", {"p": part_id})]

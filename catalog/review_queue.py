@@ -39,7 +39,7 @@ def waiting_reviews(cat: Catalog, where: ImageFilter = EVERY_IMAGE, *, queue: st
                     limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
     """The requests still waiting (in ``queue``, or any), on images ``where`` selects, best score first; each
     with its image's part, line, station, camera, capture time and current label."""
-    with cat.db.connect() as sa_conn:
+    with cat.read() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn)
         sql, params = _waiting_sql(where, ontology, queue)
@@ -50,22 +50,20 @@ def waiting_reviews(cat: Catalog, where: ImageFilter = EVERY_IMAGE, *, queue: st
             sql += " LIMIT %(limit)s OFFSET %(offset)s"
             params |= {"limit": limit, "offset": offset}
         rows = conn.execute(sql, params).fetchall()
-        sa_conn.rollback()
     return [dict(zip(QUEUE_COLUMNS, (*r[:11], current_class(ontology, r[11], r[12])), strict=True)) for r in rows]
 
 
 def count_waiting_reviews(cat: Catalog, where: ImageFilter = EVERY_IMAGE, *, queue: str | None = None) -> int:
-    with cat.db.connect() as sa_conn:
+    with cat.read() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         sql, params = _waiting_sql(where, Ontology.read(conn), queue)
         count = conn.execute(f"SELECT count(*) {sql}", params).fetchone()[0]
-        sa_conn.rollback()
     return count
 
 
 def review_queues(cat: Catalog) -> dict[str, int]:
     """Every queue that was ever asked for, with the number of images waiting in it."""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         rows = conn.exec_driver_sql(
             f"SELECT q.queue, count(*) FILTER (WHERE {_WAITING}) FROM projections.review_queue q"
             " GROUP BY q.queue ORDER BY q.queue").fetchall()
@@ -85,7 +83,7 @@ class LabelSides:
 
 def label_sides(cat: Catalog) -> LabelSides:
     """Counted from each image's first label: the old label of its first label correction, else its label."""
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         rows = conn.exec_driver_sql(f"""
             WITH first_fix AS (
                 SELECT DISTINCT ON (sha256) sha256, old_label FROM projections.corrections
@@ -115,12 +113,11 @@ def request_review(cat: catalog.Catalog, where: ImageFilter, *, actor: str, reas
     """Queue every image ``where`` selects for review in ``queue``, earliest captured first, with ``actor`` in
     each event's metadata; images already waiting there are left as they are. Refuses a selection of more
     than ``limit`` images. Returns (images selected, images queued now)."""
-    cat.catch_up()
     selected = query_images(cat, where, limit=limit + 1)
     if len(selected) > limit:
         raise CatalogError(f"the selection holds more than {limit} images: narrow the filters before asking "
                            "people to review it")
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         waiting = {r[0] for r in conn.exec_driver_sql(
             f"SELECT q.sha256 FROM projections.review_queue q WHERE q.queue = %(q)s AND q.sha256 = ANY(%(s)s)"
             f" AND {_WAITING}", {"q": queue, "s": [r["sha256"] for r in selected]})}
@@ -147,7 +144,7 @@ class ImageView:
 
 def image_view(cat: catalog.Catalog, sha256: str) -> ImageView:
     """Everything the Curate and Review pages show of one image."""
-    with cat.db.connect() as sa_conn:
+    with cat.read() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         ontology = Ontology.read(conn)
         image = conn.execute(
@@ -159,7 +156,6 @@ def image_view(cat: catalog.Catalog, sha256: str) -> ImageView:
         label = conn.execute(
             "SELECT label, ontology_version, label_id, annotator, source, regions, mask_uri, labeled_at"
             " FROM projections.current_labels WHERE sha256 = %(s)s", {"s": sha256}).fetchone()
-        sa_conn.rollback()
     image_columns = ("sha256", "part_id", "line", "station", "camera", "captured_at", "width", "height",
                      "excluded", "exclusion_reason", "blob_uri", "thumbnail_uri", "source_path")
     label_row = None
@@ -185,7 +181,7 @@ def heatmap_uri(cat: catalog.Catalog, sha256: str, prediction: dict[str, Any] | 
         return None
     if prediction.get("heatmap_uri"):
         return prediction["heatmap_uri"]
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         model_id = conn.exec_driver_sql("SELECT model_id FROM projections.engines WHERE engine_id = %(e)s",
                                         {"e": prediction["engine_id"]}).scalar()
     if model_id is None:

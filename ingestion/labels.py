@@ -121,7 +121,6 @@ def import_corrections(cat: Catalog, csv_path: Path | str, *, column_map: Mappin
 def _import(cat: Catalog, csv_path: Path, fmt: _Format, column_map: Mapping[str, str], actor: str | None,
             progress: Progress | None) -> ImportReport:
     rows = _read_rows(csv_path, fmt, column_map)
-    cat.catch_up()  # images appended by a bulk loader that has not caught up yet must be found
     state = _FileState(cat, csv_path, fmt, rows)
     report = ImportReport(file=str(csv_path), rows=len(rows))
     metadata = {"source": f"{fmt.name}s import {csv_path.name}"} | ({"actor": actor} if actor else {})
@@ -195,7 +194,7 @@ class _FileState:
     def __init__(self, cat: Catalog, csv_path: Path, fmt: _Format, rows: Sequence[tuple[int, dict[str, str]]]):
         self.cat = cat
         self.base = csv_path.parent.resolve()
-        self.ontology = Ontology.load(cat.db)
+        self.ontology = Ontology.load(cat)
         self.current = self.ontology.current  # no ontology yet: says to run `visionledger ontology publish`
         # A path with `..` or a root could only name a file outside the delivery: it never names an image.
         paths = [r["path"] for _, r in rows if r["path"] and _stays_inside(r["path"])]
@@ -282,8 +281,7 @@ def record_label(cat: Catalog, *, sha256: str, label: str, annotator: str, label
                  regions: Iterable[Region] = (), mask_uri: str | None = None, part_id: str | None = None,
                  occurred_at: datetime | None = None, actor: str | None = None) -> AppendResult:
     """Record one human label under the current ontology; LabelError for an unknown image or class."""
-    cat.catch_up()
-    current = Ontology.load(cat.db).current
+    current = Ontology.load(cat).current
     _known_class(current, label)
     if not existing_images(cat, [sha256]):
         raise LabelError("unknown_image", f"no image with sha256 {sha256} in the catalog: ingest it first")
@@ -304,8 +302,7 @@ def record_correction(cat: Catalog, *, sha256: str, new_label: str, corrected_by
     another correction of the same image appended meanwhile raises ConcurrencyError."""
     stream = image_stream(sha256)
     seen = cat.store.stream_version(stream)  # read before the label, so a later writer makes the append fail
-    cat.catch_up()
-    ontology = Ontology.load(cat.db)
+    ontology = Ontology.load(cat)
     _known_class(ontology.current, new_label)
     if target == "prediction":
         held = _predicted_class(cat, sha256, prediction_event_id)

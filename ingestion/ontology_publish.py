@@ -46,8 +46,7 @@ def publish_ontology(cat: Catalog, source: Path | str | Mapping[str, Any], *, ac
     where = "the ontology" if isinstance(source, Mapping) else str(source)
     version, classes, changes = _parse(where, source if isinstance(source, Mapping) else _load_yaml(Path(source)))
     seen = cat.store.stream_version("ontology")  # read first: anything published after it makes our append fail
-    cat.catch_up()
-    ontology = Ontology.load(cat.db)
+    ontology = Ontology.load(cat)
     published = _published_already(where, ontology, version, classes, changes)
     if published is not None:
         queued = _queue_split_images(cat, ontology, actor) if published == ontology.current else 0
@@ -63,7 +62,7 @@ def publish_ontology(cat: Catalog, source: Path | str | Mapping[str, Any], *, ac
         result = cat.append([event], expected_versions={"ontology": seen})
     except EventIdConflict as exc:  # another publisher stored a different version N since we read the ontology
         raise ConcurrencyError("ontology", seen, seen + 1) from exc
-    queued = _queue_split_images(cat, Ontology.load(cat.db), actor)
+    queued = _queue_split_images(cat, Ontology.load(cat), actor)
     return PublishReport(proposed.version, proposed.classes, proposed.changes, result.all_duplicates, queued)
 
 

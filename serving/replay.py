@@ -80,7 +80,6 @@ def replay(
     `catalog.factory_day`; open when None)."""
     engine = load_engine(cat, engine_id)
     inspector = Inspector(cat, engine, rules or load_rules(), source="replay")
-    cat.catch_up()
     images = images_to_replay(cat, first_day=first_day, last_day=last_day)
     labels = {sha: label for sha, *_, label in images}
     rows, events = [], []

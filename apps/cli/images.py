@@ -68,7 +68,6 @@ def images_query(lines, stations, cameras, parts, captured_from, captured_to, la
         position = None
         if as_of is not None:
             position = int(as_of) if as_of.isdigit() else cat.position_at(parse_moment(as_of, option="--as-of"))
-        cat.catch_up()
         rows = query_images(cat, where, as_of=position, limit=limit, offset=offset)
         total = count_images(cat, where, as_of=position)
     if as_json:

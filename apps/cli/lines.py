@@ -31,7 +31,6 @@ def lines_time_zone(line: str, zone: str, reason: str, actor: str | None) -> Non
 def lines_list() -> None:
     """Every line with images or a time zone, and its zone."""
     with open_catalog() as cat:
-        cat.catch_up()
         zones, seen = time_zones(cat), capture_spans(cat)
     table = Table("line", "time zone")
     for line in sorted(set(seen) | set(zones)):

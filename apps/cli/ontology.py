@@ -38,8 +38,7 @@ def ontology_publish(file: Path, actor: str | None) -> None:
 def ontology_show(as_json: bool) -> None:
     """Every published version, its classes and the changes from the version before."""
     with open_catalog() as cat:
-        cat.catch_up()
-        versions = sorted(Ontology.load(cat.db).versions.values(), key=lambda v: v.version)
+        versions = sorted(Ontology.load(cat).versions.values(), key=lambda v: v.version)
     if as_json:
         out.print_json(json.dumps([{"version": v.version, "classes": list(v.classes),
                                     "changes": [c.model_dump() for c in v.changes]} for v in versions]))

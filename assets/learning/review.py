@@ -33,7 +33,7 @@ CHUNK = 64  # images decoded and classified at a time: memory stays flat whateve
 def curated_images(cat: Catalog) -> pa.Table:
     """Every image not excluded, with its slices and its current human class (null when unlabelled)."""
     cat.catch_up()
-    ontology = Ontology.load(cat.db)
+    ontology = Ontology.load(cat)
     with cat.db.connect() as conn:
         rows = conn.exec_driver_sql(
             f"SELECT i.sha256, i.part_id, i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')},"

@@ -127,7 +127,7 @@ def train_model(cat: Catalog, model: str, params: ClassifierParams | SegmenterPa
     log(f"training {model} on {version.version_id}: {len(train):,} images, {params.epochs} epochs on {device}")
     epoch_log = _epoch_log(log, params.epochs)
     if model == CLASSIFIER:
-        ontology = Ontology.load(cat.db)
+        ontology = Ontology.load(cat)
         classes = class_order(ontology.versions[version.spec["ontology_version"]].classes)
         result = train_classifier(train, params, validation=validation, classes=classes, progress=progress,
                                   device=device, on_epoch=epoch_log)

@@ -77,7 +77,7 @@ def _value_counts(table: pa.Table, column: str) -> tuple[list[str], list[int]]:
 def check_against_catalog(cat: Catalog, manifest: pa.Table, position: int) -> list[CheckOutcome]:
     """The manifest's images as the catalog saw them at ``position``: each ingested by then and not excluded
     then. Images excluded since are reported, not failed: the version was right at its position."""
-    with cat.db.connect() as sa_conn:
+    with cat.read() as sa_conn:
         conn: psycopg.Connection = sa_conn.connection.driver_connection
         conn.execute("CREATE TEMP TABLE manifest_images (sha256 text PRIMARY KEY) ON COMMIT DROP")
         buffer = io.StringIO("".join(f"{sha}\n" for sha in manifest.column("sha256").to_pylist()))

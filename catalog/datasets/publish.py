@@ -42,8 +42,7 @@ def publish_dataset_version(cat: Catalog, spec: DatasetSpec, *, position: int | 
                             actor: str | None = None) -> PublishedDataset:
     """Build ``spec`` as of ``position`` (default: ``spec.as_of``, else the head), write its manifest and
     append ``DatasetVersionPublished``. Publishing the same manifest again appends nothing."""
-    if cat.role == "app":
-        cat.catch_up()
+    cat.refresh()
     version = build_dataset_version(cat.db, spec, position=position)
     data = parquet_bytes(version.manifest)
     digest = hashlib.sha256(data).hexdigest()

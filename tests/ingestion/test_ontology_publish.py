@@ -54,7 +54,7 @@ def test_old_labels_read_through_the_chain_and_split_images_are_queued(cat, tmp_
     assert (third.version, third.classes, third.queued_for_review) == (
         3, ("ok", "surface", "dent", "hairline", "fracture"), 2)
 
-    ontology = Ontology.load(cat.db)
+    ontology = Ontology.load(cat)
     held = {sha: (label, version) for sha, label, version in
             query(cat, "SELECT sha256, label, ontology_version FROM projections.current_labels")}
     assert [held[sha] for sha in shas] == [("scratch", 1), ("spot", 1), ("crack", 1), ("crack", 2)]
