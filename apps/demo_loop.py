@@ -22,10 +22,6 @@ from typing import Any
 import httpx
 import uvicorn
 
-from assets.learning.evaluation import EvaluationConfig, evaluate
-from assets.learning.promotion import ReplayConfig, replay_and_gate
-from assets.learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
-from assets.learning.training import export_model, train_model
 from catalog import Catalog
 from catalog.blobs import sha256_of
 from catalog.curation import set_excluded
@@ -40,6 +36,10 @@ from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels, record_correction
 from ingestion.ontology_publish import publish_ontology
 from ingestion.simulated_factory import DRIFT, simulate_factory
+from learning.evaluation import EvaluationConfig, evaluate
+from learning.promotion import ReplayConfig, replay_and_gate
+from learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
+from learning.training import export_model, train_model
 from models.training import ClassifierParams
 from serving.api import create_app
 from serving.engines import build_engine

@@ -112,7 +112,7 @@ def review_queue(cat: catalog.Catalog, size: int) -> list[NewEvent]:
 
 def drift_reports(cat: catalog.Catalog) -> int:
     """A drift table per day in the lake, as the drift_report asset writes them (about 1 % out of band)."""
-    from assets.drift import DRIFT_SCHEMA, STATISTICS, cameras_path  # noqa: PLC0415 - Dagster loads slowly
+    from learning.drift import DRIFT_SCHEMA, STATISTICS, cameras_path  # noqa: PLC0415 - Dagster loads slowly
 
     with cat.db.connect() as conn:
         cameras = conn.exec_driver_sql(

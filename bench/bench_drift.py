@@ -26,13 +26,13 @@ from typing import Any
 
 from common import console, progress_bar, report, temp_catalog, timed
 
-from assets import drift as current
 from catalog import Catalog
 from catalog.lake import Lake
 from ingestion.ingest import ingest
 from ingestion.ontology_publish import publish_ontology
 from ingestion.simulated_factory import DRIFT, CameraRef, simulate_factory
 from ingestion.simulator.photos import DEFAULT_SURFACES
+from learning import drift as current
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "d2d9ad2c64845c7df10ae7d32c0a110a0bd601ad"  # the last commit before issue 14's drift work

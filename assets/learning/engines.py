@@ -3,8 +3,8 @@ built and recorded (`EngineBuilt`) by `serving.engines.build_engine`."""
 
 import dagster as dg
 
-from assets.learning.registry import CLASSIFIER, model_row
 from assets.resources import CatalogResource
+from learning.registry import CLASSIFIER, model_row
 from serving.engines import build_engine
 
 

@@ -12,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.drift import (
+from assets.resources import CatalogResource, LakeResource
+from catalog.lake import Lake
+from learning.drift import (
     DRIFT_SCHEMA,
     IMAGE_SCHEMA,
     DayMeasurement,
@@ -30,8 +32,6 @@ from assets.drift import (
     read_drift_history,
     stuck_pixel_band,
 )
-from assets.resources import CatalogResource, LakeResource
-from catalog.lake import Lake
 
 DAYS = ("2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05")  # simulator days 0..3
 DIMMED = (("line1", "st1", "cam1"), ("line1", "st1", "cam2"))  # 3 % darker a day from day 1

@@ -13,13 +13,13 @@ import pytest
 
 import catalog
 from assets.breakdowns import label_breakdown
-from assets.drift import _images_of_day
 from catalog import activity
 from catalog.factory_day import factory_day, set_time_zone, shown, time_zones, zone_sql
 from catalog.queries import ImageFilter, count_images
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import simulate_factory
 from ingestion.simulator.plan import FactoryClock
+from learning.drift import _images_of_day
 from tests.builders import cli_env, run_cli
 
 BERLIN = "Europe/Berlin"  # CET, CEST from 2026-03-29 02:00 local (01:00 UTC)

@@ -15,7 +15,12 @@ import dagster as dg
 import numpy as np
 import onnx
 
-from assets.learning.registry import (
+from assets.resources import CatalogResource
+from catalog import Catalog
+from catalog.events import ModelExported, ModelRegistered
+from catalog.ontology import Ontology
+from catalog.store import NewEvent, event_id_for
+from learning.registry import (
     CLASSIFIER,
     SEGMENTER,
     dataset_version,
@@ -24,11 +29,6 @@ from assets.learning.registry import (
     samples,
     store_artifact,
 )
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.events import ModelExported, ModelRegistered
-from catalog.ontology import Ontology
-from catalog.store import NewEvent, event_id_for
 from models.checkpoint import model_bytes
 from models.export import PARITY_TOLERANCE, export_classifier, export_segmenter
 from models.training import (
@@ -77,7 +77,7 @@ def register_model(cat: Catalog, model: str, network, params, version, metrics: 
                         manifest_hash=version.manifest_hash, hyperparameters=params.to_dict(), metrics=numbers,
                         artifact_sha256=sha, artifact_uri=uri),
         datetime.now(UTC), event_id=event_id_for("model", model_id),
-        metadata={"actor": "dagster", "source": "assets.learning.training"})])
+        metadata={"actor": "dagster", "source": "learning.training"})])
     log(f"{model_id}: {'registered' if result.appended else 'already registered'} ({len(data):,} bytes)")
     return model_id, bool(result.appended)
 
@@ -198,7 +198,7 @@ def export_model(cat: Catalog, model: str, model_id: str | None, log) -> tuple[s
     event = ModelExported(model=model, model_id=row.model_id, onnx_sha256=sha, onnx_uri=uri, opset=opset,
                           parity_max_abs_diff=max(report.max_abs_diff.values()), parity_tolerance=PARITY_TOLERANCE)
     result = cat.append([NewEvent(event, datetime.now(UTC), event_id=event_id_for("onnx", row.model_id, sha),
-                                  metadata={"actor": "dagster", "source": "assets.learning.training"})])
+                                  metadata={"actor": "dagster", "source": "learning.training"})])
     log(f"{row.model_id} → ONNX {sha[:12]} (opset {opset}, parity {event.parity_max_abs_diff:.2e})")
     return row.model_id, event, bool(result.appended)
 

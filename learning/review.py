@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.learning.registry import CLASSIFIER, dataset_version, load_checkpoint, load_image, model_row
 from assets.resources import CatalogResource, LanceDBResource
 from catalog import Catalog
 from catalog.datasets import load_manifest
@@ -19,6 +18,7 @@ from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class
 from catalog.review_queue import label_sides
 from catalog.store import NewEvent, event_id_for
+from learning.registry import CLASSIFIER, dataset_version, load_checkpoint, load_image, model_row
 from models import active_learning
 from models.classifier import classify
 
@@ -164,7 +164,7 @@ def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None
         ReviewRequested(sha256=c.sha256, queue=queue, strategy=c.strategy, score=float(c.score),
                         reason=f"{c.reason} (model {row.model_id})"),
         now, event_id=event_id_for("review", queue, row.model_id, c.sha256),
-        metadata={"actor": "dagster", "source": "assets.learning.review"}) for c in batch])
+        metadata={"actor": "dagster", "source": "learning.review"}) for c in batch])
     return batch
 
 

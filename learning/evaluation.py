@@ -13,7 +13,13 @@ import numpy as np
 import pyarrow as pa
 import vl_convert as vlc
 
-from assets.learning.registry import (
+from assets.resources import CatalogResource
+from catalog import Catalog
+from catalog.errors import CatalogError
+from catalog.events import ModelEvaluated
+from catalog.ontology import OK_CLASS
+from catalog.store import NewEvent, event_id_for
+from learning.registry import (
     CLASSIFIER,
     SEGMENTER,
     dataset_version,
@@ -21,12 +27,6 @@ from assets.learning.registry import (
     model_row,
     samples,
 )
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.errors import CatalogError
-from catalog.events import ModelEvaluated
-from catalog.ontology import OK_CLASS
-from catalog.store import NewEvent, event_id_for
 from models import metrics
 from models.classifier import classify
 from models.evaluation import evaluate_classifier, evaluate_segmenter
@@ -179,7 +179,7 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
                          # payloads under the same key.
                          event_id=event_id_for("evaluation", row.model_id, config.cost_ratio, config.min_precision,
                                                "validation"),
-                         metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])
+                         metadata={"actor": "dagster", "source": "learning.evaluation"})])
     extra: dict[str, Any] = {"png": str(png), "figures": figures, "slices": slices}
     try:  # the U-Net trained on the same dataset version, measured on the same test split
         segmenter = model_row(cat, SEGMENTER)
@@ -194,7 +194,7 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
                            threshold=float(seg_figures["threshold"]), cost_ratio=config.cost_ratio,
                            report_uri=folder),
             datetime.now(UTC), event_id=event_id_for("evaluation", segmenter.model_id, version.version_id),
-            metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])
+            metadata={"actor": "dagster", "source": "learning.evaluation"})])
     return event, extra
 
 

@@ -8,7 +8,10 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from assets.learning.registry import (
+from assets.resources import CatalogResource
+from catalog import Catalog
+from catalog.errors import CatalogError
+from learning.registry import (
     CLASSIFIER,
     SEGMENTER,
     dataset_version,
@@ -18,9 +21,6 @@ from assets.learning.registry import (
     samples,
     store_artifact,
 )
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.errors import CatalogError
 from models.classifier import classify, grad_cam
 from models.segmenter import segment
 

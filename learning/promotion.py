@@ -8,19 +8,19 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pyarrow as pa
 
-from assets.learning.registry import (
+from assets.resources import CatalogResource
+from catalog import Catalog
+from catalog.datasets import load_manifest
+from catalog.events import ModelPromoted, RegressionReplayed
+from catalog.store import NewEvent, event_id_for
+from learning.registry import (
     CLASSIFIER,
     ModelRow,
     champion,
     dataset_version,
     model_row,
 )
-from assets.learning.review import curated_images
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.datasets import load_manifest
-from catalog.events import ModelPromoted, RegressionReplayed
-from catalog.store import NewEvent, event_id_for
+from learning.review import curated_images
 from models.regression import GateResult, QualityFloor, compare
 from serving.engines import build_engine
 from serving.replay import predicted_classes
@@ -101,7 +101,7 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
                                   champion_model_id=champ.model_id if champ else None, passed=gate.passed,
                                   images=len(shas), summary=gate.summary(), report_uri=folder)
     replay_id = event_id_for("replay", candidate.model_id, replayed.champion_model_id, folder)
-    meta = {"actor": "dagster", "source": "assets.learning.promotion"}
+    meta = {"actor": "dagster", "source": "learning.promotion"}
     events = [NewEvent(replayed, datetime.now(UTC), event_id=replay_id, metadata=meta)]
     if gate.passed:
         events.append(NewEvent(
