@@ -13,15 +13,21 @@ import dagster as dg
 
 from assets.breakdowns import breakdowns
 from assets.datasets import dataset_assets
+from assets.drift import drift_report
 from assets.lake_snapshot import lake_snapshot
-from assets.learning.engines import classifier_engine
+from assets.learn_loop import (
+    classifier_engine,
+    classifier_model,
+    classifier_onnx,
+    embeddings,
+    heatmaps,
+    model_evaluation,
+    regression_replay,
+    review_queue,
+    segmenter_model,
+    segmenter_onnx,
+)
 from assets.resources import CatalogResource, LakeResource, LanceDBResource
-from learning.drift import drift_report
-from learning.evaluation import model_evaluation
-from learning.heatmaps import heatmaps
-from learning.promotion import regression_replay
-from learning.review import embeddings, review_queue
-from learning.training import classifier_model, classifier_onnx, segmenter_model, segmenter_onnx
 
 defs = dg.Definitions(
     assets=[lake_snapshot, *dataset_assets, breakdowns, drift_report, classifier_model, segmenter_model,

@@ -1,8 +1,8 @@
 """Drift of each camera, per day: brightness, contrast, sharpness and stuck pixels against a reference window.
 
 The open world drifts (lamps dim, pixels die, dust settles); a model trained on day 0 silently degrades. The
-statistics are plain functions here (the Streamlit app reuses them); ``drift_report`` is the thin daily
-Dagster asset that writes them to the lake, plots them and warns through an asset check.
+statistics are plain functions here; the daily Dagster asset ``drift_report`` (`assets.drift`) writes them to
+the lake, plots them and warns through an asset check.
 
 A drift should show the first day it is there, and a clean camera never. So each statistic is judged by a
 test sized by the images behind it, not by a fixed band: the day's mean against the reference's with Welch's
@@ -11,26 +11,22 @@ the two apart), a camera's line lending its evidence when every camera of the li
 lamp lights them all), and stuck pixels against what chance alone makes constant over the day's images.
 """
 
-# No `from __future__ import annotations`: Dagster reads the asset's config annotation as a live class.
-
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache, cached_property
 from pathlib import Path
 
 import cv2
-import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 from scipy import stats
 
-from assets.partitions import daily, partition_day
-from assets.resources import CatalogResource, LakeResource
 from catalog import Catalog
 from catalog.factory_day import day_sql, on_days
 from catalog.lake import Lake
@@ -77,7 +73,7 @@ DRIFT_SCHEMA = pa.schema([
 ])
 
 
-class DriftConfig(dg.Config):
+class DriftConfig(BaseModel):
     """The reference window, the smallest change that matters, and how sure a change must be to be reported.
 
     A statistic leaves its band when its day's mean differs from the reference's by more than its tolerance
@@ -492,18 +488,11 @@ def drift_for_day(cat: Catalog, lake: Lake, day: date, config: DriftConfig, *,
     return today, compare_with_reference(today, references, config)
 
 
-# -- the report: lake files, chart, Dagster asset ----------------------------------------------------------
+# -- the report: lake files and chart -----------------------------------------------------------------------
 
 
 def out_of_band(drift: pa.Table) -> list[dict]:
     return [row for row in drift.to_pylist() if row["in_band"] is False]
-
-
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| camera | statistic | value | band |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['line']}/{r['station']}/{r['camera']} | {r['statistic']} | {r['value']:.4g} "
-              f"| [{r['low']:.4g}, {r['high']:.4g}] |" for r in rows]
-    return "\n".join(lines)
 
 
 def read_drift_history(lake: Lake) -> pa.Table:
@@ -556,43 +545,3 @@ def write_drift_chart(lake: Lake) -> tuple[Path, Path]:
         os.replace(tmp, path)
         paths.append(path)
     return paths[0], paths[1]
-
-
-CHECK = "stats_within_bands"
-
-
-@dg.asset(
-    partitions_def=daily,
-    group_name="monitoring",
-    check_specs=[dg.AssetCheckSpec(CHECK, asset="drift_report",
-                                   description="Every camera's statistics of the day stay inside their band.")],
-    description="Per day and camera: brightness, contrast, sharpness and stuck pixels against a reference "
-                "window, written to drift/ in the lake and plotted.",
-)
-def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, catalog: CatalogResource,
-                 lake: LakeResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    day = partition_day(context.partition_key)
-    store = lake.lake
-    with catalog.open() as cat:
-        cat.catch_up()  # measure every image ingested so far, not only those the projections had reached
-        today, drift = drift_for_day(cat, store, day, config, log=context.log.info)
-    image_file = store.write_parquet(images_path(day), today.images)
-    camera_file = store.write_parquet(cameras_path(day), drift)
-    html, png = write_drift_chart(store)
-    alerts = out_of_band(drift)
-    windows = sorted({r["reference_days"] for r in drift.to_pylist() if r["reference_days"]})
-    yield dg.MaterializeResult(metadata={
-        "cameras": len(today.cameras()),
-        "images": today.images.num_rows,
-        "alerts": dg.MetadataValue.md(markdown_table(alerts) if alerts else "all statistics within their bands"),
-        "reference_window": "; ".join(windows) or "none",
-        "images_table": dg.MetadataValue.path(str(image_file)),
-        "drift_table": dg.MetadataValue.path(str(camera_file)),
-        "chart_html": dg.MetadataValue.path(str(html)),
-        "chart": dg.MetadataValue.path(str(png)),
-    })
-    yield dg.AssetCheckResult(
-        check_name=CHECK, passed=not alerts, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"out_of_band": len(alerts),
-                  "rows": dg.MetadataValue.md(markdown_table(alerts) if alerts else "none")},
-    )

@@ -3,12 +3,11 @@ one table per model, with a near-duplicate report), and the active-learning queu
 
 from datetime import UTC, datetime
 
-import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
-from assets.resources import CatalogResource, LanceDBResource
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.embeddings import EmbeddingStore
@@ -90,30 +89,12 @@ def embed_catalog(cat: Catalog, store: EmbeddingStore, model_id: str | None, *, 
             "scores": str(cat.lake.root / scores_uri(row.model_id)), "report": str(cat.lake.root / report)}
 
 
-class EmbeddingConfig(dg.Config):
+class EmbeddingConfig(BaseModel):
     """The model (default: the latest classifier) and the cosine distance under which two images count as
     near-duplicates (the same part photographed twice, or a re-delivered file)."""
 
     model_id: str | None = None
     near_duplicate_distance: float = 0.001
-
-
-@dg.asset(group_name="review", compute_kind="lancedb", deps=["classifier_model"])
-def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, catalog: CatalogResource,
-               lancedb: LanceDBResource) -> dg.MaterializeResult:
-    """Penultimate-layer embeddings of every curated image in LanceDB (one table per model, with part / line /
-    day / label columns and an ANN index once the table is large), the model's scores in the lake, and a
-    near-duplicate report."""
-    with catalog.open() as cat:
-        figures = embed_catalog(cat, EmbeddingStore(lancedb.location()), config.model_id,
-                                near_duplicate_distance=config.near_duplicate_distance, log=context.log.info)
-    return dg.MaterializeResult(metadata={
-        "model_id": figures["model_id"], "images": dg.MetadataValue.int(figures["images"]),
-        "ann_index": figures["indexed"], "near_duplicate_pairs": dg.MetadataValue.int(figures["near_duplicates"]),
-        "near_duplicates_across_parts": dg.MetadataValue.int(figures["near_duplicates_other_part"]),
-        "scores": dg.MetadataValue.path(figures["scores"]),
-        "near_duplicate_report": dg.MetadataValue.path(figures["report"]),
-    })
 
 
 def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None, *, budget: int,
@@ -168,7 +149,7 @@ def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None
     return batch
 
 
-class ReviewQueueConfig(dg.Config):
+class ReviewQueueConfig(BaseModel):
     """How many images to queue, by which strategies (their turns in this order), into which queue."""
 
     model_id: str | None = None
@@ -176,22 +157,3 @@ class ReviewQueueConfig(dg.Config):
     strategies: list[str] = list(STRATEGIES)
     weights: dict[str, float] = DEFAULT_WEIGHTS  # share of the batch by strategy, one for each of `strategies`
     queue: str = "active-learning"
-
-
-@dg.asset(group_name="review", compute_kind="numpy", deps=["embeddings"])
-def review_queue(context: dg.AssetExecutionContext, config: ReviewQueueConfig, catalog: CatalogResource,
-                 lancedb: LanceDBResource) -> dg.MaterializeResult:
-    """The active-learning queue: the images humans should label or check next, by labels probably on the
-    wrong side of ok / defect, disagreement with corrections and labels, uncertainty, diversity over the
-    embeddings and rarely predicted classes."""
-    with catalog.open() as cat:
-        batch = build_review_queue(cat, EmbeddingStore(lancedb.location()), config.model_id, budget=config.budget,
-                                   strategies=config.strategies, queue=config.queue, weights=config.weights)
-    by_strategy: dict[str, int] = {}
-    for candidate in batch:
-        by_strategy[candidate.strategy] = by_strategy.get(candidate.strategy, 0) + 1
-    return dg.MaterializeResult(metadata={
-        "queued": dg.MetadataValue.int(len(batch)), "by_strategy": dg.MetadataValue.json(by_strategy),
-        "first": dg.MetadataValue.md("| image | strategy | score | reason |\n|---|---|---|---|\n" + "\n".join(
-            f"| {c.sha256[:12]} | {c.strategy} | {c.score:.3f} | {c.reason} |" for c in batch[:15])),
-    })

@@ -1,6 +1,6 @@
 """The learn loop from the command line, without Dagster: train, export, evaluate, promote and list models.
 
-Each command calls the same functions as the Dagster assets (`assets.learning`), so a model trained here is
+Each command calls the same functions as the Dagster assets (`learning`), so a model trained here is
 the model the asset would have registered, byte for byte, and records the same events.
 """
 

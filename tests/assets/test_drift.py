@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from assets.drift import drift_report
 from assets.resources import CatalogResource, LakeResource
 from catalog.lake import Lake
 from learning.drift import (
@@ -25,7 +26,6 @@ from learning.drift import (
     camera_day_statistics,
     cameras_path,
     compare_with_reference,
-    drift_report,
     image_statistics,
     line_significance,
     read_drift_days,

@@ -13,14 +13,20 @@ import pytest
 
 import catalog
 from assets.datasets import dataset_assets
+from assets.learn_loop import (
+    classifier_model,
+    classifier_onnx,
+    embeddings,
+    heatmaps,
+    model_evaluation,
+    regression_replay,
+    review_queue,
+    segmenter_model,
+    segmenter_onnx,
+)
 from assets.resources import CatalogResource, LakeResource, LanceDBResource
 from catalog.blobs import sha_from_uri
 from catalog.embeddings import EmbeddingStore
-from learning.evaluation import model_evaluation
-from learning.heatmaps import heatmaps
-from learning.promotion import regression_replay
-from learning.review import embeddings, review_queue
-from learning.training import classifier_model, classifier_onnx, segmenter_model, segmenter_onnx
 
 SHORT = {"epochs": 1, "samples_per_epoch": 48}
 
