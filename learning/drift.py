@@ -28,14 +28,19 @@ from pydantic import BaseModel
 from scipy import stats
 
 from catalog import Catalog
-from catalog.factory_day import day_sql, on_days
+from catalog.drift import (
+    DRIFT_SCHEMA,
+    STATISTICS,
+    Camera,
+    camera_days,
+    cameras_path,
+    images_of_day,
+    read_drift_history,
+)
 from catalog.lake import Lake
 from imaging.gray import decode_gray8
 
-STATISTICS = ("brightness", "contrast", "sharpness", "stuck_pixels")
 IMAGE_STATISTICS = STATISTICS[:3]
-
-Camera = tuple[str, str, str]  # (line, station, camera): a camera is named per station, stations per line
 Log = Callable[[str], None]
 
 IMAGE_SCHEMA = pa.schema([
@@ -52,26 +57,6 @@ IMAGE_SCHEMA = pa.schema([
     ("noise", pa.float64()),  # the sensor's noise, standard deviation in gray levels (sharpness discounts it)
     ("corrected_pixels", pa.int32()),  # stuck pixels replaced by their neighbours' median before measuring
 ])
-
-DRIFT_SCHEMA = pa.schema([
-    ("day", pa.date32()),
-    ("line", pa.string()),
-    ("station", pa.string()),
-    ("camera", pa.string()),
-    ("images", pa.int32()),
-    ("statistic", pa.string()),
-    ("value", pa.float64()),  # the day's mean over the camera's images; the count for stuck_pixels
-    ("reference", pa.float64()),
-    ("low", pa.float64()),
-    ("high", pa.float64()),
-    ("in_band", pa.bool_()),  # null when the value or the reference is unknown: no alert, nothing to compare
-    ("reference_days", pa.string()),
-    ("reference_images", pa.int32()),
-    # Brightness only: every camera of the line left its band on the same side that day, so the band is the
-    # line's (see line_significance); null in reports written before the column existed.
-    ("line_wide", pa.bool_()),
-])
-
 
 class DriftConfig(BaseModel):
     """The reference window, the smallest change that matters, and how sure a change must be to be reported.
@@ -96,7 +81,7 @@ class DriftConfig(BaseModel):
         return getattr(self, f"{statistic}_tolerance")
 
 
-# -- statistics of one image and one camera-day -------------------------------------------------------------
+# -- statistics of one image and one camera-day ------------------------------------------------------------
 
 # Sharpness compares the image's finest detail (what sigma 1 px of blur removes) with its mid-scale detail
 # (between sigma 1 and 2 px). Dust on a lens takes the fine detail first; a dimmer lamp scales both bands
@@ -246,20 +231,6 @@ def images_path(day: date) -> str:
     return f"drift/images/day={day.isoformat()}/stats.parquet"
 
 
-def cameras_path(day: date) -> str:
-    return f"drift/cameras/day={day.isoformat()}/drift.parquet"
-
-
-def _images_of_day(cat: Catalog, day: date) -> list[dict]:
-    """The factory day's images, excluded ones included: an excluded image is still what the camera saw."""
-    captured, params = on_days(day, day, "i.captured_at", "i.line")
-    with cat.db.connect() as conn:
-        result = conn.exec_driver_sql(
-            "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.excluded FROM projections.images i"
-            f" WHERE {captured} ORDER BY i.line, i.station, i.camera, i.captured_at, i.sha256", params)
-        return [dict(row._mapping) | {"day": day} for row in result]
-
-
 def _decoder(cat: Catalog, sha256: str) -> Callable[[], np.ndarray]:
     def decode() -> np.ndarray:
         try:
@@ -273,7 +244,7 @@ def _decoder(cat: Catalog, sha256: str) -> Callable[[], np.ndarray]:
 def measure_day(cat: Catalog, day: date, *, log: Log = lambda _: None) -> DayMeasurement:
     """Decode every image captured on the factory ``day`` and measure it, camera by camera."""
     by_camera: dict[Camera, list[dict]] = defaultdict(list)
-    for row in _images_of_day(cat, day):
+    for row in images_of_day(cat, day):
         by_camera[(row["line"], row["station"], row["camera"])].append(row)
     rows, stuck, by_chance = [], {}, {}
     for camera, images in sorted(by_camera.items()):
@@ -294,23 +265,11 @@ def _cached_measurement(cat: Catalog, lake: Lake, day: date) -> DayMeasurement |
     images = pq.read_table(image_file)
     if not images.schema.equals(IMAGE_SCHEMA):
         return None
-    if sorted(images["sha256"].to_pylist()) != sorted(row["sha256"] for row in _images_of_day(cat, day)):
+    if sorted(images["sha256"].to_pylist()) != sorted(row["sha256"] for row in images_of_day(cat, day)):
         return None
     stuck = {(r["line"], r["station"], r["camera"]): None if r["value"] is None else int(r["value"])
              for r in pq.read_table(camera_file).to_pylist() if r["statistic"] == "stuck_pixels"}
     return DayMeasurement(day, images, stuck)
-
-
-def _camera_days(cat: Catalog) -> dict[Camera, list[date]]:
-    """Every camera's days with images in the catalog, in order."""
-    with cat.db.connect() as conn:
-        result = conn.exec_driver_sql(
-            f"SELECT DISTINCT i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')} AS day"
-            " FROM projections.images i ORDER BY 1, 2, 3, 4")
-        days: dict[Camera, list[date]] = defaultdict(list)
-        for line, station, camera, day in result:
-            days[(line, station, camera)].append(day)
-    return days
 
 
 def reference_window(cat: Catalog, config: DriftConfig) -> dict[Camera, list[date]]:
@@ -318,13 +277,13 @@ def reference_window(cat: Catalog, config: DriftConfig) -> dict[Camera, list[dat
     later gets its own reference), or the explicit ``reference_dates``."""
     if config.reference_dates:
         explicit = sorted(date.fromisoformat(d) for d in config.reference_dates)
-        return {camera: explicit for camera in _camera_days(cat)}
+        return {camera: explicit for camera in camera_days(cat)}
     if config.reference_days < 1:
         raise ValueError(f"reference_days must be at least 1, got {config.reference_days}")
-    return {camera: days[:config.reference_days] for camera, days in _camera_days(cat).items()}
+    return {camera: days[:config.reference_days] for camera, days in camera_days(cat).items()}
 
 
-# -- comparing a day with its reference ---------------------------------------------------------------------
+# -- comparing a day with its reference --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -488,27 +447,7 @@ def drift_for_day(cat: Catalog, lake: Lake, day: date, config: DriftConfig, *,
     return today, compare_with_reference(today, references, config)
 
 
-# -- the report: lake files and chart -----------------------------------------------------------------------
-
-
-def out_of_band(drift: pa.Table) -> list[dict]:
-    return [row for row in drift.to_pylist() if row["in_band"] is False]
-
-
-def read_drift_history(lake: Lake) -> pa.Table:
-    """Every day's drift table written so far."""
-    return _read_drift_files(sorted((lake.root / "drift" / "cameras").glob("day=*/drift.parquet")))
-
-
-def read_drift_days(lake: Lake, days: Iterable[date]) -> pa.Table:
-    """The drift tables of ``days`` (a day without a report adds no rows): what a page showing a few days
-    reads, however long the history."""
-    return _read_drift_files([path for day in days if (path := lake.root / cameras_path(day)).exists()])
-
-
-def _read_drift_files(files: list[Path]) -> pa.Table:
-    return pa.concat_tables([pq.read_table(f, schema=DRIFT_SCHEMA) for f in files]) if files \
-        else DRIFT_SCHEMA.empty_table()
+# -- the report's chart ------------------------------------------------------------------------------------
 
 
 def write_drift_chart(lake: Lake) -> tuple[Path, Path]:

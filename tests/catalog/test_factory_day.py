@@ -14,12 +14,12 @@ import pytest
 import catalog
 from assets.breakdowns import label_breakdown
 from catalog import activity
+from catalog.drift import images_of_day
 from catalog.factory_day import factory_day, set_time_zone, shown, time_zones, zone_sql
 from catalog.queries import ImageFilter, count_images
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import simulate_factory
 from ingestion.simulator.plan import FactoryClock
-from learning.drift import _images_of_day
 from tests.builders import cli_env, run_cli
 
 BERLIN = "Europe/Berlin"  # CET, CEST from 2026-03-29 02:00 local (01:00 UTC)
@@ -87,7 +87,7 @@ def test_per_day_counts_are_those_of_the_local_timestamps_across_dst(cat: catalo
     assert activity.image_days(cat) == (min(local), max(local))
     for day, images in local.items():
         assert count_images(cat, ImageFilter(first_day=day, last_day=day)) == images  # curators' filter
-        assert len(_images_of_day(cat, day)) == images  # the drift report's day
+        assert len(images_of_day(cat, day)) == images  # the drift report's day
         assert sum(label_breakdown(cat, day)["images"].to_pylist()) == images  # the breakdowns' day
     # Hours are the line's local hours: the late shift's first images are taken at 14:00 local time.
     hours = activity.day_timeline(cat, date(2026, 3, 29))

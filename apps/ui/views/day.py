@@ -27,9 +27,9 @@ from apps.ui.common import (
 from apps.ui.roles import Action
 from catalog import activity, factory_day
 from catalog.curation import set_excluded
+from catalog.drift import STATISTICS, Camera, read_drift_days
 from catalog.queries import ImageFilter, count_images
 from catalog.review_queue import CURATOR_QUEUE, count_waiting_reviews, request_review
-from learning.drift import STATISTICS, Camera, read_drift_days
 
 ROWS = 200  # of each table: the figures above count them all
 DRIFT_STRATEGY = "drift-alert"  # how review requests from a drift alert name themselves in the queue

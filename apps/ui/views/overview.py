@@ -11,7 +11,7 @@ import streamlit as st
 
 from apps.ui.common import cached, catalog_state, days_with_images, get_catalog, trace_link
 from catalog import activity
-from learning.drift import out_of_band, read_drift_days
+from catalog.drift import out_of_band, read_drift_days
 
 MEASURES = {"images": "images", "parts": "parts", "rejected_parts": "rejected parts",
             "disagreements": "disagreements", "drift_alerts": "drift alerts"}

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs
 
 import pyarrow as pa
 
+from catalog.drift import DRIFT_SCHEMA, STATISTICS, cameras_path
 from ingestion.labels import record_correction
-from learning.drift import DRIFT_SCHEMA, STATISTICS, cameras_path
 
 # Every figure below is counted from the read models with SQL of the test's own, not through catalog.activity.
 DISAGREEING = """
