@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import catalog
-from assets.breakdowns import label_breakdown
 from catalog import activity
+from catalog.breakdowns import label_breakdown
 from catalog.drift import images_of_day
 from catalog.factory_day import factory_day, set_time_zone, shown, time_zones, zone_sql
 from catalog.queries import ImageFilter, count_images
