@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from catalog import Catalog
 from catalog.errors import CatalogError
+from catalog.review_queue import requested_reviews
 from learning.registry import (
     CLASSIFIER,
     SEGMENTER,
@@ -34,11 +35,7 @@ def overlay(gray: np.ndarray, heat: np.ndarray) -> bytes:
 
 def images_to_explain(cat: Catalog, queue: str, test_shas: list[str], limit: int) -> list[str]:
     """The queued images first (reviewers look at them next), then the test split's: at most ``limit``."""
-    with cat.db.connect() as conn:
-        queued = [r[0] for r in conn.exec_driver_sql(
-            "SELECT sha256 FROM projections.review_queue WHERE queue = %(q)s ORDER BY score DESC, sha256",
-            {"q": queue})]
-    chosen = list(dict.fromkeys(queued + test_shas))
+    chosen = list(dict.fromkeys(requested_reviews(cat, queue) + test_shas))
     return chosen[:limit]
 
 

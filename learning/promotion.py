@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.events import ModelPromoted, RegressionReplayed
+from catalog.queries import curated_images
 from catalog.store import NewEvent, event_id_for
 from learning.registry import (
     CLASSIFIER,
@@ -19,7 +20,6 @@ from learning.registry import (
     dataset_version,
     model_row,
 )
-from learning.review import curated_images
 from models.regression import GateResult, QualityFloor, compare
 from serving.engines import build_engine
 from serving.replay import predicted_classes

@@ -12,9 +12,8 @@ from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.embeddings import EmbeddingStore
 from catalog.events import ReviewRequested
-from catalog.factory_day import day_sql
-from catalog.ontology import OK_CLASS, Ontology
-from catalog.queries import current_class
+from catalog.ontology import OK_CLASS
+from catalog.queries import curated_images
 from catalog.review_queue import label_sides
 from catalog.store import NewEvent, event_id_for
 from learning.registry import CLASSIFIER, dataset_version, load_checkpoint, load_image, model_row
@@ -27,25 +26,6 @@ STRATEGIES = ("wrong_labels", "disagreement", "uncertainty", "diversity", "rare_
 DEFAULT_WEIGHTS = {"wrong_labels": 4.0, "disagreement": 1.0, "uncertainty": 1.0, "diversity": 1.0,
                    "rare_classes": 1.0}
 CHUNK = 64  # images decoded and classified at a time: memory stays flat whatever the catalog's size
-
-
-def curated_images(cat: Catalog) -> pa.Table:
-    """Every image not excluded, with its slices and its current human class (null when unlabelled)."""
-    cat.catch_up()
-    ontology = Ontology.load(cat.db)
-    with cat.db.connect() as conn:
-        rows = conn.exec_driver_sql(
-            f"SELECT i.sha256, i.part_id, i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')},"
-            " i.label, i.label_ontology_version, c.sha256 IS NOT NULL"
-            " FROM projections.images i LEFT JOIN (SELECT DISTINCT sha256 FROM projections.corrections) c"
-            " USING (sha256) WHERE NOT i.excluded ORDER BY i.sha256").fetchall()
-    labels = [current_class(ontology, r[6], r[7]) for r in rows]
-    return pa.table({
-        "sha256": [r[0] for r in rows], "part_id": [r[1] for r in rows], "line": [r[2] for r in rows],
-        "station": [r[3] for r in rows], "camera": [r[4] for r in rows],
-        "day": pa.array([r[5] for r in rows], pa.date32()), "label": pa.array(labels, pa.string()),
-        "corrected": pa.array([r[8] for r in rows], pa.bool_()),
-    })
 
 
 def scores_uri(model_id: str) -> str:
