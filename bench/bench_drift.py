@@ -7,7 +7,7 @@ catalog, and the drift report runs for every day in order, each day reading its 
 lake as the daily asset does. For each drift: the first day it is present against the first day a camera it
 touches is flagged, and how many of its camera-days are flagged; then the false flags, camera-days flagged
 that no drift touches. The method before issue 14 (assets/drift.py as committed in BASELINE_COMMIT, loaded
-from the repository's history) runs on the same catalog in the same run, with its default configuration, as
+from the repository's history; the method now is learning/drift.py) runs on the same catalog in the same run, with its default configuration, as
 the baseline.
 
     python bench/bench_drift.py [--surfaces photo,procedural] [--days 10] [--seed 5]
