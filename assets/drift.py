@@ -1,5 +1,6 @@
 """The daily drift report as an asset: each camera's statistics of the day against its reference window
-(`learning.drift`), written to the lake, plotted, and an asset check that warns when one leaves its band."""
+(`learning.drift`), written to the lake (`catalog.drift` reads it back), plotted, and an asset check that
+warns when one leaves its band."""
 
 # No `from __future__ import annotations`: Dagster reads the asset's config annotation as a live class.
 
@@ -9,6 +10,7 @@ import dagster as dg
 
 from assets.partitions import daily, partition_day
 from assets.resources import CatalogResource, LakeResource
+from catalog.drift import cameras_path, out_of_band
 from learning import drift
 
 CHECK = "stats_within_bands"
@@ -41,9 +43,9 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, catalog
         cat.catch_up()  # measure every image ingested so far, not only those the projections had reached
         today, table = drift.drift_for_day(cat, store, day, config, log=context.log.info)
     image_file = store.write_parquet(drift.images_path(day), today.images)
-    camera_file = store.write_parquet(drift.cameras_path(day), table)
+    camera_file = store.write_parquet(cameras_path(day), table)
     html, png = drift.write_drift_chart(store)
-    alerts = drift.out_of_band(table)
+    alerts = out_of_band(table)
     windows = sorted({r["reference_days"] for r in table.to_pylist() if r["reference_days"]})
     yield dg.MaterializeResult(metadata={
         "cameras": len(today.cameras()),
