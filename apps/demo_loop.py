@@ -12,7 +12,6 @@ import csv
 import socket
 import threading
 import time as clock
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,24 +21,29 @@ from typing import Any
 import httpx
 import uvicorn
 
-from assets.learning.evaluation import EvaluationConfig, evaluate
-from assets.learning.promotion import ReplayConfig, replay_and_gate
-from assets.learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
-from assets.learning.training import export_model, train_model
 from catalog import Catalog
 from catalog.blobs import sha256_of
 from catalog.curation import set_excluded
 from catalog.datasets import DatasetSpec, publish_dataset_version
 from catalog.embeddings import EmbeddingStore
-from catalog.events import image_stream
-from catalog.lineage import CLASSIFIER, champion
-from catalog.queries import ImageFilter, count_images
+from catalog.lineage import CLASSIFIER, champion, was_promoted, was_replayed
+from catalog.queries import (
+    ImageFilter,
+    count_images,
+    images_corrected_by,
+    labels_as_recorded,
+    latest_prediction_id,
+)
 from catalog.review_queue import count_waiting_reviews
 from ingestion.factory_delivery import ProgressFactory, no_progress
 from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels, record_correction
 from ingestion.ontology_publish import publish_ontology
 from ingestion.simulated_factory import DRIFT, simulate_factory
+from learning.evaluation import EvaluationConfig, evaluate
+from learning.promotion import ReplayConfig, replay_and_gate
+from learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
+from learning.training import export_model, train_model
 from models.training import ClassifierParams
 from serving.api import create_app
 from serving.engines import build_engine
@@ -155,10 +159,10 @@ def _model_of_days(cat: Catalog, config: LoopConfig, say: Say, which: str, until
     export_model(cat, CLASSIFIER, trained.model_id, say)
     evaluated, _ = evaluate(cat, EvaluationConfig(model_id=trained.model_id), say)
     gate, promoted = None, False
-    if not _replayed(cat, trained.model_id):  # judged once: a second run of the demo does not judge it again
+    if not was_replayed(cat, trained.model_id):  # judged once: a second run of the demo does not judge it again
         _, gate, promoted = replay_and_gate(cat, ReplayConfig(candidate_model_id=trained.model_id,
                                                               min_images=10), say)
-    promoted = promoted or _promoted(cat, trained.model_id)
+    promoted = promoted or was_promoted(cat, trained.model_id)
     # The engine that serves after this stage: this model's once it is promoted, else the champion's; with
     # no champion at all (no model passed the quality floor), the unfit candidate, named as such, so that the
     # loop can go on.
@@ -249,40 +253,20 @@ def _settle_disagreements(cat: Catalog, factory: Path, predictions: dict[str, tu
     """A reviewer looks at images where the engine and the labeler disagree and records what is really there
     (the simulator's truth): a correction of the label when the labeler erred, else of the prediction."""
     truth = {r["path"]: r["true_label"] for r in _rows(factory / "truth.csv")}
-    with cat.db.connect() as conn:
-        labels = dict(conn.exec_driver_sql(
-            "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL").fetchall())
-        reviewed = {r[0] for r in conn.exec_driver_sql(
-            "SELECT payload->>'sha256' FROM catalog.events WHERE type = 'CorrectionRecorded'"
-            " AND payload->>'corrected_by' = 'demo-reviewer'")}
+    labels, reviewed = labels_as_recorded(cat), images_corrected_by(cat, "demo-reviewer")
     settled = 0
     for path, (sha, predicted) in sorted(predictions.items()):
         label = labels.get(sha)
         if settled >= limit or label is None or label == predicted or sha in reviewed:
             continue  # a second run of the demo finds them reviewed already
         wrong_label = truth[path] != label
-        prediction = None if wrong_label else _latest_prediction(cat, sha)
+        prediction = None if wrong_label else latest_prediction_id(cat, sha)
         record_correction(cat, sha256=sha, new_label=truth[path], corrected_by="demo-reviewer",
                           target="label" if wrong_label else "prediction", prediction_event_id=prediction,
                           reason="reviewed: the label was wrong" if wrong_label else "reviewed: the model was wrong",
                           actor="demo-reviewer")
         settled += 1
     return settled
-
-
-def _replayed(cat: Catalog, model_id: str) -> bool:
-    return _exists(cat, "regression_replays", "candidate_model_id", model_id)
-
-
-def _promoted(cat: Catalog, model_id: str) -> bool:
-    return _exists(cat, "model_promotions", "model_id", model_id)
-
-
-def _exists(cat: Catalog, table: str, column: str, value: str) -> bool:
-    cat.catch_up()
-    with cat.db.connect() as conn:
-        return conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM projections.{table} WHERE {column} = %(v)s)",
-                                    {"v": value}).scalar()
 
 
 def _exclude_dim_day(cat: Catalog, days: list[date]) -> dict[str, Any]:
@@ -293,13 +277,6 @@ def _exclude_dim_day(cat: Catalog, days: list[date]) -> dict[str, Any]:
     done = set_excluded(cat, spoiled, exclude=True, reason="lamp too dim: wrongly collected", actor="demo")
     return {"line": DRIFT.dimming_line, "day": spoiled.first_day.isoformat(), "newly": done.changed,
             "in_all": done.matched}
-
-
-def _latest_prediction(cat: Catalog, sha256: str) -> uuid.UUID:
-    with cat.db.connect() as conn:
-        return conn.exec_driver_sql(
-            "SELECT event_id FROM catalog.events WHERE stream_id = %(s)s AND type = 'PredictionRecorded'"
-            " ORDER BY position DESC LIMIT 1", {"s": image_stream(sha256)}).scalar_one()
 
 
 def _split_by_day(factory: Path, history: set[date]) -> dict[str, tuple[Path, Path]]:

@@ -15,12 +15,18 @@ from assets.breakdowns import breakdowns
 from assets.datasets import dataset_assets
 from assets.drift import drift_report
 from assets.lake_snapshot import lake_snapshot
-from assets.learning.engines import classifier_engine
-from assets.learning.evaluation import model_evaluation
-from assets.learning.heatmaps import heatmaps
-from assets.learning.promotion import regression_replay
-from assets.learning.review import embeddings, review_queue
-from assets.learning.training import classifier_model, classifier_onnx, segmenter_model, segmenter_onnx
+from assets.learn_loop import (
+    classifier_engine,
+    classifier_model,
+    classifier_onnx,
+    embeddings,
+    heatmaps,
+    model_evaluation,
+    regression_replay,
+    review_queue,
+    segmenter_model,
+    segmenter_onnx,
+)
 from assets.resources import CatalogResource, LakeResource, LanceDBResource
 
 defs = dg.Definitions(

@@ -29,6 +29,7 @@ from common import FIRST_DAY, analyze, console, load, progress_bar, report, temp
 import catalog
 from catalog import events as ev
 from catalog.blobs import uri_of
+from catalog.drift import DRIFT_SCHEMA, STATISTICS, cameras_path
 from catalog.lineage import CLASSIFIER, DEFAULT_DATASET
 from catalog.store import NewEvent
 from catalog.synthetic import ENGINE_ID, FactoryShape, ontology_event, simulated_day
@@ -112,8 +113,6 @@ def review_queue(cat: catalog.Catalog, size: int) -> list[NewEvent]:
 
 def drift_reports(cat: catalog.Catalog) -> int:
     """A drift table per day in the lake, as the drift_report asset writes them (about 1 % out of band)."""
-    from assets.drift import DRIFT_SCHEMA, STATISTICS, cameras_path  # noqa: PLC0415 - Dagster loads slowly
-
     with cat.db.connect() as conn:
         cameras = conn.exec_driver_sql(
             "SELECT (captured_at AT TIME ZONE 'UTC')::date AS day, line, station, camera, count(*)"

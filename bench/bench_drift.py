@@ -7,7 +7,7 @@ catalog, and the drift report runs for every day in order, each day reading its 
 lake as the daily asset does. For each drift: the first day it is present against the first day a camera it
 touches is flagged, and how many of its camera-days are flagged; then the false flags, camera-days flagged
 that no drift touches. The method before issue 14 (assets/drift.py as committed in BASELINE_COMMIT, loaded
-from the repository's history) runs on the same catalog in the same run, with its default configuration, as
+from the repository's history; the method now is learning/drift.py) runs on the same catalog in the same run, with its default configuration, as
 the baseline.
 
     python bench/bench_drift.py [--surfaces photo,procedural] [--days 10] [--seed 5]
@@ -26,13 +26,13 @@ from typing import Any
 
 from common import console, progress_bar, report, temp_catalog, timed
 
-from assets import drift as current
 from catalog import Catalog
 from catalog.lake import Lake
 from ingestion.ingest import ingest
 from ingestion.ontology_publish import publish_ontology
 from ingestion.simulated_factory import DRIFT, CameraRef, simulate_factory
 from ingestion.simulator.photos import DEFAULT_SURFACES
+from learning import drift as current
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "d2d9ad2c64845c7df10ae7d32c0a110a0bd601ad"  # the last commit before issue 14's drift work

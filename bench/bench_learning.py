@@ -14,8 +14,13 @@ import dagster as dg
 from common import console, report, temp_catalog
 
 from assets.datasets import dataset_assets
-from assets.learning.evaluation import model_evaluation
-from assets.learning.training import classifier_model, classifier_onnx, segmenter_model, segmenter_onnx
+from assets.learn_loop import (
+    classifier_model,
+    classifier_onnx,
+    model_evaluation,
+    segmenter_model,
+    segmenter_onnx,
+)
 from assets.resources import CatalogResource, LakeResource, LanceDBResource
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import simulate_factory

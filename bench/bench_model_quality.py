@@ -44,9 +44,6 @@ import pyarrow.parquet as pq
 import vl_convert as vlc
 from common import OUT, console, progress_bar, report, temp_catalog
 
-from assets.learning.evaluation import EvaluationConfig, evaluate
-from assets.learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
-from assets.learning.training import default_params, export_model, train_model
 from catalog.blobs import sha256_of
 from catalog.datasets import DatasetSpec, publish_dataset_version
 from catalog.embeddings import EmbeddingStore
@@ -56,6 +53,9 @@ from ingestion.labels import import_corrections, import_labels
 from ingestion.ontology_publish import publish_ontology
 from ingestion.simulated_factory import DRIFT, NO_DRIFT, CameraRef, simulate_factory
 from ingestion.simulator.photos import DEFAULT_SURFACES
+from learning.evaluation import EvaluationConfig, evaluate
+from learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
+from learning.training import default_params, export_model, train_model
 from models import metrics
 from serving.engines import build_engine, load_engine
 from serving.replay import replay

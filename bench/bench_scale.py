@@ -51,6 +51,7 @@ from common import (
 import catalog
 from catalog import events as ev
 from catalog.audit import part_audit
+from catalog.breakdowns import label_breakdown, prediction_breakdown
 from catalog.database import libpq_dsn, make_engine
 from catalog.datasets import DatasetSpec, build_dataset_version, publish_dataset_version
 from catalog.lineage import CLASSIFIER
@@ -244,10 +245,8 @@ def traces(cat: catalog.Catalog, n: int) -> dict[str, list[float]]:
 
 
 def breakdowns(cat: catalog.Catalog, days: int, n: int) -> dict[str, list[float]]:
-    """One day's per-part breakdown of labels and predictions as the `breakdowns` asset computes it, and the
+    """One day's per-part breakdown of labels and predictions as the `breakdowns` asset counts it, and the
     two GROUP BYs it is made of, alone: the baseline."""
-    from assets.breakdowns import label_breakdown, prediction_breakdown  # noqa: PLC0415 - Dagster loads slowly
-
     def day_of(i: int) -> tuple[date, datetime, datetime]:
         day = FIRST_DAY + timedelta(days=random.Random(i).randrange(days))
         start = datetime.combine(day, datetime.min.time(), UTC)

@@ -27,11 +27,11 @@ import httpx
 import numpy as np
 from common import console, percentiles, report, temp_catalog
 
-from assets.learning.training import export_model, train_model
 from catalog.datasets import DatasetSpec, publish_dataset_version
 from catalog.lineage import CLASSIFIER
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import simulate_factory
+from learning.training import export_model, train_model
 from models.training import ClassifierParams
 from serving.engines import build_engine, load_engine
 

@@ -128,3 +128,18 @@ def champion(cat: Catalog, model: str) -> str | None:
     """The model id in service for ``model`` (`champion_of`)."""
     with cat.read() as conn:
         return conn.exec_driver_sql(f"SELECT {champion_of('%(m)s')}", {"m": model}).scalar()
+
+
+def was_replayed(cat: Catalog, model_id: str) -> bool:
+    """Whether a regression replay has judged ``model_id`` as the candidate."""
+    return _recorded(cat, "regression_replays", "candidate_model_id", model_id)
+
+
+def was_promoted(cat: Catalog, model_id: str) -> bool:
+    return _recorded(cat, "model_promotions", "model_id", model_id)
+
+
+def _recorded(cat: Catalog, table: str, column: str, value: str) -> bool:
+    with cat.read() as conn:
+        return conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM projections.{table} WHERE {column} = %(v)s)",
+                                    {"v": value}).scalar()

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import pyarrow as pa
 
 from catalog.errors import CatalogError
 from catalog.events import IMAGE_STREAM_PREFIX, image_stream, part_stream
-from catalog.factory_day import capture_days, on_days, time_zones
+from catalog.factory_day import capture_days, day_sql, on_days, time_zones
 from catalog.ontology import Ontology
 from catalog.store import RecordedEvent
 
@@ -102,6 +104,41 @@ def current_class(ontology: Ontology, label: str | None, version: int | None) ->
     if not ontology.versions:
         return label
     return ontology.resolve(label, version) or f"{label} (split: to review)"
+
+
+def curated_images(cat: Catalog) -> pa.Table:
+    """Every image not excluded, by sha256, with its slices (part, line, station, camera, factory day), its
+    current human class (null when unlabelled) and whether a correction names it: what the learn loop scores,
+    queues for review and replays on."""
+    ontology = Ontology.load(cat)
+    with cat.read() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT i.sha256, i.part_id, i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')},"
+            " i.label, i.label_ontology_version, c.sha256 IS NOT NULL"
+            " FROM projections.images i LEFT JOIN (SELECT DISTINCT sha256 FROM projections.corrections) c"
+            " USING (sha256) WHERE NOT i.excluded ORDER BY i.sha256").fetchall()
+    labels = [current_class(ontology, r[6], r[7]) for r in rows]
+    return pa.table({
+        "sha256": [r[0] for r in rows], "part_id": [r[1] for r in rows], "line": [r[2] for r in rows],
+        "station": [r[3] for r in rows], "camera": [r[4] for r in rows],
+        "day": pa.array([r[5] for r in rows], pa.date32()), "label": pa.array(labels, pa.string()),
+        "corrected": pa.array([r[8] for r in rows], pa.bool_()),
+    })
+
+
+def labels_as_recorded(cat: Catalog) -> dict[str, str]:
+    """Every labelled image (excluded ones too) and its label by the name it was recorded under."""
+    with cat.read() as conn:
+        return dict(conn.exec_driver_sql(
+            "SELECT sha256, label FROM projections.images WHERE label IS NOT NULL").fetchall())
+
+
+def images_corrected_by(cat: Catalog, corrected_by: str) -> set[str]:
+    """The images ``corrected_by`` has recorded a correction of, read from the log itself."""
+    with cat.db.connect() as conn:
+        return {r[0] for r in conn.exec_driver_sql(
+            "SELECT payload->>'sha256' FROM catalog.events WHERE type = 'CorrectionRecorded'"
+            " AND payload->>'corrected_by' = %(who)s", {"who": corrected_by})}
 
 
 def selection_sql(where: ImageFilter, ontology: Ontology, *, as_of: int | None = None) -> tuple[str, dict[str, Any]]:
@@ -249,6 +286,15 @@ def latest_predictions(cat: Catalog, shas: Sequence[str]) -> dict[str, dict[str,
             " ORDER BY sha256, predicted_at DESC, position DESC", {"s": list(shas)}).fetchall()
     columns = ("engine_id", "predicted_class", "scores", "heatmap_uri", "predicted_at", "position")
     return {r[0]: dict(zip(columns, r[1:], strict=True)) for r in rows}
+
+
+def latest_prediction_id(cat: Catalog, sha256: str) -> uuid.UUID:
+    """The event id of the image's latest ``PredictionRecorded`` (whichever engine made it), by log position;
+    raises when it has none."""
+    with cat.db.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT event_id FROM catalog.events WHERE stream_id = %(s)s AND type = 'PredictionRecorded'"
+            " ORDER BY position DESC LIMIT 1", {"s": image_stream(sha256)}).scalar_one()
 
 
 def selection_csv(cat: Catalog, where: ImageFilter) -> str:

@@ -70,6 +70,14 @@ def review_queues(cat: Catalog) -> dict[str, int]:
     return {queue: waiting for queue, waiting in rows}
 
 
+def requested_reviews(cat: Catalog, queue: str) -> list[str]:
+    """Every image ever requested in ``queue``, answered or not, best score first."""
+    with cat.read() as conn:
+        return [r[0] for r in conn.exec_driver_sql(
+            "SELECT sha256 FROM projections.review_queue WHERE queue = %(q)s ORDER BY score DESC, sha256",
+            {"q": queue})]
+
+
 @dataclass(frozen=True)
 class LabelSides:
     """The labelled images (not excluded) by the side, ok or a defect, of their first label, and how many of

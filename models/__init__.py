@@ -1,7 +1,7 @@
 """Torch models for visual inspection: the defect classifier and U-Net, their training loops, ONNX export,
 checkpoints and evaluation arithmetic. Pure functions over numpy arrays and callables; no catalog, no Dagster.
 
-Typical use (the learn-loop assets in `assets.learning` do the same with a manifest read from the lake)::
+Typical use (the learn loop in `learning` does the same with a manifest read from the lake)::
 
     samples = SampleSet.from_manifest(manifest, load_image, load_mask)
     result = train_classifier(samples.split("train"), ClassifierParams(), validation=samples.split("validation"))

@@ -16,12 +16,12 @@ import psycopg
 import pytest
 
 import catalog
-from assets.learning.training import export_model, train_model
 from catalog.datasets import DatasetSpec, publish_dataset_version
 from catalog.embedded_postgres import OWNER_ROLE
 from catalog.lineage import CLASSIFIER
 from catalog.settings import Settings
 from ingestion.factory_delivery import deliver_factory
+from learning.training import export_model, train_model
 from models.training import ClassifierParams
 from serving.engines import build_engine
 from tests.conftest import TEMPLATE, TestDatabase, TestServer, reachable_tempdir

@@ -1,6 +1,6 @@
 """The learn loop from the command line, without Dagster: train, export, evaluate, promote and list models.
 
-Each command calls the same functions as the Dagster assets (`assets.learning`), so a model trained here is
+Each command calls the same functions as the Dagster assets (`learning`), so a model trained here is
 the model the asset would have registered, byte for byte, and records the same events.
 """
 
@@ -46,7 +46,7 @@ def models_train(dataset_version_id: str | None, which: str, epochs: int | None,
                  seed: int, device: str, as_json: bool) -> None:
     """Train a model on a dataset version's training split, validate it, and register it (ModelRegistered).
     Training is deterministic: the same version and settings register the same model again, nothing new."""
-    from assets.learning.training import MODEL_NAMES, default_params, train_model
+    from learning.training import MODEL_NAMES, default_params, train_model
 
     params = default_params(which)
     overrides = {k: v for k, v in (("epochs", epochs), ("samples_per_epoch", samples_per_epoch)) if v}
@@ -68,7 +68,7 @@ def models_train(dataset_version_id: str | None, which: str, epochs: int | None,
 @click.option("--json", "as_json", is_flag=True)
 def models_export(model_id: str | None, which: str, as_json: bool) -> None:
     """Export MODEL_ID (default: the latest registered) to ONNX, checked against torch (ModelExported)."""
-    from assets.learning.training import MODEL_NAMES, export_model
+    from learning.training import MODEL_NAMES, export_model
 
     with open_catalog() as cat:
         model_id, event, new = export_model(cat, MODEL_NAMES[which], model_id, _say(as_json))
@@ -85,7 +85,7 @@ def models_export(model_id: str | None, which: str, as_json: bool) -> None:
 def models_evaluate(model_id: str | None, min_precision: float, as_json: bool) -> None:
     """Choose the classifier's operating threshold on its validation split, measure it on the test split and
     record ModelEvaluated; engines built afterwards carry that threshold."""
-    from assets.learning.evaluation import EvaluationConfig, evaluate
+    from learning.evaluation import EvaluationConfig, evaluate
 
     with open_catalog() as cat:
         event, extra = evaluate(cat, EvaluationConfig(model_id=model_id, min_precision=min_precision),
@@ -108,7 +108,7 @@ def models_promote(model_id: str | None, min_validation_recall: float | None,
                    max_good_parts_rejected: float | None, as_json: bool) -> None:
     """Promote MODEL_ID (default: the latest exported classifier) if it is fit (the quality floor) and no worse
     than the champion on history (the regression gate); exit status 1 when refused, with the reasons."""
-    from assets.learning.promotion import ReplayConfig, replay_and_gate
+    from learning.promotion import ReplayConfig, replay_and_gate
 
     floor = {k: v for k, v in (("min_validation_recall", min_validation_recall),
                                ("max_good_parts_rejected", max_good_parts_rejected)) if v is not None}

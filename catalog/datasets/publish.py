@@ -65,7 +65,7 @@ def publish_dataset_version(cat: Catalog, spec: DatasetSpec, *, position: int | 
 
 
 def _published(cat: Catalog, version_id: str) -> int | None:
-    with cat.db.connect() as conn:
+    with cat.read() as conn:
         row = conn.exec_driver_sql("SELECT position FROM projections.dataset_versions WHERE version_id = %(v)s",
                                    {"v": version_id}).fetchone()
     return row[0] if row else None

@@ -13,11 +13,17 @@ import pytest
 
 import catalog
 from assets.datasets import dataset_assets
-from assets.learning.evaluation import model_evaluation
-from assets.learning.heatmaps import heatmaps
-from assets.learning.promotion import regression_replay
-from assets.learning.review import embeddings, review_queue
-from assets.learning.training import classifier_model, classifier_onnx, segmenter_model, segmenter_onnx
+from assets.learn_loop import (
+    classifier_model,
+    classifier_onnx,
+    embeddings,
+    heatmaps,
+    model_evaluation,
+    regression_replay,
+    review_queue,
+    segmenter_model,
+    segmenter_onnx,
+)
 from assets.resources import CatalogResource, LakeResource, LanceDBResource
 from catalog.blobs import sha_from_uri
 from catalog.embeddings import EmbeddingStore

@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import catalog
-from assets.breakdowns import label_breakdown
-from assets.drift import _images_of_day
 from catalog import activity
+from catalog.breakdowns import label_breakdown
+from catalog.drift import images_of_day
 from catalog.factory_day import factory_day, set_time_zone, shown, time_zones, zone_sql
 from catalog.queries import ImageFilter, count_images
 from ingestion.factory_delivery import deliver_factory
@@ -87,7 +87,7 @@ def test_per_day_counts_are_those_of_the_local_timestamps_across_dst(cat: catalo
     assert activity.image_days(cat) == (min(local), max(local))
     for day, images in local.items():
         assert count_images(cat, ImageFilter(first_day=day, last_day=day)) == images  # curators' filter
-        assert len(_images_of_day(cat, day)) == images  # the drift report's day
+        assert len(images_of_day(cat, day)) == images  # the drift report's day
         assert sum(label_breakdown(cat, day)["images"].to_pylist()) == images  # the breakdowns' day
     # Hours are the line's local hours: the late shift's first images are taken at 14:00 local time.
     hours = activity.day_timeline(cat, date(2026, 3, 29))

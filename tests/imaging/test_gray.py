@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from apps.ui.overlays import draw_regions
-from assets.drift import _decoder
-from assets.learning.registry import load_image
 from imaging.gray import decode_gray8, gray8, to_8bit
+from learning.drift import _decoder
+from learning.registry import load_image
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 import catalog
 from apps.cli.main import cli
-from assets.learning.engines import classifier_engine
+from assets.learn_loop import classifier_engine
 from assets.resources import CatalogResource
 from catalog.events import EngineBuilt, ModelExported, ModelPromoted, ModelRegistered
 from catalog.lineage import CLASSIFIER, dataset_version, model_row

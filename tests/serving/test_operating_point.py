@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from assets.learning.evaluation import EvaluationConfig, evaluate
 from catalog.datasets import load_manifest
 from catalog.lineage import CLASSIFIER, dataset_version, model_row
+from learning.evaluation import EvaluationConfig, evaluate
 from serving.decision import load_rules
 from serving.engines import build_engine, load_engine
 from serving.replay import predicted_classes

@@ -25,9 +25,9 @@ from apps.ui.common import (
     viewer,
 )
 from apps.ui.roles import Action
-from assets.drift import STATISTICS, Camera, read_drift_days
 from catalog import activity, factory_day
 from catalog.curation import set_excluded
+from catalog.drift import STATISTICS, Camera, read_drift_days
 from catalog.queries import ImageFilter, count_images
 from catalog.review_queue import CURATOR_QUEUE, count_waiting_reviews, request_review
 

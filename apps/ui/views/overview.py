@@ -10,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from apps.ui.common import cached, catalog_state, days_with_images, get_catalog, trace_link
-from assets.drift import out_of_band, read_drift_days
 from catalog import activity
+from catalog.drift import out_of_band, read_drift_days
 
 MEASURES = {"images": "images", "parts": "parts", "rejected_parts": "rejected parts",
             "disagreements": "disagreements", "drift_alerts": "drift alerts"}

@@ -21,10 +21,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import catalog
-from assets.learning.evaluation import EvaluationConfig, evaluate
-from assets.learning.promotion import ReplayConfig, replay_and_gate
 from catalog.events import ReviewRequested
 from catalog.store import NewEvent
+from learning.evaluation import EvaluationConfig, evaluate
+from learning.promotion import ReplayConfig, replay_and_gate
 from serving.decision import RuleSet
 from serving.engines import load_engine
 from serving.inspection import Inspector

@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from assets.drift import DriftConfig, cameras_path, drift_for_day, out_of_band
+from catalog.drift import cameras_path, out_of_band
+from learning.drift import DriftConfig, drift_for_day
 
 DAY_PAGE = "views/day.py"
 DAY = date(2026, 3, 4)  # simulator day 2: line1's lamp 6 % down, 12 stuck pixels on line2/st1/cam1

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 import pyarrow as pa
 
-from assets.drift import DRIFT_SCHEMA, STATISTICS, cameras_path
+from catalog.drift import DRIFT_SCHEMA, STATISTICS, cameras_path
 from ingestion.labels import record_correction
 
 # Every figure below is counted from the read models with SQL of the test's own, not through catalog.activity.

@@ -5,22 +5,21 @@ human verdicts (labels and corrections), slice by slice; only a passed gate appe
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
-import dagster as dg
 import pyarrow as pa
+from pydantic import BaseModel
 
-from assets.learning.registry import (
+from catalog import Catalog
+from catalog.datasets import load_manifest
+from catalog.events import ModelPromoted, RegressionReplayed
+from catalog.queries import curated_images
+from catalog.store import NewEvent, event_id_for
+from learning.registry import (
     CLASSIFIER,
     ModelRow,
     champion,
     dataset_version,
     model_row,
 )
-from assets.learning.review import curated_images
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.datasets import load_manifest
-from catalog.events import ModelPromoted, RegressionReplayed
-from catalog.store import NewEvent, event_id_for
 from models.regression import GateResult, QualityFloor, compare
 from serving.engines import build_engine
 from serving.replay import predicted_classes
@@ -51,7 +50,7 @@ def run_engine(cat: Catalog, row: ModelRow, shas: list[str]) -> list[str]:
     return predicted_classes(cat, engine_id, shas)
 
 
-class ReplayConfig(dg.Config):
+class ReplayConfig(BaseModel):
     """The candidate (default: the latest exported classifier), the replay window (UTC days, default all),
     the gate (how much worse a slice may be, and how many images a slice needs to be judged) and the quality
     floor every model must reach on its validation split, the first one too."""
@@ -101,7 +100,7 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
                                   champion_model_id=champ.model_id if champ else None, passed=gate.passed,
                                   images=len(shas), summary=gate.summary(), report_uri=folder)
     replay_id = event_id_for("replay", candidate.model_id, replayed.champion_model_id, folder)
-    meta = {"actor": "dagster", "source": "assets.learning.promotion"}
+    meta = {"actor": "dagster", "source": "learning.promotion"}
     events = [NewEvent(replayed, datetime.now(UTC), event_id=replay_id, metadata=meta)]
     if gate.passed:
         events.append(NewEvent(
@@ -111,31 +110,3 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
     cat.append(events)
     log(("PROMOTED: " if gate.passed else "refused: ") + "; ".join(gate.reasons))
     return replayed, gate, gate.passed
-
-
-@dg.asset(group_name="models", compute_kind="onnxruntime", deps=["classifier_onnx", "model_evaluation"])
-def regression_replay(context: dg.AssetExecutionContext, config: ReplayConfig,
-                      catalog: CatalogResource) -> dg.MaterializeResult:
-    """Replay the candidate and the champion on history, per line, camera, day and class; promote the
-    candidate only if no slice is worse than the tolerance and it is not worse overall."""
-    with catalog.open() as cat:
-        replayed, gate, promoted = replay_and_gate(cat, config, context.log.info)
-    if replayed is None:
-        return dg.MaterializeResult(metadata={"promoted": False, "note": "the candidate is already the champion"})
-    overall = gate.slices[0]
-    table = "| slice | images | champion acc. | candidate acc. | champion recall | candidate recall | worse |\n" \
-            "|---|---|---|---|---|---|---|\n" + "\n".join(
-                f"| {s.kind}={s.value} | {s.images} | {_fmt(s.champion_accuracy)} | {_fmt(s.candidate_accuracy)} | "
-                f"{_fmt(s.champion_recall)} | {_fmt(s.candidate_recall)} | {'; '.join(s.worse)} |"
-                for s in gate.slices)
-    return dg.MaterializeResult(metadata={
-        "candidate": replayed.candidate_model_id, "champion": replayed.champion_model_id or "none",
-        "passed": gate.passed, "promoted": promoted, "images": dg.MetadataValue.int(replayed.images),
-        "candidate_accuracy": dg.MetadataValue.float(overall.candidate_accuracy),
-        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in gate.reasons)),
-        "slices": dg.MetadataValue.md(table),
-    })
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None or value != value else f"{value:.3f}"

@@ -7,13 +7,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import altair as alt
-import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow as pa
 import vl_convert as vlc
+from pydantic import BaseModel
 
-from assets.learning.registry import (
+from catalog import Catalog
+from catalog.errors import CatalogError
+from catalog.events import ModelEvaluated
+from catalog.ontology import OK_CLASS
+from catalog.store import NewEvent, event_id_for
+from learning.registry import (
     CLASSIFIER,
     SEGMENTER,
     dataset_version,
@@ -21,12 +26,6 @@ from assets.learning.registry import (
     model_row,
     samples,
 )
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.errors import CatalogError
-from catalog.events import ModelEvaluated
-from catalog.ontology import OK_CLASS
-from catalog.store import NewEvent, event_id_for
 from models import metrics
 from models.classifier import classify
 from models.evaluation import evaluate_classifier, evaluate_segmenter
@@ -34,7 +33,7 @@ from models.evaluation import evaluate_classifier, evaluate_segmenter
 SLICES = {"part": "part_id", "day": "CAST(day AS VARCHAR)", "defect": "class", "camera": "camera_key"}
 
 
-class EvaluationConfig(dg.Config):
+class EvaluationConfig(BaseModel):
     """The model (default: the latest classifier), the cost of a false accept in false rejects (DAGM used
     1:20) and the precision floor at which recall is reported."""
 
@@ -179,7 +178,7 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
                          # payloads under the same key.
                          event_id=event_id_for("evaluation", row.model_id, config.cost_ratio, config.min_precision,
                                                "validation"),
-                         metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])
+                         metadata={"actor": "dagster", "source": "learning.evaluation"})])
     extra: dict[str, Any] = {"png": str(png), "figures": figures, "slices": slices}
     try:  # the U-Net trained on the same dataset version, measured on the same test split
         segmenter = model_row(cat, SEGMENTER)
@@ -194,30 +193,5 @@ def evaluate(cat: Catalog, config: EvaluationConfig, log) -> tuple[ModelEvaluate
                            threshold=float(seg_figures["threshold"]), cost_ratio=config.cost_ratio,
                            report_uri=folder),
             datetime.now(UTC), event_id=event_id_for("evaluation", segmenter.model_id, version.version_id),
-            metadata={"actor": "dagster", "source": "assets.learning.evaluation"})])
+            metadata={"actor": "dagster", "source": "learning.evaluation"})])
     return event, extra
-
-
-@dg.asset(group_name="models", compute_kind="torch", deps=["classifier_model", "segmenter_model"])
-def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
-                     catalog: CatalogResource) -> dg.MaterializeResult:
-    """Confusion matrix, per-class precision / recall, the PR curve, the cost-based threshold and per-part,
-    per-day, per-defect and per-camera figures of the classifier on its test split (and the U-Net's dice)."""
-    with catalog.open() as cat:
-        event, extra = evaluate(cat, config, context.log.info)
-    figures = extra["figures"]
-    per_class = figures["classes"]
-    table = "| class | precision | recall | f1 |\n|---|---|---|---|\n" + "\n".join(
-        f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |" for c, v in per_class.items())
-    metadata = {
-        "model_id": event.model_id, "dataset_version_id": event.dataset_version_id,
-        "images": dg.MetadataValue.int(figures["images"]),
-        "accuracy": dg.MetadataValue.float(figures["accuracy"]),
-        "per_class": dg.MetadataValue.md(table),
-        "threshold": dg.MetadataValue.float(event.threshold), "cost_ratio": dg.MetadataValue.float(event.cost_ratio),
-        "recall_at_min_precision": dg.MetadataValue.float(figures.get("recall_at_min_precision", float("nan"))),
-        "report": dg.MetadataValue.path(extra["png"]),
-    }
-    if "segmenter" in extra and "dice" in extra["segmenter"]:
-        metadata["segmenter_dice"] = dg.MetadataValue.float(extra["segmenter"]["dice"])
-    return dg.MaterializeResult(metadata=metadata)

@@ -1,14 +1,15 @@
 """Per-image explanations stored as images for the trace and review pages: Grad-CAM of the classifier's
 predicted class, and the U-Net's defect mask, each drawn over the gray image and kept as a blob."""
 
-from datetime import UTC, datetime
-
 import cv2
-import dagster as dg
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel
 
-from assets.learning.registry import (
+from catalog import Catalog
+from catalog.errors import CatalogError
+from catalog.review_queue import requested_reviews
+from learning.registry import (
     CLASSIFIER,
     SEGMENTER,
     dataset_version,
@@ -18,9 +19,6 @@ from assets.learning.registry import (
     samples,
     store_artifact,
 )
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.errors import CatalogError
 from models.classifier import classify, grad_cam
 from models.segmenter import segment
 
@@ -37,11 +35,7 @@ def overlay(gray: np.ndarray, heat: np.ndarray) -> bytes:
 
 def images_to_explain(cat: Catalog, queue: str, test_shas: list[str], limit: int) -> list[str]:
     """The queued images first (reviewers look at them next), then the test split's: at most ``limit``."""
-    with cat.db.connect() as conn:
-        queued = [r[0] for r in conn.exec_driver_sql(
-            "SELECT sha256 FROM projections.review_queue WHERE queue = %(q)s ORDER BY score DESC, sha256",
-            {"q": queue})]
-    chosen = list(dict.fromkeys(queued + test_shas))
+    chosen = list(dict.fromkeys(requested_reviews(cat, queue) + test_shas))
     return chosen[:limit]
 
 
@@ -74,23 +68,10 @@ def explain(cat: Catalog, model_id: str | None, *, queue: str, limit: int, log) 
     return table, str(cat.lake.write_parquet(cat.lake.heatmaps_of(row.model_id), table))
 
 
-class HeatmapConfig(dg.Config):
+class HeatmapConfig(BaseModel):
+    """The classifier (default: the latest), the review queue whose images are explained first, and how many
+    images at most."""
+
     model_id: str | None = None
     queue: str = "active-learning"
     limit: int = 100
-
-
-@dg.asset(group_name="review", compute_kind="torch", deps=["review_queue", "segmenter_model"])
-def heatmaps(context: dg.AssetExecutionContext, config: HeatmapConfig,
-             catalog: CatalogResource) -> dg.MaterializeResult:
-    """Grad-CAM and U-Net masks for the queued images and the test split, as images in the blob store and a
-    table `Lake.heatmaps_of(model)` (image, model, kind, class, blob URI)."""
-    started = datetime.now(UTC)
-    with catalog.open() as cat:
-        table, path = explain(cat, config.model_id, queue=config.queue, limit=config.limit, log=context.log.info)
-    return dg.MaterializeResult(metadata={
-        "images": dg.MetadataValue.int(len(set(table["sha256"].to_pylist()))),
-        "heatmaps": dg.MetadataValue.int(table.num_rows),
-        "seconds": dg.MetadataValue.float((datetime.now(UTC) - started).total_seconds()),
-        "table": dg.MetadataValue.path(path),
-    })

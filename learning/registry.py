@@ -1,4 +1,4 @@
-"""What the learn-loop assets share: the lineage readers (dataset versions, models, the champion), reading a
+"""What the learn loop's operations share: the lineage readers (dataset versions, models, the champion), reading a
 version's samples through the blob store, and keeping model artifacts as content-addressed blobs."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from imaging.gray import decode_gray8
 from models.checkpoint import Checkpoint, model_from_bytes
 from models.data import SampleSet
 
-# The lineage readers live in the catalog (serving needs them too); the assets import them from here.
+# The lineage readers live in the catalog (serving needs them too); the learn loop imports them from here.
 __all__ = [
     "CLASSIFIER", "SEGMENTER", "DatasetVersionRow", "ModelRow", "champion", "dataset_version",
     "load_checkpoint", "load_image", "model_row", "onnx_path", "samples", "store_artifact",

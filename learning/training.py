@@ -1,7 +1,7 @@
-"""Trained models and their ONNX exports as assets.
+"""Training a model on a dataset version and exporting it to ONNX.
 
 A model is identified by its checkpoint's bytes (training is deterministic: the same dataset version and
-hyper-parameters give the same bytes, so re-materializing registers nothing new). ``ModelRegistered`` names
+hyper-parameters give the same bytes, so training again registers nothing new). ``ModelRegistered`` names
 the dataset version and manifest hash it learned from; ``ModelExported`` the checked ONNX file.
 """
 
@@ -11,11 +11,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import onnx
+from pydantic import BaseModel
 
-from assets.learning.registry import (
+from catalog import Catalog
+from catalog.events import ModelExported, ModelRegistered
+from catalog.ontology import Ontology
+from catalog.store import NewEvent, event_id_for
+from learning.registry import (
     CLASSIFIER,
     SEGMENTER,
     dataset_version,
@@ -24,11 +28,6 @@ from assets.learning.registry import (
     samples,
     store_artifact,
 )
-from assets.resources import CatalogResource
-from catalog import Catalog
-from catalog.events import ModelExported, ModelRegistered
-from catalog.ontology import Ontology
-from catalog.store import NewEvent, event_id_for
 from models.checkpoint import model_bytes
 from models.export import PARITY_TOLERANCE, export_classifier, export_segmenter
 from models.training import (
@@ -48,7 +47,7 @@ def default_params(which: str) -> ClassifierParams | SegmenterParams:
     return ClassifierParams() if which == "classifier" else SegmenterParams()
 
 
-class TrainingConfig(dg.Config):
+class TrainingConfig(BaseModel):
     """Which dataset version to learn from (default: the latest of inspection-all), how long (default: the
     model's own defaults) and where (cpu, or cuda / cuda:N)."""
 
@@ -77,7 +76,7 @@ def register_model(cat: Catalog, model: str, network, params, version, metrics: 
                         manifest_hash=version.manifest_hash, hyperparameters=params.to_dict(), metrics=numbers,
                         artifact_sha256=sha, artifact_uri=uri),
         datetime.now(UTC), event_id=event_id_for("model", model_id),
-        metadata={"actor": "dagster", "source": "assets.learning.training"})])
+        metadata={"actor": "dagster", "source": "learning.training"})])
     log(f"{model_id}: {'registered' if result.appended else 'already registered'} ({len(data):,} bytes)")
     return model_id, bool(result.appended)
 
@@ -92,18 +91,6 @@ def _epoch_log(log, epochs: int):
         elif "dice" in validation:
             text += f"; validation dice {validation['dice']:.3f}"
         log(text)
-
-    return report
-
-
-def _progress(context: dg.AssetExecutionContext, what: str):
-    every = {"last": -1}
-
-    def report(done: int, total: int) -> None:
-        step = max(1, total // 10)
-        if done // step != every["last"] or done == total:
-            every["last"] = done // step
-            context.log.info(f"{what}: {done:,} / {total:,}")
 
     return report
 
@@ -138,41 +125,7 @@ def train_model(cat: Catalog, model: str, params: ClassifierParams | SegmenterPa
     return TrainedModel(model_id, new, version.version_id, result)
 
 
-def _trained(trained: TrainedModel) -> dg.MaterializeResult:
-    """A training asset's result: the model id (its data version) and the validation figures."""
-    result = trained.result
-    return dg.MaterializeResult(
-        metadata={"model_id": trained.model_id, "dataset_version_id": trained.dataset_version_id,
-                  "new": trained.new, "seconds": dg.MetadataValue.float(result.seconds),
-                  "validation": dg.MetadataValue.json({k: v for k, v in result.metrics.items()
-                                                       if isinstance(v, int | float | str)})},
-        data_version=dg.DataVersion(trained.model_id))
-
-
-@dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
-def classifier_model(context: dg.AssetExecutionContext, config: TrainingConfig,
-                     catalog: CatalogResource) -> dg.MaterializeResult:
-    """The inspection classifier (ok and each defect class), trained from scratch on a dataset version's
-    training split with its class weights, on defect-centred crops; validated on its validation split."""
-    with catalog.open() as cat:
-        trained = train_model(cat, CLASSIFIER, config.params("classifier"), context.log.info,
-                              dataset_version_id=config.dataset_version_id,
-                              progress=_progress(context, "training"), device=config.device)
-    return _trained(trained)
-
-
-@dg.asset(group_name="models", compute_kind="torch", deps=["dataset_inspection_all"])
-def segmenter_model(context: dg.AssetExecutionContext, config: TrainingConfig,
-                    catalog: CatalogResource) -> dg.MaterializeResult:
-    """The defect U-Net, trained on the masks of a dataset version's training split (dice as its metric)."""
-    with catalog.open() as cat:
-        trained = train_model(cat, SEGMENTER, config.params("segmenter"), context.log.info,
-                              dataset_version_id=config.dataset_version_id,
-                              progress=_progress(context, "training"), device=config.device)
-    return _trained(trained)
-
-
-class ExportConfig(dg.Config):
+class ExportConfig(BaseModel):
     """The model to export (default: the latest registered of its name)."""
 
     model_id: str | None = None
@@ -198,25 +151,6 @@ def export_model(cat: Catalog, model: str, model_id: str | None, log) -> tuple[s
     event = ModelExported(model=model, model_id=row.model_id, onnx_sha256=sha, onnx_uri=uri, opset=opset,
                           parity_max_abs_diff=max(report.max_abs_diff.values()), parity_tolerance=PARITY_TOLERANCE)
     result = cat.append([NewEvent(event, datetime.now(UTC), event_id=event_id_for("onnx", row.model_id, sha),
-                                  metadata={"actor": "dagster", "source": "assets.learning.training"})])
+                                  metadata={"actor": "dagster", "source": "learning.training"})])
     log(f"{row.model_id} → ONNX {sha[:12]} (opset {opset}, parity {event.parity_max_abs_diff:.2e})")
     return row.model_id, event, bool(result.appended)
-
-
-def _onnx_asset(name: str, model: str, upstream: str) -> dg.AssetsDefinition:
-    @dg.asset(name=name, group_name="models", compute_kind="onnx", deps=[upstream],
-              description=f"The {model} exported to ONNX with a dynamic batch axis, checked with onnx.checker "
-                          f"and matched against torch within {PARITY_TOLERANCE}.")
-    def export(context: dg.AssetExecutionContext, config: ExportConfig, catalog: CatalogResource):
-        with catalog.open() as cat:
-            model_id, event, new = export_model(cat, model, config.model_id, context.log.info)
-        return dg.MaterializeResult(
-            metadata={"model_id": model_id, "onnx_sha256": event.onnx_sha256, "opset": event.opset,
-                      "parity_max_abs_diff": dg.MetadataValue.float(event.parity_max_abs_diff), "new": new},
-            data_version=dg.DataVersion(event.onnx_sha256))
-
-    return export
-
-
-classifier_onnx = _onnx_asset("classifier_onnx", CLASSIFIER, "classifier_model")
-segmenter_onnx = _onnx_asset("segmenter_onnx", SEGMENTER, "segmenter_model")

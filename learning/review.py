@@ -3,22 +3,20 @@ one table per model, with a near-duplicate report), and the active-learning queu
 
 from datetime import UTC, datetime
 
-import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
-from assets.learning.registry import CLASSIFIER, dataset_version, load_checkpoint, load_image, model_row
-from assets.resources import CatalogResource, LanceDBResource
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.embeddings import EmbeddingStore
 from catalog.events import ReviewRequested
-from catalog.factory_day import day_sql
-from catalog.ontology import OK_CLASS, Ontology
-from catalog.queries import current_class
+from catalog.ontology import OK_CLASS
+from catalog.queries import curated_images
 from catalog.review_queue import label_sides
 from catalog.store import NewEvent, event_id_for
+from learning.registry import CLASSIFIER, dataset_version, load_checkpoint, load_image, model_row
 from models import active_learning
 from models.classifier import classify
 
@@ -28,25 +26,6 @@ STRATEGIES = ("wrong_labels", "disagreement", "uncertainty", "diversity", "rare_
 DEFAULT_WEIGHTS = {"wrong_labels": 4.0, "disagreement": 1.0, "uncertainty": 1.0, "diversity": 1.0,
                    "rare_classes": 1.0}
 CHUNK = 64  # images decoded and classified at a time: memory stays flat whatever the catalog's size
-
-
-def curated_images(cat: Catalog) -> pa.Table:
-    """Every image not excluded, with its slices and its current human class (null when unlabelled)."""
-    cat.catch_up()
-    ontology = Ontology.load(cat)
-    with cat.db.connect() as conn:
-        rows = conn.exec_driver_sql(
-            f"SELECT i.sha256, i.part_id, i.line, i.station, i.camera, {day_sql('i.captured_at', 'i.line')},"
-            " i.label, i.label_ontology_version, c.sha256 IS NOT NULL"
-            " FROM projections.images i LEFT JOIN (SELECT DISTINCT sha256 FROM projections.corrections) c"
-            " USING (sha256) WHERE NOT i.excluded ORDER BY i.sha256").fetchall()
-    labels = [current_class(ontology, r[6], r[7]) for r in rows]
-    return pa.table({
-        "sha256": [r[0] for r in rows], "part_id": [r[1] for r in rows], "line": [r[2] for r in rows],
-        "station": [r[3] for r in rows], "camera": [r[4] for r in rows],
-        "day": pa.array([r[5] for r in rows], pa.date32()), "label": pa.array(labels, pa.string()),
-        "corrected": pa.array([r[8] for r in rows], pa.bool_()),
-    })
 
 
 def scores_uri(model_id: str) -> str:
@@ -90,30 +69,12 @@ def embed_catalog(cat: Catalog, store: EmbeddingStore, model_id: str | None, *, 
             "scores": str(cat.lake.root / scores_uri(row.model_id)), "report": str(cat.lake.root / report)}
 
 
-class EmbeddingConfig(dg.Config):
+class EmbeddingConfig(BaseModel):
     """The model (default: the latest classifier) and the cosine distance under which two images count as
     near-duplicates (the same part photographed twice, or a re-delivered file)."""
 
     model_id: str | None = None
     near_duplicate_distance: float = 0.001
-
-
-@dg.asset(group_name="review", compute_kind="lancedb", deps=["classifier_model"])
-def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, catalog: CatalogResource,
-               lancedb: LanceDBResource) -> dg.MaterializeResult:
-    """Penultimate-layer embeddings of every curated image in LanceDB (one table per model, with part / line /
-    day / label columns and an ANN index once the table is large), the model's scores in the lake, and a
-    near-duplicate report."""
-    with catalog.open() as cat:
-        figures = embed_catalog(cat, EmbeddingStore(lancedb.location()), config.model_id,
-                                near_duplicate_distance=config.near_duplicate_distance, log=context.log.info)
-    return dg.MaterializeResult(metadata={
-        "model_id": figures["model_id"], "images": dg.MetadataValue.int(figures["images"]),
-        "ann_index": figures["indexed"], "near_duplicate_pairs": dg.MetadataValue.int(figures["near_duplicates"]),
-        "near_duplicates_across_parts": dg.MetadataValue.int(figures["near_duplicates_other_part"]),
-        "scores": dg.MetadataValue.path(figures["scores"]),
-        "near_duplicate_report": dg.MetadataValue.path(figures["report"]),
-    })
 
 
 def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None, *, budget: int,
@@ -164,11 +125,11 @@ def build_review_queue(cat: Catalog, store: EmbeddingStore, model_id: str | None
         ReviewRequested(sha256=c.sha256, queue=queue, strategy=c.strategy, score=float(c.score),
                         reason=f"{c.reason} (model {row.model_id})"),
         now, event_id=event_id_for("review", queue, row.model_id, c.sha256),
-        metadata={"actor": "dagster", "source": "assets.learning.review"}) for c in batch])
+        metadata={"actor": "dagster", "source": "learning.review"}) for c in batch])
     return batch
 
 
-class ReviewQueueConfig(dg.Config):
+class ReviewQueueConfig(BaseModel):
     """How many images to queue, by which strategies (their turns in this order), into which queue."""
 
     model_id: str | None = None
@@ -176,22 +137,3 @@ class ReviewQueueConfig(dg.Config):
     strategies: list[str] = list(STRATEGIES)
     weights: dict[str, float] = DEFAULT_WEIGHTS  # share of the batch by strategy, one for each of `strategies`
     queue: str = "active-learning"
-
-
-@dg.asset(group_name="review", compute_kind="numpy", deps=["embeddings"])
-def review_queue(context: dg.AssetExecutionContext, config: ReviewQueueConfig, catalog: CatalogResource,
-                 lancedb: LanceDBResource) -> dg.MaterializeResult:
-    """The active-learning queue: the images humans should label or check next, by labels probably on the
-    wrong side of ok / defect, disagreement with corrections and labels, uncertainty, diversity over the
-    embeddings and rarely predicted classes."""
-    with catalog.open() as cat:
-        batch = build_review_queue(cat, EmbeddingStore(lancedb.location()), config.model_id, budget=config.budget,
-                                   strategies=config.strategies, queue=config.queue, weights=config.weights)
-    by_strategy: dict[str, int] = {}
-    for candidate in batch:
-        by_strategy[candidate.strategy] = by_strategy.get(candidate.strategy, 0) + 1
-    return dg.MaterializeResult(metadata={
-        "queued": dg.MetadataValue.int(len(batch)), "by_strategy": dg.MetadataValue.json(by_strategy),
-        "first": dg.MetadataValue.md("| image | strategy | score | reason |\n|---|---|---|---|\n" + "\n".join(
-            f"| {c.sha256[:12]} | {c.strategy} | {c.score:.3f} | {c.reason} |" for c in batch[:15])),
-    })
