@@ -7,7 +7,7 @@ import sys
 import click
 
 from apps.cli.common import console, out
-from catalog.database import connection_urls, libpq_dsn, upgrade
+from catalog.database import connection_urls, dagster_database_url, libpq_dsn, upgrade
 from catalog.embedded_postgres import EmbeddedPostgres
 from catalog.settings import Settings
 
@@ -71,8 +71,6 @@ def db_url(role: str) -> None:
 def db_dagster_url(database: str) -> None:
     """Print the URL for Dagster's storage on this server (dagster.postgres.yaml reads it from
     VISIONLEDGER_DAGSTER_DATABASE_URL), creating the database on the embedded server if needed."""
-    from assets.storage import dagster_database_url  # noqa: PLC0415 - keeps Dagster out of the other commands
-
     out.print(dagster_database_url(Settings.from_env(), database=database), soft_wrap=True)
 
 

@@ -19,7 +19,7 @@ from assets.breakdowns import breakdowns
 from assets.datasets import dataset_assets
 from assets.lake_snapshot import lake_snapshot
 from assets.resources import CatalogResource, LakeResource
-from assets.storage import dagster_database_url
+from catalog.database import dagster_database_url
 from catalog.events import PredictionRecorded
 from catalog.store import NewEvent
 
