@@ -55,7 +55,7 @@ class EventData(BaseModel):
         raise NotImplementedError
 
 
-# Stream ids: one stream per image and one per part, ``<kind>:<key>``. The SQL that joins the log to the read
+# Stream ids: one stream per image, per part and per line, ``<kind>:<key>``. The SQL that joins the log to the read
 # models spells ``IMAGE_STREAM_PREFIX || sha256``.
 IMAGE_STREAM_PREFIX = "image:"
 
@@ -66,6 +66,13 @@ def image_stream(sha256: str) -> str:
 
 def part_stream(part_id: str) -> str:
     return f"part:{part_id}"
+
+
+LINE_STREAM_PREFIX = "line:"
+
+
+def line_stream(line: str) -> str:
+    return LINE_STREAM_PREFIX + line
 
 
 def image_of_stream(stream_id: str) -> str:
@@ -247,7 +254,7 @@ class LineTimeZoneSet(EventData):
 
     @property
     def stream_id(self) -> str:
-        return f"line:{self.line}"
+        return line_stream(self.line)
 
 
 # -- predictions and decisions --------------------------------------------------------------------------------

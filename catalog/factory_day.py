@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from catalog.errors import EventValidationError
-from catalog.events import LineTimeZoneSet, describe_validation_error
+from catalog.events import LINE_STREAM_PREFIX, LineTimeZoneSet, describe_validation_error
 
 if TYPE_CHECKING:
     from catalog import Catalog
@@ -53,18 +53,26 @@ def _after_last_instant(day: date) -> datetime:
 # -- the same rule in SQL ---------------------------------------------------------------------------------------
 
 
-def zone_sql(line: str) -> str:
+def zone_sql(line: str, *, zones: str = "projections.line_time_zones") -> str:
     """SQL: the time zone of the line named by the SQL expression ``line``, a qualified column (``i.line``)
-    or a parameter: a bare ``line`` would name the zone table's own column inside the subquery."""
+    or a parameter (a bare ``line`` would name the zone table's own column inside the subquery), as the
+    relation ``zones`` (line, time_zone) holds it: the read model, or `zones_as_of`."""
     if "." not in line and not line.startswith("%("):
         raise ValueError(f"name the line's column with its table ({line!r} is ambiguous in the subquery)")
-    return (f"coalesce((SELECT z.time_zone FROM projections.line_time_zones z WHERE z.line = {line}),"
-            f" '{DEFAULT_TIME_ZONE}')")
+    return f"coalesce((SELECT z.time_zone FROM {zones} z WHERE z.line = {line}), '{DEFAULT_TIME_ZONE}')"
 
 
-def day_sql(moment: str, line: str) -> str:
+def day_sql(moment: str, line: str, *, zones: str = "projections.line_time_zones") -> str:
     """SQL: the factory day of the timestamptz expression ``moment`` on the line ``line``."""
-    return f"({moment} AT TIME ZONE {zone_sql(line)})::date"
+    return f"({moment} AT TIME ZONE {zone_sql(line, zones=zones)})::date"
+
+
+def zones_as_of(position: str) -> str:
+    """SQL: a relation (line, time_zone) of each line's zone as the log said at ``position`` (an SQL
+    expression): what a dataset version reads, since it must rebuild to the same bytes whatever is set later."""
+    return (f"(SELECT z.line, (SELECT e.payload->>'time_zone' FROM catalog.events e"
+            f" WHERE e.stream_id = '{LINE_STREAM_PREFIX}' || z.line AND e.position <= {position}"
+            " ORDER BY e.version DESC LIMIT 1) AS time_zone FROM projections.line_time_zones z)")
 
 
 def hour_sql(moment: str, line: str) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from catalog.datasets.spec import SPLITS, DatasetSpec, DatasetSpecError
 from catalog.events import IMAGE_STREAM_PREFIX
+from catalog.factory_day import day_sql, zones_as_of
 from catalog.ontology import Ontology, OntologyError
 from catalog.queries import where_conditions
 
@@ -30,7 +31,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("split", pa.string()),
     ("weight", pa.float64()),  # class-balancing weight for the loss: n_train / (classes × n_train of the class)
     ("part_id", pa.string()),
-    ("day", pa.date32()),  # UTC day of capture
+    ("day", pa.date32()),  # factory day of capture, in the line's time zone as of the version's position
     ("line", pa.string()),
     ("station", pa.string()),
     ("camera", pa.string()),
@@ -41,7 +42,7 @@ MANIFEST_SCHEMA = pa.schema([
 
 _CANDIDATE_COLUMNS = {
     "sha256": pa.string(), "part_id": pa.string(), "line": pa.string(), "station": pa.string(),
-    "camera": pa.string(), "captured_us": pa.int64(), "label": pa.string(), "version": pa.int32(),
+    "camera": pa.string(), "captured_us": pa.int64(), "day": pa.date32(), "label": pa.string(), "version": pa.int32(),
     "mask_uri": pa.string(), "regions": pa.string(),
 }
 
@@ -97,7 +98,8 @@ def _candidates(conn: psycopg.Connection, spec: DatasetSpec, position: int) -> p
     params: dict[str, Any] = {"p": position}
     filters = "".join(f" AND {c}" for c in where_conditions(spec.filters.image_filter(), params))
     columns = ("i.sha256, i.part_id, i.line, i.station, i.camera,"
-               " (extract(epoch FROM i.captured_at) * 1000000)::bigint AS captured_us")
+               " (extract(epoch FROM i.captured_at) * 1000000)::bigint AS captured_us,"
+               f" {day_sql('i.captured_at', 'i.line', zones='zones')} AS day")
     settled = (
         f"SELECT {columns}, i.label, i.label_ontology_version, cl.mask_uri, cl.regions::text"
         " FROM projections.images i LEFT JOIN projections.current_labels cl USING (sha256)"
@@ -120,7 +122,8 @@ def _candidates(conn: psycopg.Connection, spec: DatasetSpec, position: int) -> p
         f"{filters}"
     )
     buffer = io.BytesIO()
-    with conn.cursor().copy(f"COPY ({settled} UNION ALL {changed}) TO STDOUT (FORMAT csv)", params) as copy:
+    zones = f"WITH zones AS MATERIALIZED {zones_as_of('%(p)s')} "
+    with conn.cursor().copy(f"COPY ({zones}{settled} UNION ALL {changed}) TO STDOUT (FORMAT csv)", params) as copy:
         for chunk in copy:
             buffer.write(chunk)
     if not buffer.tell():
@@ -163,7 +166,7 @@ def _sample(spec: DatasetSpec, position: int, ontology_version: int, candidates:
         """CREATE TEMP TABLE resolved AS
            SELECT c.sha256, m.class, c.part_id, c.line, c.station, c.camera,
                   make_timestamptz(c.captured_us) AS captured_at,
-                  CAST(make_timestamptz(c.captured_us) AS DATE) AS day, c.mask_uri, c.regions,
+                  c.day, c.mask_uri, c.regions,
                   md5($seed || ':' || c.sha256) AS k
            FROM candidates c JOIN class_map m USING (label, version)""", {"seed": seed})
     left_out = {

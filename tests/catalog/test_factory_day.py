@@ -14,6 +14,8 @@ import pytest
 import catalog
 from catalog import activity
 from catalog.breakdowns import label_breakdown
+from catalog.datasets import DatasetSpec
+from catalog.datasets.build import build_dataset_version
 from catalog.drift import images_of_day
 from catalog.factory_day import factory_day, set_time_zone, shown, time_zones, zone_sql
 from catalog.queries import ImageFilter, count_images
@@ -22,6 +24,7 @@ from ingestion.simulated_factory import simulate_factory
 from ingestion.simulator.plan import FactoryClock
 from tests.builders import cli_env, run_cli
 
+SPEC = Path(__file__).resolve().parents[2] / "assets" / "dataset_specs" / "inspection_all.yaml"
 BERLIN = "Europe/Berlin"  # CET, CEST from 2026-03-29 02:00 local (01:00 UTC)
 
 
@@ -104,3 +107,19 @@ def test_the_cli_sets_a_lines_zone_and_refuses_a_bad_one(cat: catalog.Catalog) -
     assert "already stands" in run_cli("lines", "time-zone", "line1", "Europe/Berlin", env=env).stdout
     listed = run_cli("lines", "list", env=env).stdout
     assert "line1" in listed and "Europe/Berlin" in listed
+
+
+def test_a_dataset_version_counts_factory_days_as_the_log_said_at_its_position(cat: catalog.Catalog,
+                                                                              night_shift_factory: Path) -> None:
+    deliver_factory(cat, night_shift_factory, actor="test", workers=1)
+    for line in ("line1", "line2"):
+        set_time_zone(cat, line, BERLIN, actor="test")
+    spec = DatasetSpec.from_yaml(SPEC)
+    position = cat.head()
+    first = build_dataset_version(cat.db, spec, position=position).manifest
+    local = [factory_day(t, BERLIN) for t in first["captured_at"].to_pylist()]
+    assert first["day"].to_pylist() == local
+    assert local != [t.astimezone(UTC).date() for t in first["captured_at"].to_pylist()]  # the night shift
+    # A zone set later changes today's days, not a version's: rebuilt at its position it is the same bytes.
+    set_time_zone(cat, "line1", "America/Chicago", actor="test")
+    assert build_dataset_version(cat.db, spec, position=position).manifest.equals(first)
