@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from apps.ui.common import cached, catalog_state, days_with_images, get_catalog, trace_link
+from apps.ui.common import cached, catalog_state, days_with_images, get_catalog, line_time, trace_link
 from catalog import activity
 from catalog.drift import out_of_band, read_drift_days
 
@@ -77,7 +77,7 @@ else:
                f" ({served.backend}, {served.precision})" if served.model_id
                else "no EngineBuilt record names this engine")
     st.markdown(f"**Engine in service** `{served.engine_id[:16]}`{' (champion)' if served.champion else ''}: "
-                f"{lineage}; last decision {served.last_decision_at:%Y-%m-%d %H:%M} UTC")
+                f"{lineage}; last decision {line_time(cat, served.last_decision_at, None)}")
 
 long = figures.melt(id_vars="day", value_vars=list(MEASURES), var_name="measure", value_name="count")
 long["measure"] = long["measure"].map(MEASURES)
@@ -98,7 +98,7 @@ with left:
         st.write("No part rejected in these days.")
     for row in rejects:
         trace_link(row["part_id"], label=f"{row['part_id']} · {row['line']} · {row['rule']} · "
-                                         f"{row['decided_at']:%d %b %H:%M}")
+                                         f"{line_time(cat, row['decided_at'], row['line'])}")
 with right:
     st.subheader("Drift alerts")
     if alerts is None:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 import pyarrow as pa
 
 from catalog.drift import DRIFT_SCHEMA, STATISTICS, cameras_path
+from catalog.factory_day import set_time_zone
 from ingestion.labels import record_correction
 
 # Every figure below is counted from the read models with SQL of the test's own, not through catalog.activity.
@@ -207,3 +208,24 @@ def test_day_says_so_on_a_quiet_day_and_on_a_bad_date(app, ui_catalog) -> None:
     at.query_params["day"] = "yesterday"
     at.switch_page("views/day.py").run()
     assert "is not a date" in at.warning[0].value and at.date_input[0].value == days_with_images(cat)[-1]
+
+
+def test_day_counts_the_lines_own_day_and_shows_its_local_time(app, ui_catalog) -> None:
+    cat, _, _ = ui_catalog
+    day = days_with_images(cat)[1]
+    with cat.db.connect() as conn:
+        sha, line = conn.exec_driver_sql(
+            "SELECT sha256, line FROM projections.images WHERE label IS NOT NULL"
+            " AND (captured_at AT TIME ZONE 'UTC')::date = %(d)s ORDER BY captured_at LIMIT 1", {"d": day}).fetchone()
+    # 23:30 UTC is 08:30 the next morning in Tokyo: the correction belongs to that factory day, shown in JST.
+    record_correction(cat, sha256=sha, new_label="crack", corrected_by="tester", reason="a second look",
+                      occurred_at=datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=23, minutes=30))
+    set_time_zone(cat, line, "Asia/Tokyo", actor="tester")
+
+    at = app("analyst")
+    at.query_params["day"] = (day + timedelta(days=1)).isoformat()
+    at.switch_page("views/day.py").run()
+    assert not at.exception, at.exception
+    corrections = next(d.value for d in at.dataframe if "new_label" in d.value.columns)
+    row = corrections[corrections["corrected_by"] == "tester"].iloc[0]
+    assert row["corrected_at"] == f"{day + timedelta(days=1)} 08:30:00+09:00"
