@@ -53,23 +53,33 @@ def _after_last_instant(day: date) -> datetime:
 # -- the same rule in SQL ---------------------------------------------------------------------------------------
 
 
-def zone_sql(line: str, *, zones: str = "projections.line_time_zones") -> str:
+def zone_sql(line: str) -> str:
     """SQL: the time zone of the line named by the SQL expression ``line``, a qualified column (``i.line``)
-    or a parameter (a bare ``line`` would name the zone table's own column inside the subquery), as the
-    relation ``zones`` (line, time_zone) holds it: the read model, or `zones_as_of`."""
+    or a parameter: a bare ``line`` would name the zone table's own column inside the subquery."""
     if "." not in line and not line.startswith("%("):
         raise ValueError(f"name the line's column with its table ({line!r} is ambiguous in the subquery)")
-    return f"coalesce((SELECT z.time_zone FROM {zones} z WHERE z.line = {line}), '{DEFAULT_TIME_ZONE}')"
+    return zone_or_default(f"(SELECT z.time_zone FROM projections.line_time_zones z WHERE z.line = {line})")
 
 
-def day_sql(moment: str, line: str, *, zones: str = "projections.line_time_zones") -> str:
+def zone_or_default(zone: str) -> str:
+    """SQL: the zone ``zone`` names, or `DEFAULT_TIME_ZONE` where it is null (a line whose zone is not set)."""
+    return f"coalesce({zone}, '{DEFAULT_TIME_ZONE}')"
+
+
+def day_sql(moment: str, line: str) -> str:
     """SQL: the factory day of the timestamptz expression ``moment`` on the line ``line``."""
-    return f"({moment} AT TIME ZONE {zone_sql(line, zones=zones)})::date"
+    return local_day_sql(moment, zone_sql(line))
+
+
+def local_day_sql(moment: str, zone: str) -> str:
+    """SQL: the calendar day of ``moment`` in the time zone the SQL expression ``zone`` names."""
+    return f"({moment} AT TIME ZONE {zone})::date"
 
 
 def zones_as_of(position: str) -> str:
     """SQL: a relation (line, time_zone) of each line's zone as the log said at ``position`` (an SQL
-    expression): what a dataset version reads, since it must rebuild to the same bytes whatever is set later."""
+    expression): what a dataset version reads, since it must rebuild to the same bytes whatever is set later.
+    Joined rather than looked up row by row: a version reads a million images."""
     return (f"(SELECT z.line, (SELECT e.payload->>'time_zone' FROM catalog.events e"
             f" WHERE e.stream_id = '{LINE_STREAM_PREFIX}' || z.line AND e.position <= {position}"
             " ORDER BY e.version DESC LIMIT 1) AS time_zone FROM projections.line_time_zones z)")

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from catalog.datasets.spec import SPLITS, DatasetSpec, DatasetSpecError
 from catalog.events import IMAGE_STREAM_PREFIX
-from catalog.factory_day import day_sql, zones_as_of
+from catalog.factory_day import local_day_sql, zone_or_default, zones_as_of
 from catalog.ontology import Ontology, OntologyError
 from catalog.queries import where_conditions
 
@@ -99,16 +99,17 @@ def _candidates(conn: psycopg.Connection, spec: DatasetSpec, position: int) -> p
     filters = "".join(f" AND {c}" for c in where_conditions(spec.filters.image_filter(), params))
     columns = ("i.sha256, i.part_id, i.line, i.station, i.camera,"
                " (extract(epoch FROM i.captured_at) * 1000000)::bigint AS captured_us,"
-               f" {day_sql('i.captured_at', 'i.line', zones='zones')} AS day")
+               f" {local_day_sql('i.captured_at', zone_or_default('zn.time_zone'))} AS day")
     settled = (
         f"SELECT {columns}, i.label, i.label_ontology_version, cl.mask_uri, cl.regions::text"
         " FROM projections.images i LEFT JOIN projections.current_labels cl USING (sha256)"
+        " LEFT JOIN zones zn ON zn.line = i.line"
         " WHERE i.ingested_position <= %(p)s AND i.last_position <= %(p)s AND NOT i.excluded"
         f" AND i.label IS NOT NULL{filters}"
     )
     changed = (
         f"SELECT {columns}, l.label, l.ontology_version, m.mask_uri, m.regions"
-        " FROM projections.images i"
+        " FROM projections.images i LEFT JOIN zones zn ON zn.line = i.line"
         " JOIN LATERAL (SELECT h.label, h.ontology_version FROM projections.label_history h"
         "   WHERE h.sha256 = i.sha256 AND h.position <= %(p)s ORDER BY h.position DESC LIMIT 1) l ON true"
         " LEFT JOIN LATERAL (SELECT c.excluded FROM projections.curation_history c"
