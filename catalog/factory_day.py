@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from catalog.errors import EventValidationError
-from catalog.events import LINE_STREAM_PREFIX, LineTimeZoneSet, describe_validation_error
+from catalog.events import LINE_STREAM_PREFIX, ImageIngested, LineTimeZoneSet, describe_validation_error
 
 if TYPE_CHECKING:
     from catalog import Catalog
@@ -139,6 +139,18 @@ def capture_days(cat: Catalog) -> tuple[date, date] | None:
         return None
     days = [factory_day(moment, zones.get(line, DEFAULT_TIME_ZONE)) for line, span in spans.items() for moment in span]
     return min(days), max(days)
+
+
+def ingested_days(cat: Catalog, after: int, upto: int) -> dict[date, int]:
+    """The factory days of the images ingested at log positions after ``after`` up to ``upto``, each with the
+    position of its last ImageIngested there: the days whose per-day reports (drift, breakdowns) those
+    arrivals changed."""
+    zones = time_zones(cat)
+    days: dict[date, int] = {}
+    for event in cat.store.read(after, upto=upto, limit=None, types=[ImageIngested.__name__]):
+        image = event.data
+        days[factory_day(image.captured_at, zones.get(image.line, DEFAULT_TIME_ZONE))] = event.position
+    return days
 
 
 def set_time_zone(cat: Catalog, line: str, time_zone: str, *, actor: str, reason: str = "") -> bool:

@@ -27,6 +27,8 @@ from assets.learn_loop import (
 from assets.resources import CatalogResource, LakeResource, LanceDBResource
 from catalog.blobs import sha_from_uri
 from catalog.embeddings import EmbeddingStore
+from catalog.lineage import CLASSIFIER, model_row
+from learning import training
 
 SHORT = {"epochs": 1, "samples_per_epoch": 48}
 
@@ -39,10 +41,11 @@ def run(factory_cat: catalog.Catalog):
                  "lancedb": LanceDBResource(uri=str(cat.settings.home / "lancedb"))}
     instance = dg.DagsterInstance.ephemeral()
 
-    def materialize(asset: dg.AssetsDefinition, config: dict | None = None) -> dg.ExecuteInProcessResult:
+    def materialize(asset: dg.AssetsDefinition, config: dict | None = None, *,
+                    on: dg.DagsterInstance = instance) -> dg.ExecuteInProcessResult:
         name = asset.key.path[-1]
         run_config = {"ops": {name: {"config": config}}} if config else None
-        return dg.materialize([asset], resources=resources, instance=instance, run_config=run_config)
+        return dg.materialize([asset], resources=resources, instance=on, run_config=run_config)
 
     return materialize
 
@@ -116,3 +119,24 @@ def test_the_learn_loop_from_dataset_version_to_promotion(factory_cat: catalog.C
     promotions = [e for e in cat.store.read_stream("model:inspection-classifier") if e.type == "ModelPromoted"]
     assert [p.data.model_id for p in promotions] == [model_id]
     assert metadata(run(regression_replay), "regression_replay")["promoted"] is False
+
+
+def test_each_asset_works_on_what_its_upstream_produced(factory_cat: catalog.Catalog, run):
+    cat = factory_cat
+    run(next(a for a in dataset_assets if a.key.path[-1] == "dataset_inspection_all"))
+    first = metadata(run(classifier_model, SHORT), "classifier_model")["model_id"]
+    # A second model registered afterwards, outside this instance (as `visionledger models train` would): the
+    # latest registered is no longer the one `classifier_model` trained.
+    newer = training.train_model(cat, CLASSIFIER, training.TrainingConfig(**SHORT, seed=1).params("classifier"),
+                                 lambda _: None).model_id
+    assert newer != first and model_row(cat, CLASSIFIER).model_id == newer
+
+    exported = metadata(run(classifier_onnx), "classifier_onnx")
+    assert exported["model_id"] == first
+    assert model_row(cat, CLASSIFIER, first).onnx_sha256 == exported["onnx_sha256"]
+    assert model_row(cat, CLASSIFIER, newer).onnx_uri is None
+    assert metadata(run(model_evaluation), "model_evaluation")["model_id"] == first
+    assert metadata(run(embeddings), "embeddings")["model_id"] == first
+    # Run on its own, on an instance where its upstream never materialized, an asset takes the latest.
+    alone = run(classifier_onnx, on=dg.DagsterInstance.ephemeral())
+    assert metadata(alone, "classifier_onnx")["model_id"] == newer
