@@ -20,12 +20,14 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest
 
-# The Dagster UI over the assets, with its storage in .visionledger/dagster (see dagster.postgres.yaml for
-# the variant on the catalog's PostgreSQL).
+# The Dagster UI over the assets, on the instance beside the catalog ($VISIONLEDGER_HOME/dagster, where the
+# demo records its runs; see dagster.postgres.yaml for the variant on the catalog's PostgreSQL).
+DAGSTER_HOME_DIR = $(abspath $(or $(VISIONLEDGER_HOME),.visionledger))/dagster
+
 dagster: setup
-	mkdir -p .visionledger/dagster
-	cp -n dagster.yaml .visionledger/dagster/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.visionledger/dagster $(VENV)/bin/dagster dev -m assets.definitions
+	mkdir -p $(DAGSTER_HOME_DIR)
+	test -f $(DAGSTER_HOME_DIR)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME_DIR)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(VENV)/bin/dagster dev -m assets.definitions
 
 lint: setup
 	$(VENV)/bin/ruff check .

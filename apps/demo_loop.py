@@ -1,31 +1,43 @@
-"""The whole loop on a simulated factory, stage by stage, as plain functions: `visionledger demo` runs them.
+"""The whole loop on a simulated factory, stage by stage: `visionledger demo` runs it.
 
 History (the first days, with their labels) → dataset version → classifier → ONNX → evaluation → champion and
 engine → the following days served through the HTTP API → their labels arrive, a reviewer corrects
-disagreements → embeddings and a review queue → a new dataset version → a retrained candidate → regression
-replay against the champion on history → promotion (and its engine) when the gate passes.
+disagreements, each day's drift report and breakdowns, a curator excludes the dim day → embeddings, a review
+queue and its heatmaps → a new dataset version → a retrained candidate → regression replay against the
+champion on history → promotion (and its engine) when the gate passes.
+
+What an asset does, the demo does as a Dagster run of that asset (`Runs`), on the instance beside the catalog
+that `make dagster` opens: the UI shows every asset the demo built, with its metadata. What no asset does
+(delivering files, serving through the API, a reviewer's and a curator's decisions) it does itself.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import socket
 import threading
 import time as clock
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import uvicorn
+import yaml
 
+from assets.definitions import defs
+from assets.learn_loop import learn_loop
+from assets.resources import CatalogResource, LakeResource, LanceDBResource
+from assets.sensors import DAY_REPORTS, day_reports
 from catalog import Catalog
 from catalog.blobs import sha256_of
 from catalog.curation import set_excluded
-from catalog.datasets import DatasetSpec, publish_dataset_version
-from catalog.embeddings import EmbeddingStore
+from catalog.datasets import DatasetSpec
+from catalog.factory_day import ingested_days
 from catalog.lineage import CLASSIFIER, champion, was_promoted, was_replayed
 from catalog.queries import (
     ImageFilter,
@@ -34,19 +46,15 @@ from catalog.queries import (
     labels_as_recorded,
     latest_prediction_id,
 )
-from catalog.review_queue import count_waiting_reviews
+from catalog.review_queue import count_waiting_reviews, requested_reviews
 from ingestion.factory_delivery import ProgressFactory, no_progress
 from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels, record_correction
 from ingestion.ontology_publish import publish_ontology
 from ingestion.simulated_factory import DRIFT, simulate_factory
-from learning.evaluation import EvaluationConfig, evaluate
-from learning.promotion import ReplayConfig, replay_and_gate
-from learning.review import EmbeddingConfig, ReviewQueueConfig, build_review_queue, embed_catalog
-from learning.training import export_model, train_model
+from learning.review import ReviewQueueConfig
 from models.training import ClassifierParams
 from serving.api import create_app
-from serving.engines import build_engine
 from serving.service import InspectionService, ServeConfig
 
 DATASET_SPEC = Path(__file__).resolve().parents[1] / "assets" / "dataset_specs" / "inspection_all.yaml"
@@ -78,10 +86,13 @@ class LoopReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_loop(cat: Catalog, config: LoopConfig, say: Say, *, progress: ProgressFactory = no_progress) -> LoopReport:
-    """Run every stage once; safe to run again on the same catalog (nothing is appended twice). `say` tells
-    what happens; `progress(description)` gives a bar's update(done, total) for the long steps."""
+def run_loop(cat: Catalog, instance: dg.DagsterInstance, config: LoopConfig, say: Say, *,
+             progress: ProgressFactory = no_progress) -> LoopReport:
+    """Run every stage once, the assets' as Dagster runs on ``instance``; safe to run again on the same
+    catalog (nothing is appended twice). `say` tells what happens; `progress(description)` gives a bar's
+    update(done, total) for the long steps."""
     report = LoopReport()
+    runs = Runs(cat, instance, _every_tenth_epoch(say, config.epochs or ClassifierParams().epochs))
 
     def stage(name: str, work: Callable[[], Any]) -> Any:
         say(f"— {name}")
@@ -105,6 +116,7 @@ def run_loop(cat: Catalog, config: LoopConfig, say: Say, *, progress: ProgressFa
     f["history_days"], f["served_days"] = [str(d) for d in history], [str(d) for d in later]
 
     def deliver_history() -> None:
+        before = cat.head()
         publish_ontology(cat, factory / "ontology.yaml", actor="demo")
         with progress("ingesting images") as update:
             f["history_images"] = ingest(cat, files["manifest"][0], root=factory, actor="demo",
@@ -112,11 +124,13 @@ def run_loop(cat: Catalog, config: LoopConfig, say: Say, *, progress: ProgressFa
         with progress("importing labels") as update:
             f["history_labels"] = import_labels(cat, files["labels"][0], actor="demo", progress=update).recorded
         import_corrections(cat, files["corrections"][0], actor="demo")
-    stage("deliver the history with its labels", deliver_history)
+        _day_reports(cat, runs, after=before)
+    stage("deliver the history with its labels, and each day's drift report and breakdowns", deliver_history)
 
     first = stage("train, export, evaluate and promote the first model",
-                  lambda: _model_of_days(cat, config, say, "first", until=later[0]))
+                  lambda: _model_of_days(cat, runs, config, say, until=later[0]))
     f["first"] = first
+    before_serving = cat.head()
     served = stage("serve the following days through the HTTP API", lambda: _serve(cat, factory, set(later), first["engine_in_service"], progress))
     f["served"] = served
 
@@ -124,68 +138,120 @@ def run_loop(cat: Catalog, config: LoopConfig, say: Say, *, progress: ProgressFa
         f["later_labels"] = import_labels(cat, files["labels"][1], actor="demo").recorded
         import_corrections(cat, files["corrections"][1], actor="demo")
         f["reviewer_corrections"] = _settle_disagreements(cat, factory, served["predictions"], config.corrections)
+        # The days' reports before the curator's decision: the Day page shows the dimming lamp that makes it.
+        _day_reports(cat, runs, after=before_serving)
         f["excluded"] = _exclude_dim_day(cat, later)
-        store = EmbeddingStore(cat.settings.home / "lancedb")
-        embed_catalog(cat, store, None, near_duplicate_distance=EmbeddingConfig().near_duplicate_distance, log=say)
         queue = ReviewQueueConfig(budget=config.review_budget)
         waiting = count_waiting_reviews(cat, queue=queue.queue)
-        # A new batch only once the reviewers are through the last one (a second run of the demo finds it).
-        f["review_queue"] = waiting or len(build_review_queue(cat, store, None, budget=queue.budget,
-                                                              strategies=queue.strategies, queue=queue.queue,
-                                                              weights=queue.weights))
-    stage("labels arrive, a reviewer corrects disagreements, a curator excludes a dim day, the review queue",
-          review)
+        # One run: the embeddings, a new batch only once the reviewers are through the last one (a second run
+        # of the demo finds it waiting), and the model's evidence for every image ever queued, so that Review
+        # shows it beside each (the heatmaps take the queued images first).
+        new_batch = 0 if waiting else queue.budget
+        done = runs(["embeddings", *(["review_queue"] if new_batch else []), "heatmaps"], {
+            **({"review_queue": {"budget": queue.budget, "queue": queue.queue}} if new_batch else {}),
+            "heatmaps": {"queue": queue.queue, "limit": len(requested_reviews(cat, queue.queue)) + new_batch}})
+        f["review_queue"] = waiting or done["review_queue"]["queued"]
+    stage("labels arrive, a reviewer corrects disagreements, the days' drift reports and breakdowns, a curator "
+          "excludes a dim day, the review queue and its heatmaps", review)
 
     f["candidate"] = stage("retrain on a new dataset version and regression-test the candidate",
-                           lambda: _model_of_days(cat, config, say, "candidate",
-                                                  until=later[-1] + timedelta(days=1)))
+                           lambda: _model_of_days(cat, runs, config, say, until=later[-1] + timedelta(days=1)))
     f["champion"] = champion(cat, CLASSIFIER)
     return report
 
 
-def _model_of_days(cat: Catalog, config: LoopConfig, say: Say, which: str, until: date) -> dict[str, Any]:
+class Runs:
+    """Materializes assets of the code location (`assets.definitions`) as Dagster runs of its jobs on one
+    instance, with the catalog's resources; the assets' own log lines go to `say`. Calling it with asset
+    names, their run configs by name and, for the daily assets, a day, returns each asset's metadata."""
+
+    def __init__(self, cat: Catalog, instance: dg.DagsterInstance, say: Say):
+        settings = cat.settings
+        self.instance = instance
+        self.defs = dg.Definitions(
+            assets=defs.assets, jobs=[learn_loop, day_reports],
+            resources={"catalog": CatalogResource(home=str(settings.home), database_url=settings.database_url),
+                       "lake": LakeResource(root=str(settings.lake_root)),
+                       "lancedb": LanceDBResource(uri=str(settings.home / "lancedb"))},
+            loggers={"say": _say_logger(say)})
+
+    def __call__(self, assets: list[str], config: dict[str, dict] | None = None, *,
+                 day: date | None = None) -> dict[str, dict[str, Any]]:
+        job = self.defs.resolve_job_def((day_reports if day else learn_loop).name)
+        result = job.execute_in_process(
+            run_config={"ops": {name: {"config": c} for name, c in (config or {}).items()}, "loggers": {"say": {}}},
+            instance=self.instance, partition_key=day.isoformat() if day else None,
+            asset_selection=[dg.AssetKey(name) for name in assets], tags={"visionledger/source": "demo"})
+        return {name: {k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
+                for name in assets}
+
+
+def _say_logger(say: Say) -> dg.LoggerDefinition:
+    """A Dagster logger that hands the assets' own lines at INFO and above (not Dagster's events) to `say`."""
+
+    class ToSay(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            meta = getattr(record, "dagster_meta", None)
+            if meta and meta["dagster_event"] is None:
+                say(meta["orig_message"])
+
+    def make(_context: dg.InitLoggerContext) -> logging.Logger:
+        log = logging.Logger("visionledger.demo", logging.INFO)
+        log.addHandler(ToSay())
+        return log
+
+    return dg.LoggerDefinition(make, description="the demo's console")
+
+
+def _day_reports(cat: Catalog, runs: Runs, *, after: int) -> None:
+    """Each factory day whose images arrived after log position ``after`` gets its drift report and
+    breakdowns: what the sensor `images_arrived` asks for when Dagster's daemon runs it."""
+    for day in sorted(ingested_days(cat, after, cat.head())):
+        runs([key.to_user_string() for key in DAY_REPORTS], day=day)
+
+
+def _model_of_days(cat: Catalog, runs: Runs, config: LoopConfig, say: Say, until: date) -> dict[str, Any]:
     """Publish the dataset version of the images captured before `until`, train and export a classifier on it,
     evaluate it, replay it against the champion (none the first time: it passes) and build the engine of
-    whichever model serves. The capture window, not the head, fixes the version: a second run of the demo
-    finds the same version, the same model (training is deterministic), and appends nothing."""
+    whichever model serves; one Dagster run each for the version, model, export and evaluation, the replay
+    and the engine, each asset reading what its upstream produced. The capture window, not the head, fixes
+    the version: a second run of the demo finds the same version, the same model (training is
+    deterministic), and appends nothing."""
     spec = DatasetSpec.from_yaml(DATASET_SPEC)
     spec = spec.model_copy(update={"filters": spec.filters.model_copy(
         update={"captured_to": datetime.combine(until, time(), UTC)})})
-    version = publish_dataset_version(cat, spec, actor="demo")
-    params = replace(ClassifierParams(), samples_per_epoch=config.samples_per_epoch,
-                     **({"epochs": config.epochs} if config.epochs else {}))
-    trained = train_model(cat, CLASSIFIER, params, _every_tenth_epoch(say, params.epochs),
-                          dataset_version_id=version.version_id)
-    export_model(cat, CLASSIFIER, trained.model_id, say)
-    evaluated, _ = evaluate(cat, EvaluationConfig(model_id=trained.model_id), say)
+    built = runs(["dataset_inspection_all", "classifier_model", "classifier_onnx", "model_evaluation"], {
+        "dataset_inspection_all": {"spec_yaml": yaml.safe_dump(spec.model_dump(mode="json"))},
+        "classifier_model": {"epochs": config.epochs, "samples_per_epoch": config.samples_per_epoch}})
+    version, model_id = built["dataset_inspection_all"], built["classifier_model"]["model_id"]
+    m = built["model_evaluation"]["metrics"]
     gate, promoted = None, False
-    if not was_replayed(cat, trained.model_id):  # judged once: a second run of the demo does not judge it again
-        _, gate, promoted = replay_and_gate(cat, ReplayConfig(candidate_model_id=trained.model_id,
-                                                              min_images=10), say)
-    promoted = promoted or was_promoted(cat, trained.model_id)
+    if not was_replayed(cat, model_id):  # judged once: a second run of the demo does not judge it again
+        replay = runs(["regression_replay"], {"regression_replay": {"min_images": 10}})["regression_replay"]
+        gate, promoted = replay["verdict"], replay["promoted"]
+    promoted = promoted or was_promoted(cat, model_id)
     # The engine that serves after this stage: this model's once it is promoted, else the champion's; with
     # no champion at all (no model passed the quality floor), the unfit candidate, named as such, so that the
     # loop can go on.
-    serving_model = trained.model_id if promoted else champion(cat, CLASSIFIER)
+    serving_model = model_id if promoted else champion(cat, CLASSIFIER)
     unfit = serving_model is None
     if unfit:
-        serving_model = trained.model_id
+        serving_model = model_id
         say(f"WARNING: no model passed the quality floor, so none is promoted; the demo serves the UNPROMOTED "
             f"{serving_model} to go on, and its decisions are not fit for a line")
-    engine = build_engine(cat, model_id=serving_model, actor="demo").record
-    m = evaluated.metrics
+    engine = runs(["classifier_engine"], {"classifier_engine": {"model_id": serving_model}})["classifier_engine"]
+    threshold = engine.get("threshold")
     say(f"serving {serving_model} ({'promoted' if not unfit else 'unpromoted, unfit'}) at its operating "
-        f"threshold {engine.threshold if engine.threshold is not None else float('nan'):.3f}: validation recall "
+        f"threshold {threshold if threshold is not None else float('nan'):.3f}: validation recall "
         f"{m.get('validation_recall', float('nan')):.2f}, {m.get('validation_good_parts_rejected', float('nan')):.1%}"
         " of good validation parts rejected")
-    return {"dataset_version": version.version_id, "images": version.version.counts["images"],
-            "model": trained.model_id, "recall_at_p95": evaluated.metrics.get("recall_at_min_precision"),
-            "average_precision": evaluated.metrics.get("average_precision"),
-            "gate": None if gate is None else ("passed" if gate.passed else "refused") + ": " + "; ".join(gate.reasons),
+    return {"dataset_version": version["version_id"], "images": version["images"],
+            "model": model_id, "recall_at_p95": m.get("recall_at_min_precision"),
+            "average_precision": m.get("average_precision"), "gate": gate,
             "promoted": promoted, "serving_model": serving_model, "serving_unfit": unfit,
-            "threshold": engine.threshold, "validation_recall": m.get("validation_recall"),
+            "threshold": threshold, "validation_recall": m.get("validation_recall"),
             "validation_good_parts_rejected": m.get("validation_good_parts_rejected"),
-            "engine_in_service": engine.engine_id}
+            "engine_in_service": engine["engine_id"]}
 
 
 def _every_tenth_epoch(say: Say, epochs: int) -> Say:
@@ -246,6 +312,8 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
             "part_recall": sum(decisions[p] == "reject" for p in bad) / len(bad) if bad else None,
             "good_parts_rejected": sum(decisions[p] == "reject" for p in good) / len(good) if good else None,
             "p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
+            # a part to trace: one the engine rejected, else any
+            "example_part": next((p for p, d in decisions.items() if d == "reject"), next(iter(decisions), None)),
             "predictions": predictions}
 
 

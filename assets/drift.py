@@ -40,11 +40,15 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, catalog
     day = partition_day(context.partition_key)
     store = lake.lake
     with catalog.open() as cat:
-        today, table = drift.drift_for_day(cat, store, day, config, log=context.log.info)
+        # Per camera at debug (the UI shows it); the day's verdict at info, one line a console can follow.
+        today, table = drift.drift_for_day(cat, store, day, config, log=context.log.debug)
     image_file = store.write_parquet(drift.images_path(day), today.images)
     camera_file = store.write_parquet(cameras_path(day), table)
     html, png = drift.write_drift_chart(store)
     alerts = out_of_band(table)
+    context.log.info(f"{day}: {len(today.cameras())} cameras, {today.images.num_rows} images; "
+                     + ("out of band: " + ", ".join(f"{r['line']}/{r['station']}/{r['camera']} {r['statistic']}"
+                                                    for r in alerts) if alerts else "all within their bands"))
     windows = sorted({r["reference_days"] for r in table.to_pylist() if r["reference_days"]})
     yield dg.MaterializeResult(metadata={
         "cameras": len(today.cameras()),

@@ -67,6 +67,14 @@ class Lake:
         self._pending = self._sync_dir / "pending.json"
         self._staging = self._sync_dir / "staging"
 
+    def quarantined(self) -> dict[str, int]:
+        """The rows quarantined so far (the ImageRejected events mirrored), by reason code: a read of that
+        event type's folder alone, not of the whole log."""
+        rows = self.duckdb().execute(
+            "SELECT payload->>'reason', count(*) FROM events WHERE type = 'ImageRejected' GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        return dict(rows)
+
     def synced_position(self) -> int:
         """The last event position mirrored in the lake."""
         return json.loads(self._state.read_text())["position"] if self._state.exists() else 0

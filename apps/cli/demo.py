@@ -9,7 +9,12 @@ from rich.table import Table
 
 from apps.cli.common import console, open_catalog, out, progress_bar
 from apps.demo_loop import LoopConfig, run_loop
+from assets.storage import instance_home, local_instance
 from ingestion.simulated_factory import SIZE_PRESETS
+
+# The commands the report ends with, as a fresh clone runs them after `make demo` (README: "the command is
+# .venv/bin/visionledger").
+VISIONLEDGER = ".venv/bin/visionledger"
 
 
 @click.command()
@@ -23,23 +28,30 @@ from ingestion.simulated_factory import SIZE_PRESETS
 def demo(days: int, history_days: int, size: str, seed: int, image_size: int, epochs: int) -> None:
     """The whole loop: simulate a factory; ingest and label its first days; publish a dataset version; train,
     export, evaluate and promote a classifier and build its engine; serve the following days through the
-    HTTP API; import their labels and correct disagreements; queue images for review; retrain on a new
-    dataset version; regression-test the candidate against the champion and promote it if it passes. Safe to
-    run again: nothing is appended twice."""
+    HTTP API; import their labels and correct disagreements; report each day's drift and breakdowns; queue
+    images for review, with their heatmaps; retrain on a new dataset version; regression-test the candidate
+    against the champion and promote it if it passes. The assets' stages run as Dagster runs on the instance
+    under <home>/dagster, which `make dagster` opens. Safe to run again: nothing is appended twice."""
     config = LoopConfig(days=days, history_days=history_days, size=size, seed=seed, image_size=image_size,
                         epochs=epochs)
     started = time.perf_counter()
-    with open_catalog() as cat:
+    with open_catalog() as cat, local_instance(cat.settings) as instance:
         console.rule("visionledger demo")
-        report = run_loop(cat, config, lambda line: console.print(line, highlight=False), progress=progress_bar)
+        report = run_loop(cat, instance, config, lambda line: console.print(line, highlight=False),
+                          progress=progress_bar)
         with progress_bar("lake sync") as update:
             lake = cat.sync_lake(progress=update)
         head = cat.head()
+        quarantined = cat.lake.quarantined()
+        runs = instance.get_runs_count()
+        dagster_home = instance_home(cat.settings)
     f, first, candidate, served = report.figures, report.figures["first"], report.figures["candidate"], \
         report.figures["served"]
     table = Table(title="what happened", show_header=False)
     table.add_row("history", f"{', '.join(f['history_days'])}: {f['history_images']} images ingested, "
                   f"{f['history_labels']} labels")
+    table.add_row("quarantined", f"{sum(quarantined.values())} rows (ImageRejected: "
+                  + (", ".join(f"{n} {reason}" for reason, n in quarantined.items()) or "none") + ")")
     table.add_row("first model", f"{first['model']} on {first['dataset_version']} ({first['images']} images): "
                   f"AP {_num(first['average_precision'])}, recall at P ≥ 0.95 {_num(first['recall_at_p95'])}")
     fitness = "[red]UNPROMOTED: no model passed the quality floor[/]" if first["serving_unfit"] else "promoted"
@@ -63,11 +75,13 @@ def demo(days: int, history_days: int, size: str, seed: int, image_size: int, ep
     table.add_row(f"excluded {excluded['line']} {excluded['day']} (lamp too dim)",
                   f"{excluded['newly']} newly, {excluded['in_all']} in all")
     table.add_row("catalog / lake", f"{head:,} events / {lake.end:,} mirrored")
+    table.add_row("Dagster", f"{runs} runs on the instance in {dagster_home}")
     table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in report.seconds.items())
                   + f"; {time.perf_counter() - started:.0f} in all")
     out.print(table)
-    out.print("next: visionledger app --role analyst  (the Streamlit app on what this built) | make dagster  "
-              "(the Dagster UI) | visionledger serve | visionledger trace part <id> --report trace.html")
+    out.print(f"next: {VISIONLEDGER} app --role analyst  (the Streamlit app on what this built) | make dagster  "
+              f"(the Dagster UI on its assets) | {VISIONLEDGER} serve --engine {candidate['engine_in_service']} | "
+              f"{VISIONLEDGER} trace part {served['example_part'] or '<part id>'} --report trace.html", soft_wrap=True)
 
 
 def _num(value: float | None, digits: int = 2) -> str:

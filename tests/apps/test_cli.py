@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 
 import catalog
@@ -40,6 +42,9 @@ def test_demo_runs_the_whole_loop_and_a_second_run_appends_nothing(database):
     assert counts["RegressionReplayed"] >= 1 and counts["ModelEvaluated"] >= 1
     assert excluded > 0 and f"{head:,} events / {head:,} mirrored" in first.stdout
     assert "regression gate" in first.stdout and "visionledger app" in first.stdout
+    assert ".venv/bin/visionledger trace part" in first.stdout and "<part id>" not in first.stdout
+    assert f"{counts.get('ImageRejected', 0)} rows (ImageRejected" in first.stdout
+    assert_the_stages_ran_through_dagster(database)
     second = run_cli(*args, env=env)
     with psycopg.connect(database.dsn("visionledger_app")) as conn:
         again = dict(conn.execute("SELECT type, count(*) FROM catalog.events WHERE position > %s GROUP BY type",
@@ -47,6 +52,25 @@ def test_demo_runs_the_whole_loop_and_a_second_run_appends_nothing(database):
     assert again == {} and f"{head:,} events / {head:,} mirrored" in second.stdout, again
     check = run_cli("projections", "rebuild", "--check", env=env)
     assert "rebuilt tables equal the live ones" in check.stdout
+
+
+def assert_the_stages_ran_through_dagster(database) -> None:
+    """The demo's stages are materializations on the instance `make dagster` opens: every asset it built, each
+    day's drift report and breakdowns, and the heatmaps of every image queued for review."""
+    with psycopg.connect(database.dsn("visionledger_app")) as conn:
+        days = {d.isoformat() for (d,) in conn.execute("SELECT DISTINCT captured_at::date FROM projections.images")}
+        queued = {s for (s,) in conn.execute("SELECT sha256 FROM projections.review_queue")}
+    with dg.DagsterInstance.from_config(str(database.settings.home / "dagster")) as instance:
+        materialized = {key.to_user_string() for key in instance.get_asset_keys()
+                        if instance.get_latest_materialization_event(key) is not None}
+        assert {"dataset_inspection_all", "classifier_model", "classifier_onnx", "model_evaluation",
+                "regression_replay", "classifier_engine", "embeddings", "review_queue", "heatmaps", "drift_report",
+                "breakdowns"} <= materialized
+        for daily in ("drift_report", "breakdowns"):
+            assert instance.get_materialized_partitions(dg.AssetKey(daily)) == days, daily
+    explained = {s for path in (database.settings.lake_root / "heatmaps").glob("*/heatmaps.parquet")
+                 for s in pq.read_table(path, columns=["sha256"])["sha256"].to_pylist()}
+    assert queued and queued <= explained
 
 
 def test_events_append_then_tail_and_stream(database, tmp_path: Path):
