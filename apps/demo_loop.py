@@ -319,14 +319,15 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
 
 def _settle_disagreements(cat: Catalog, factory: Path, predictions: dict[str, tuple[str, str]], limit: int) -> int:
     """A reviewer looks at images where the engine and the labeler disagree and records what is really there
-    (the simulator's truth): a correction of the label when the labeler erred, else of the prediction."""
+    (the simulator's truth): a correction of the label when the labeler erred, else of the prediction. At most
+    ``limit`` in all: a second run of the demo finds them settled and settles no more; returns how many are."""
     truth = {r["path"]: r["true_label"] for r in _rows(factory / "truth.csv")}
     labels, reviewed = labels_as_recorded(cat), images_corrected_by(cat, "demo-reviewer")
-    settled = 0
+    settled = len({sha for sha, _ in predictions.values()} & reviewed)
     for path, (sha, predicted) in sorted(predictions.items()):
         label = labels.get(sha)
         if settled >= limit or label is None or label == predicted or sha in reviewed:
-            continue  # a second run of the demo finds them reviewed already
+            continue
         wrong_label = truth[path] != label
         prediction = None if wrong_label else latest_prediction_id(cat, sha)
         record_correction(cat, sha256=sha, new_label=truth[path], corrected_by="demo-reviewer",
