@@ -317,9 +317,10 @@ def images_to_replay(cat: Catalog, *, first_day: date | None = None, last_day: d
     """(sha256, part_id, line, station, camera, captured_at, label as recorded) of the images not excluded that
     were captured on the factory days ``first_day`` to ``last_day`` (open when None), or, given ``shas``, of
     those images; in capture order: what a replay runs an engine over."""
-    where, params = on_days(first_day, last_day, "i.captured_at", "i.line")
     if shas is not None:
         where, params = "i.sha256 = ANY(%(shas)s)", {"shas": list(shas)}
+    else:
+        where, params = on_days(first_day, last_day, "i.captured_at", "i.line")
     with cat.read() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(
             "SELECT i.sha256, i.part_id, i.line, i.station, i.camera, i.captured_at, i.label FROM projections.images i"
