@@ -20,7 +20,10 @@ from typing import Any, NamedTuple
 from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
 from catalog.events import EventData, event_class, parse_event
 
-METADATA_KEYS = {"actor", "source", "causation_id", "correlation_id"}
+# who and what caused an event; a signed act adds its signature (signer, signed_at, meaning: identity/), and a
+# served event the client's address and the server's own receive time.
+METADATA_KEYS = {"actor", "source", "causation_id", "correlation_id", "signer", "signed_at", "meaning",
+                 "client_addr", "received_at"}
 
 
 @dataclass(frozen=True)
