@@ -75,9 +75,12 @@ class Catalog:
 
     def record(self, data: EventData, *, occurred_at: datetime, actor: str | None = None, source: str | None = None,
                event_id: uuid.UUID | None = None, causation_id: str | None = None,
-               correlation_id: str | None = None, expected_version: int | None = None) -> AppendResult:
-        """Append one event, with who (``actor``) and what (``source``) caused it in its metadata."""
-        metadata = {"actor": actor, "source": source, "causation_id": causation_id, "correlation_id": correlation_id}
+               correlation_id: str | None = None, expected_version: int | None = None,
+               signed: Mapping[str, str] | None = None) -> AppendResult:
+        """Append one event, with who (``actor``) and what (``source``) caused it in its metadata, and the
+        signature of a signed act (``signed``: `identity.signatures.Signature.metadata()`, its signer the actor)."""
+        metadata = {"actor": actor, "source": source, "causation_id": causation_id, "correlation_id": correlation_id,
+                    **(signed or {})}
         event = NewEvent(data=data, occurred_at=occurred_at, event_id=event_id or uuid.uuid4(),
                          metadata={k: v for k, v in metadata.items() if v is not None})
         expected = {event.stream_id: expected_version} if expected_version is not None else None

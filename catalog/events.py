@@ -257,6 +257,71 @@ class LineTimeZoneSet(EventData):
         return line_stream(self.line)
 
 
+# -- people ---------------------------------------------------------------------------------------------------
+
+# A login name: lower case, so that "Ana" and "ana" cannot be two people.
+Username = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9._-]{0,63}$")]
+USER_STREAM_PREFIX = "user:"
+
+
+def user_stream(username: str) -> str:
+    return USER_STREAM_PREFIX + username
+
+
+class UserEvent(EventData):
+    """An event of one person's account, on the stream ``user:<username>``."""
+
+    username: Username
+
+    @property
+    def stream_id(self) -> str:
+        return user_stream(self.username)
+
+
+class UserCreated(UserEvent):
+    """A person gets an account. Roles and a password come with their own events."""
+
+    full_name: Name
+
+
+class UserRoleGranted(UserEvent):
+    role: ClassName
+    reason: str = ""
+
+
+class UserRoleRevoked(UserEvent):
+    role: ClassName
+    reason: str = ""
+
+
+class UserDisabled(UserEvent):
+    """The person may no longer log in or sign; their history stays."""
+
+    reason: str = Field(min_length=1)
+
+
+class UserEnabled(UserEvent):
+    reason: str = Field(min_length=1)
+
+
+class UserPasswordSet(UserEvent):
+    """A new password. The log holds only the id of its hash: the hash itself sits in ``catalog.credentials``,
+    which no reader role can select and the lake never mirrors."""
+
+    credential_id: uuid.UUID
+
+
+class UserLoggedIn(UserEvent):
+    client: str = ""  # where from, as the app saw it
+
+
+class UserLoginFailed(UserEvent):
+    """A refused login or signature: a wrong password, or an attempt while disabled or locked out."""
+
+    reason: Literal["wrong_password", "disabled", "locked_out", "no_password"]
+    client: str = ""
+
+
 # -- predictions and decisions --------------------------------------------------------------------------------
 
 
@@ -433,7 +498,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         ImageIngested, ImageRejected, ImageExcluded, ImageIncluded, LabelRecorded, CorrectionRecorded,
         OntologyPublished, PredictionRecorded, PartDispositioned, ReviewRequested, DatasetVersionPublished,
         ModelRegistered, ModelExported, ModelEvaluated, RegressionReplayed, ModelPromoted, EngineBuilt,
-        LineTimeZoneSet,
+        LineTimeZoneSet, UserCreated, UserRoleGranted, UserRoleRevoked, UserDisabled, UserEnabled,
+        UserPasswordSet, UserLoggedIn, UserLoginFailed,
     )
 }
 

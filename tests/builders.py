@@ -25,10 +25,12 @@ from serving.engines import EngineRecord
 # -- processes -------------------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    """`visionledger *args` as a user runs it, in a process of its own; fails the test if ``check`` and it fails."""
+def run_cli(*args: str, env: dict[str, str], check: bool = True,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`visionledger *args` as a user runs it, in a process of its own (given ``stdin``, e.g. a password);
+    fails the test if ``check`` and it fails."""
     result = subprocess.run([sys.executable, "-m", "apps.cli", *args], env=env, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, input=stdin)
     if check and result.returncode != 0:
         raise AssertionError(f"visionledger {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

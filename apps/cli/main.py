@@ -8,6 +8,7 @@ import click
 
 import catalog
 from catalog.embedded_postgres import EmbeddedPostgresError
+from identity.people import LoginRefused
 from serving.decision import RulesError
 from serving.engines import EngineError
 
@@ -19,6 +20,7 @@ COMMANDS = {
     "datasets": "datasets:datasets", "engines": "engines:engines", "demo": "demo:demo", "ingest": "ingest:ingest",
     "simulate": "simulate:simulate", "images": "images:images", "curate": "images:curate", "trace": "images:trace",
     "check": "check:check", "lines": "lines:lines", "models": "models:models", "serve": "serve:serve", "spool": "serve:spool", "replay": "serve:replay", "app": "app:app",
+    "users": "users:users",
 }
 
 
@@ -40,7 +42,7 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (catalog.CatalogError, EmbeddedPostgresError, EngineError, RulesError) as exc:
+        except (catalog.CatalogError, EmbeddedPostgresError, EngineError, RulesError, LoginRefused) as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -6,24 +6,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 
+from identity.roles import DATABASE_ROLE, ROLES, Action
 
-class Action(StrEnum):
-    EXCLUDE = "exclude"  # exclude or include images, with a reason
-    REQUEST_REVIEW = "request_review"  # put images in a review queue
-    LABEL = "label"  # confirm or correct a label from the review queue
-    EXPORT = "export"  # download selections and trace reports
-
-
-ROLES: dict[str, frozenset[Action]] = {
-    "curator": frozenset({Action.EXCLUDE, Action.REQUEST_REVIEW, Action.EXPORT}),
-    "annotator": frozenset({Action.LABEL, Action.EXPORT}),
-    "analyst": frozenset({Action.EXPORT}),
-    "auditor": frozenset({Action.EXPORT}),  # reads and exports; never writes
-}
-# The catalog's database login for each role: the writers' role for those who may write, read-only else.
-DATABASE_ROLE = {"curator": "app", "annotator": "app", "analyst": "analyst", "auditor": "auditor"}
+__all__ = ["DATABASE_ROLE", "ROLES", "Action", "RoleError", "Viewer"]
 
 
 class RoleError(ValueError):

@@ -9,6 +9,7 @@ of a label or of a prediction (a reviewer saying "this is a crack" is a label, w
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -381,8 +382,50 @@ LINE_TIME_ZONES = Projection(
     key_of={"LineTimeZoneSet": lambda e, p: (p["line"],)},
 )
 
+# -- people ---------------------------------------------------------------------------------------------------
+
+
+def _user_created(row, e, p):
+    return row or {"username": p["username"], "full_name": p["full_name"], "roles": [], "disabled": False,
+                   "credential_id": None, "password_set_at": None, "created_at": e.occurred_at,
+                   "last_login_at": None, "failed_logins": 0, "last_failure_at": None, "position": e.position}
+
+
+def _user_change(change):
+    """A fold for an event of an existing account (an event for an unknown account changes nothing)."""
+    def fold(row, e, p):
+        return None if row is None else {**row, **change(row, e, p), "position": e.position}
+    return fold
+
+
+USERS = Projection(
+    name="users",
+    table="users",
+    key=("username",),
+    columns=("username", "full_name", "roles", "disabled", "credential_id", "password_set_at", "created_at",
+             "last_login_at", "failed_logins", "last_failure_at", "position"),
+    folds={
+        "UserCreated": _user_created,
+        "UserRoleGranted": _user_change(lambda row, e, p: {"roles": sorted(set(row["roles"]) | {p["role"]})}),
+        "UserRoleRevoked": _user_change(lambda row, e, p: {"roles": sorted(set(row["roles"]) - {p["role"]})}),
+        "UserDisabled": _user_change(lambda row, e, p: {"disabled": True}),
+        "UserEnabled": _user_change(lambda row, e, p: {"disabled": False, "failed_logins": 0}),
+        # A new password ends a lock-out: whoever set it vouched for the person.
+        "UserPasswordSet": _user_change(lambda row, e, p: {
+            "credential_id": uuid.UUID(p["credential_id"]), "password_set_at": e.occurred_at, "failed_logins": 0}),
+        "UserLoggedIn": _user_change(lambda row, e, p: {"last_login_at": e.occurred_at, "failed_logins": 0}),
+        "UserLoginFailed": _user_change(lambda row, e, p: {
+            "failed_logins": row["failed_logins"] + 1, "last_failure_at": e.occurred_at}),
+    },
+    key_of=dict.fromkeys(
+        ("UserCreated", "UserRoleGranted", "UserRoleRevoked", "UserDisabled", "UserEnabled", "UserPasswordSet",
+         "UserLoggedIn", "UserLoginFailed"),
+        lambda e, p: (p["username"],)),
+    jsonb_columns=frozenset({"roles"}),
+)
+
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
     ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS, MODELS, REGRESSION_REPLAYS,
-    MODEL_PROMOTIONS, ENGINES, LINE_TIME_ZONES,
+    MODEL_PROMOTIONS, ENGINES, LINE_TIME_ZONES, USERS,
 )

@@ -115,6 +115,8 @@ EVERY_KIND = (
     ev.ImageExcluded(sha256=SHA, reason="lens was dirty"), ev.ImageIncluded(sha256=SHA, reason="lens was fine"),
     published(), registered(), exported(), evaluated(), replayed(), promoted(), built(),
     ev.LineTimeZoneSet(line="line-a", time_zone="Europe/Berlin"),
+    ev.UserCreated(username="ana", full_name="Ana"), ev.UserRoleGranted(username="ana", role="curator"),
+    ev.UserPasswordSet(username="ana", credential_id=uuid.uuid4()),
 )
 
 
@@ -392,3 +394,17 @@ def test_line_time_zones_keep_each_lines_latest_zone() -> None:
                                          (ev.LineTimeZoneSet(line="line-a", time_zone="Europe/Berlin"), later)))
     assert rows == {("line-a",): {"line": "line-a", "time_zone": "Europe/Berlin", "set_at": later, "position": 3},
                     ("line-b",): {"line": "line-b", "time_zone": "America/Chicago", "set_at": T0, "position": 2}}
+
+
+def test_users_count_failed_logins_in_a_row_until_a_success_or_a_new_password():
+    ana = [ev.UserCreated(username="ana", full_name="Ana"), ev.UserRoleGranted(username="ana", role="curator"),
+           ev.UserRoleGranted(username="ana", role="annotator"), ev.UserRoleRevoked(username="ana", role="curator")]
+    failed = ev.UserLoginFailed(username="ana", reason="wrong_password")
+    rows = fold(rm.USERS, page(*ana, failed, failed))
+    assert rows[("ana",)]["roles"] == ["annotator"] and rows[("ana",)]["failed_logins"] == 2
+    rows = fold(rm.USERS, page(*ana, failed, failed, ev.UserLoggedIn(username="ana"), failed))
+    assert rows[("ana",)]["failed_logins"] == 1 and rows[("ana",)]["last_login_at"] is not None
+    rows = fold(rm.USERS, page(*ana, failed, ev.UserPasswordSet(username="ana", credential_id=uuid.uuid4())))
+    assert rows[("ana",)]["failed_logins"] == 0
+    rows = fold(rm.USERS, page(ev.UserLoginFailed(username="nobody", reason="wrong_password")))
+    assert rows == {}  # events of an account that does not exist make no row

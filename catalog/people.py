@@ -1,0 +1,63 @@
+"""People's records in the catalog: the users read model, and the password hashes kept beside the log (only
+the writers' group may read them; the lake never mirrors them). What the records mean, and every rule of
+logging in, is `identity.people`'s."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from catalog import Catalog
+
+USER_COLUMNS = ("username, full_name, roles, disabled, credential_id, password_set_at, created_at, last_login_at,"
+                " failed_logins, last_failure_at")
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One account as the users read model has it (never the hash)."""
+
+    username: str
+    full_name: str
+    roles: list[str]
+    disabled: bool
+    credential_id: uuid.UUID | None
+    password_set_at: datetime | None
+    created_at: datetime
+    last_login_at: datetime | None
+    failed_logins: int  # in a row, since the last success or new password
+    last_failure_at: datetime | None
+
+
+def user_record(cat: Catalog, username: str) -> UserRecord | None:
+    with cat.read() as conn:
+        row = conn.exec_driver_sql(f"SELECT {USER_COLUMNS} FROM projections.users WHERE username = %(u)s",
+                                   {"u": username}).first()
+    return UserRecord(*row) if row else None
+
+
+def user_records(cat: Catalog) -> list[UserRecord]:
+    with cat.read() as conn:
+        rows = conn.exec_driver_sql(f"SELECT {USER_COLUMNS} FROM projections.users ORDER BY username").fetchall()
+    return [UserRecord(*row) for row in rows]
+
+
+def store_password_hash(cat: Catalog, username: str, password_hash: str) -> uuid.UUID:
+    """Keep a new hash; it counts once a `UserPasswordSet` names its id (a hash no event names is never used)."""
+    credential_id = uuid.uuid4()
+    with cat.db.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO catalog.credentials (credential_id, username, password_hash) VALUES (%(c)s, %(u)s, %(h)s)",
+            {"c": credential_id, "u": username, "h": password_hash})
+    return credential_id
+
+
+def password_hash(cat: Catalog, credential_id: uuid.UUID, username: str) -> str | None:
+    """The hash stored under ``credential_id`` for ``username`` (None if there is none)."""
+    with cat.db.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT password_hash FROM catalog.credentials WHERE credential_id = %(c)s AND username = %(u)s",
+            {"c": credential_id, "u": username}).scalar()
