@@ -3,6 +3,7 @@ catalog and its history), or include them back; the reason is mandatory and reco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -22,8 +23,9 @@ class CurationReport:
 
 
 def set_excluded(cat: catalog.Catalog, where: ImageFilter, *, exclude: bool, reason: str, actor: str,
-                 batch_size: int = 2_000) -> CurationReport:
-    """Exclude (or include) every image ``where`` selects, with ``reason`` and ``actor`` on each event."""
+                 signed: Mapping[str, str] | None = None, batch_size: int = 2_000) -> CurationReport:
+    """Exclude (or include) every image ``where`` selects, with ``reason`` and ``actor`` on each event, and the
+    act's signature (``signed``: `identity.signatures.Signature.metadata()`) when it was signed."""
     if len(reason.strip()) < MIN_REASON:
         raise CatalogError("a curation needs a reason a colleague will understand (e.g. 'lamp failed 14:00-15:00')")
     matched = query_images(cat, where, limit=None)
@@ -32,7 +34,7 @@ def set_excluded(cat: catalog.Catalog, where: ImageFilter, *, exclude: bool, rea
     kind = ImageExcluded if exclude else ImageIncluded
     selection = where.describe()
     events = [NewEvent(kind(sha256=row["sha256"], reason=reason.strip(), selection=selection), occurred_at=now,
-                       metadata={"actor": actor, "source": "curate"}) for row in to_change]
+                       metadata={"actor": actor, "source": "curate", **(signed or {})}) for row in to_change]
     for start in range(0, len(events), batch_size):
         cat.append(events[start:start + batch_size], catch_up=False)
     cat.catch_up()

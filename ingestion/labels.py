@@ -112,18 +112,20 @@ def import_labels(cat: Catalog, csv_path: Path | str, *, column_map: Mapping[str
 
 
 def import_corrections(cat: Catalog, csv_path: Path | str, *, column_map: Mapping[str, str] | None = None,
-                       actor: str | None = None, progress: Progress | None = None) -> ImportReport:
+                       actor: str | None = None, progress: Progress | None = None,
+                       signed: Mapping[str, str] | None = None) -> ImportReport:
     """Record the rows of a corrections CSV in order, idempotently by ``correction_id``; a row whose
-    ``old_label`` is not the image's current label is a conflict and is not recorded."""
-    return _import(cat, Path(csv_path), CORRECTIONS, column_map or {}, actor, progress)
+    ``old_label`` is not the image's current label is a conflict and is not recorded. ``signed``: the
+    signature (`identity.signatures.Signature.metadata()`) of the person who reviewed them, on every one."""
+    return _import(cat, Path(csv_path), CORRECTIONS, column_map or {}, actor, progress, signed)
 
 
 def _import(cat: Catalog, csv_path: Path, fmt: _Format, column_map: Mapping[str, str], actor: str | None,
-            progress: Progress | None) -> ImportReport:
+            progress: Progress | None, signed: Mapping[str, str] | None = None) -> ImportReport:
     rows = _read_rows(csv_path, fmt, column_map)
     state = _FileState(cat, csv_path, fmt, rows)
     report = ImportReport(file=str(csv_path), rows=len(rows))
-    metadata = {"source": f"{fmt.name}s import {csv_path.name}"} | ({"actor": actor} if actor else {})
+    metadata = {"source": f"{fmt.name}s import {csv_path.name}"} | ({"actor": actor} if actor else {}) | dict(signed or {})
     batch: list[NewEvent] = []
     for done, (line, row) in enumerate(rows, 1):
         try:
@@ -296,10 +298,12 @@ def record_correction(cat: Catalog, *, sha256: str, new_label: str, corrected_by
                       target: Literal["label", "prediction"] = "label", label_id: str | None = None,
                       prediction_event_id: uuid.UUID | None = None, reason: str = "",
                       correction_id: str | None = None, part_id: str | None = None,
-                      occurred_at: datetime | None = None, actor: str | None = None) -> AppendResult:
+                      occurred_at: datetime | None = None, actor: str | None = None,
+                      signed: Mapping[str, str] | None = None) -> AppendResult:
     """Record one human correction of an image's label or of a prediction. ``old_label`` defaults to what is
     corrected (the current label, or the prediction's class); a stale one is refused (old_label_mismatch), and
-    another correction of the same image appended meanwhile raises ConcurrencyError."""
+    another correction of the same image appended meanwhile raises ConcurrencyError. ``signed``: the
+    corrector's signature (`identity.signatures.Signature.metadata()`)."""
     stream = image_stream(sha256)
     seen = cat.store.stream_version(stream)  # read before the label, so a later writer makes the append fail
     ontology = Ontology.load(cat)
@@ -315,12 +319,13 @@ def record_correction(cat: Catalog, *, sha256: str, new_label: str, corrected_by
         "prediction_event_id": prediction_event_id, "old_label": held, "new_label": new_label,
         "corrected_by": corrected_by, "reason": reason, "ontology_version": ontology.current.version,
         "part_id": part_id})
-    event = _single_event(data, ("correction", correction_id), occurred_at, actor)
+    event = _single_event(data, ("correction", correction_id), occurred_at, actor, signed)
     return cat.append([event], expected_versions={stream: seen})
 
 
-def _single_event(data: EventData, key: tuple[str, str], occurred_at: datetime | None, actor: str | None) -> NewEvent:
-    metadata = {"source": "ingestion.labels"} | ({"actor": actor} if actor else {})
+def _single_event(data: EventData, key: tuple[str, str], occurred_at: datetime | None, actor: str | None,
+                  signed: Mapping[str, str] | None = None) -> NewEvent:
+    metadata = {"source": "ingestion.labels"} | ({"actor": actor} if actor else {}) | dict(signed or {})
     return NewEvent(data=data, occurred_at=occurred_at or datetime.now(UTC), event_id=event_id_for(*key),
                     metadata=metadata)
 
