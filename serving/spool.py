@@ -147,6 +147,12 @@ class Spool:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM events").fetchone()[0]
 
+    def oldest(self) -> tuple[str, str] | None:
+        """The type and time of the oldest spooled event, read as spooled (its payload unchecked: it may be one
+        the catalog will refuse)."""
+        with self._lock:
+            return self._db.execute("SELECT type, occurred_at FROM events ORDER BY seq LIMIT 1").fetchone()
+
     def peek(self, limit: int = 1000) -> list[NewEvent]:
         """The oldest `limit` spooled events, as they will be appended."""
         with self._lock:

@@ -65,13 +65,13 @@ def spool_status(folder: Path | None) -> None:
     s = _spool(folder)
     try:
         pending = s.pending()
-        oldest = s.peek(1)
+        oldest = s.oldest()
         set_aside = s.set_aside()
     finally:
         s.close()
     out.print_json(json.dumps({
         "spooled_events": pending, "folder": str(s.folder),
-        "oldest": {"type": oldest[0].type, "occurred_at": oldest[0].occurred_at.isoformat()} if oldest else None,
+        "oldest": {"type": oldest[0], "occurred_at": oldest[1]} if oldest else None,
         "set_aside_events": len(set_aside),
         "set_aside": [{"event_id": e.event_id, "type": e.type, "occurred_at": e.occurred_at,
                        "set_aside_at": e.set_aside_at, "reason": e.error, "payload": json.loads(e.payload)}

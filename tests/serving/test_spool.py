@@ -171,6 +171,12 @@ def test_events_the_catalog_refuses_are_set_aside_and_the_rest_drains_in_order(c
     assert shown["event_id"] == str(nul_part.event_id) and shown["type"] == "PartDispositioned"
     assert shown["payload"]["part_id"] == "line1-\x00-7" and "U+0000" in shown["reason"]
 
+    jammed = tmp_path / "jammed"
+    Spool(jammed).close()
+    _spool_raw(jammed, nul_part, payload={**nul_part.data.model_dump(mode="json"), "part_id": "\x00"})
+    status = json.loads(run_cli("spool", "status", "--spool", str(jammed), env=cli_env(cat)).stdout)
+    assert status["spooled_events"] == 1 and status["oldest"]["type"] == "PartDispositioned"  # read, not parsed
+
 
 def test_the_recorder_sets_refused_spooled_events_aside_and_goes_back_to_the_catalog(cat: catalog.Catalog,
                                                                                     tmp_path: Path) -> None:
