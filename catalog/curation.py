@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import catalog
 from catalog.errors import CatalogError
-from catalog.events import ImageExcluded, ImageIncluded
+from catalog.events import ImageExcluded, ImageIncluded, text_problem
 from catalog.queries import ImageFilter, query_images
 from catalog.store import NewEvent
 
@@ -28,6 +28,8 @@ def set_excluded(cat: catalog.Catalog, where: ImageFilter, *, exclude: bool, rea
     act's signature (``signed``: `identity.signatures.Signature.metadata()`) when it was signed."""
     if len(reason.strip()) < MIN_REASON:
         raise CatalogError("a curation needs a reason a colleague will understand (e.g. 'lamp failed 14:00-15:00')")
+    if (problem := text_problem(reason)) is not None:
+        raise CatalogError(f"the reason {problem}")
     matched = query_images(cat, where, limit=None)
     to_change = query_images(cat, replace(where, excluded=not exclude), limit=None)
     now = datetime.now(UTC)

@@ -62,7 +62,7 @@ class RecordedEvent:
     @cached_property
     def data(self) -> EventData:
         """The typed event, upcast to the current schema version of its type."""
-        return parse_event(self.type, self.payload, self.schema_version)
+        return parse_event(self.type, self.payload, self.schema_version, stored=True)
 
 
 @dataclass(frozen=True)

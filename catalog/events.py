@@ -7,6 +7,7 @@ Payloads are validated with pydantic; unknown fields, naive timestamps and malfo
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,12 +23,88 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
 )
+from pydantic_core import PydanticCustomError
 
 from catalog.errors import EventValidationError
 
+MAX_NAME_LENGTH = 200  # an identifier: a part, line, station, camera, label id, person, model, engine
+MAX_TEXT_LENGTH = 10_000  # free text: a reason, a detail, a path, a URI
+
+# C0 and C1 control characters and DEL. PostgreSQL's jsonb cannot store NUL at all (an event holding one could
+# never be appended, and would jam whatever queued behind it), and the others are invisible or rewrite a
+# terminal: refused at the source. Free text may keep its line breaks and tabs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an identifier, or None: a control character, or longer than MAX_NAME_LENGTH."""
+    return _problem(value, _CONTROL, MAX_NAME_LENGTH)
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be free text, or None: a control character other than a line break or a tab, or
+    longer than MAX_TEXT_LENGTH."""
+    return _problem(value, _CONTROL_IN_TEXT, MAX_TEXT_LENGTH)
+
+
+def _problem(value: str, control: re.Pattern[str], max_length: int) -> str | None:
+    if found := control.search(value):
+        return f"contains the control character U+{ord(found.group()):04X} at position {found.start()}"
+    if len(value) > max_length:
+        return f"is {len(value):,} characters long, above the limit of {max_length:,}"
+    return None
+
+
+def printable(value: str, max_length: int = MAX_TEXT_LENGTH) -> str:
+    """``value`` as it can be shown and stored: control characters written out (``\\x00``), cut at
+    ``max_length``. For recording refused input, never for input that is accepted."""
+    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return shown if len(shown) <= max_length else shown[: max_length - 1] + "…"
+
+
+# The validation context of events read back from the log: they are taken as they were stored, so an event
+# appended before a check existed stays readable (the log is never rewritten).
+STORED = "stored"
+
+
+def _checked(problem: Callable[[str], str | None]) -> Callable[[str, ValidationInfo], str]:
+    def check(value: str, info: ValidationInfo) -> str:
+        if info.context != STORED and (found := problem(value)) is not None:
+            raise PydanticCustomError("refused_characters", found)
+        return value
+
+    return check
+
+
+def _json_checked(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    if info.context != STORED:
+        _json_without_control_characters(value)
+    return value
+
+
+def _json_without_control_characters(value: Any, where: str = "") -> None:
+    """Free-form JSON (a selection, a spec): every string in it, keys included, is free text."""
+    if isinstance(value, str):
+        if (found := _CONTROL_IN_TEXT.search(value)) is not None:
+            raise PydanticCustomError("refused_characters", "{where} contains the control character {char}",
+                                      {"where": where or "a value", "char": f"U+{ord(found.group()):04X}"})
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _json_without_control_characters(str(key), f"a key of {where}" if where else "a key")
+            _json_without_control_characters(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _json_without_control_characters(item, f"{where}[{i}]")
+
+
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH, strip_whitespace=True),
+                 AfterValidator(_checked(name_problem))]
+Text = Annotated[str, AfterValidator(_checked(text_problem))]
+Json = Annotated[dict[str, Any], AfterValidator(_json_checked)]
 ClassName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 
 
@@ -109,11 +186,11 @@ class ImageIngested(ImageEvent):
     channels: int = Field(ge=1, le=4)
     bit_depth: Literal[8, 16]
     byte_size: int = Field(gt=0)
-    format: str = "png"
-    blob_uri: str
-    thumbnail_uri: str | None = None
-    source_path: str
-    metadata: dict[str, str] = Field(default_factory=dict)
+    format: Text = "png"
+    blob_uri: Text
+    thumbnail_uri: Text | None = None
+    source_path: Text
+    metadata: dict[Text, Text] = Field(default_factory=dict)
 
 
 class RejectReason(StrEnum):
@@ -126,18 +203,19 @@ class RejectReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     MISSING_FIELD = "missing_field"
     OUTSIDE_ROOT = "outside_root"
+    BAD_FIELD = "bad_field"  # a control character or an over-long value; the detail names the field
 
 
 class ImageRejected(EventData):
     """A manifest row or file was quarantined. Its stream is ``quarantine:<delivery key>`` because a rejected
     file may have no hash at all."""
 
-    delivery_key: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    delivery_key: Name
     reason: RejectReason
-    detail: str
-    source_path: str | None = None
+    detail: Text
+    source_path: Text | None = None
     sha256: Sha256 | None = None
-    row: dict[str, str] = Field(default_factory=dict)
+    row: dict[Text, Text] = Field(default_factory=dict)
 
     @property
     def stream_id(self) -> str:
@@ -147,15 +225,15 @@ class ImageRejected(EventData):
 class ImageExcluded(ImageEvent):
     """A curator took the image out of every derived dataset (it stays in the catalog and its history)."""
 
-    reason: Annotated[str, StringConstraints(min_length=3, strip_whitespace=True)]
-    selection: dict[str, Any] = Field(default_factory=dict)
+    reason: Annotated[Text, StringConstraints(min_length=3, strip_whitespace=True)]
+    selection: Json = Field(default_factory=dict)
 
 
 class ImageIncluded(ImageEvent):
     """A curator brought an excluded image back."""
 
-    reason: Annotated[str, StringConstraints(min_length=3, strip_whitespace=True)]
-    selection: dict[str, Any] = Field(default_factory=dict)
+    reason: Annotated[Text, StringConstraints(min_length=3, strip_whitespace=True)]
+    selection: Json = Field(default_factory=dict)
 
 
 # -- labels, corrections, ontology ----------------------------------------------------------------------------
@@ -187,7 +265,7 @@ class LabelRecorded(ImageEvent):
     ontology_version: int = Field(ge=1)
     part_id: Name | None = None
     regions: list[Region] = Field(default_factory=list)
-    mask_uri: str | None = None
+    mask_uri: Text | None = None
 
 
 class CorrectionRecorded(ImageEvent):
@@ -200,7 +278,7 @@ class CorrectionRecorded(ImageEvent):
     old_label: ClassName
     new_label: ClassName
     corrected_by: Name
-    reason: str = ""
+    reason: Text = ""
     ontology_version: int = Field(ge=1)
     part_id: Name | None = None
 
@@ -250,7 +328,7 @@ class LineTimeZoneSet(EventData):
 
     line: Name
     time_zone: TimeZoneName
-    reason: str = ""
+    reason: Text = ""
 
     @property
     def stream_id(self) -> str:
@@ -286,22 +364,22 @@ class UserCreated(UserEvent):
 
 class UserRoleGranted(UserEvent):
     role: ClassName
-    reason: str = ""
+    reason: Text = ""
 
 
 class UserRoleRevoked(UserEvent):
     role: ClassName
-    reason: str = ""
+    reason: Text = ""
 
 
 class UserDisabled(UserEvent):
     """The person may no longer log in or sign; their history stays."""
 
-    reason: str = Field(min_length=1)
+    reason: Text = Field(min_length=1)
 
 
 class UserEnabled(UserEvent):
-    reason: str = Field(min_length=1)
+    reason: Text = Field(min_length=1)
 
 
 class UserPasswordSet(UserEvent):
@@ -312,14 +390,14 @@ class UserPasswordSet(UserEvent):
 
 
 class UserLoggedIn(UserEvent):
-    client: str = ""  # where from, as the app saw it
+    client: Text = ""  # where from, as the app saw it
 
 
 class UserLoginFailed(UserEvent):
     """A refused login or signature: a wrong password, or an attempt while disabled or locked out."""
 
     reason: Literal["wrong_password", "disabled", "locked_out", "no_password"]
-    client: str = ""
+    client: Text = ""
 
 
 # -- predictions and decisions --------------------------------------------------------------------------------
@@ -332,7 +410,7 @@ class PredictionRecorded(ImageEvent):
     scores: dict[ClassName, float]
     predicted_class: ClassName
     part_id: Name | None = None
-    heatmap_uri: str | None = None
+    heatmap_uri: Text | None = None
     defect_score: float | None = Field(default=None, ge=0, le=1)  # 1 - p(ok)
     regions: list[Region] = Field(default_factory=list)  # where the engine saw defects (boxes)
     # The defect-score threshold the class was decided at, and whose it was: the engine's operating point,
@@ -349,10 +427,10 @@ class PartDispositioned(EventData):
     decided_by: Name
     decider: Literal["engine", "human"]
     rule: Name
-    rules_version: str | None = None
-    engine_id: str | None = None
+    rules_version: Text | None = None
+    engine_id: Text | None = None
     image_sha256s: list[Sha256] = Field(default_factory=list)
-    reason: str = ""  # why the rule fired, in words
+    reason: Text = ""  # why the rule fired, in words
 
     @property
     def stream_id(self) -> str:
@@ -365,7 +443,7 @@ class ReviewRequested(ImageEvent):
     queue: Name
     strategy: Name
     score: float
-    reason: str = ""
+    reason: Text = ""
 
 
 # -- lineage ---------------------------------------------------------------------------------------------------
@@ -374,11 +452,11 @@ class ReviewRequested(ImageEvent):
 class DatasetVersionPublished(EventData):
     dataset: Name
     version_id: Name
-    spec: dict[str, Any]
+    spec: Json
     as_of_position: int = Field(ge=0)
     counts: dict[str, int]
     manifest_hash: Sha256
-    manifest_uri: str
+    manifest_uri: Text
 
     @property
     def stream_id(self) -> str:
@@ -392,10 +470,10 @@ class ModelRegistered(EventData):
     model_id: Name
     dataset_version_id: Name
     manifest_hash: Sha256
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: Json = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     artifact_sha256: Sha256
-    artifact_uri: str
+    artifact_uri: Text
 
     @property
     def stream_id(self) -> str:
@@ -408,7 +486,7 @@ class ModelExported(EventData):
     model: Name
     model_id: Name
     onnx_sha256: Sha256
-    onnx_uri: str
+    onnx_uri: Text
     opset: int = Field(ge=1)
     parity_max_abs_diff: float = Field(ge=0)
     parity_tolerance: float = Field(gt=0)
@@ -429,7 +507,7 @@ class ModelEvaluated(EventData):
     metrics: dict[str, float]
     threshold: float = Field(ge=0, le=1)
     cost_ratio: float = Field(gt=0)
-    report_uri: str
+    report_uri: Text
     # Where `threshold` was chosen: on the validation split for the precision floor `min_precision` (the
     # operating point engines carry), or, for evaluations recorded before, on the test split itself.
     threshold_split: Literal["validation", "test"] = "test"
@@ -449,8 +527,8 @@ class RegressionReplayed(EventData):
     champion_model_id: Name | None = None
     passed: bool
     images: int = Field(ge=0)
-    summary: dict[str, Any]
-    report_uri: str
+    summary: Json
+    report_uri: Text
 
     @property
     def stream_id(self) -> str:
@@ -464,7 +542,7 @@ class ModelPromoted(EventData):
     model_id: Name
     previous_model_id: Name | None = None
     replay_event_id: uuid.UUID
-    reason: str
+    reason: Text
 
     @property
     def stream_id(self) -> str:
@@ -481,8 +559,8 @@ class EngineBuilt(EventData):
     backend: Literal["onnxruntime", "tensorrt", "torch_cuda"]
     precision: Literal["fp32", "fp16", "int8"]
     device: Name
-    library_versions: dict[str, str]
-    artifact_uri: str
+    library_versions: dict[Text, Text]
+    artifact_uri: Text
     # The model's operating threshold (defect score from which an image is defective), chosen on its
     # validation split and carried by the engine; None for engines recorded before thresholds travelled.
     threshold: float | None = Field(default=None, ge=0, le=1)
@@ -538,8 +616,10 @@ def event_class(type_name: str) -> type[EventData]:
         raise EventValidationError(f"unknown event type {type_name!r}; known types: {', '.join(sorted(EVENT_TYPES))}") from None
 
 
-def parse_event(type_name: str, payload: dict[str, Any], schema_version: int | None = None) -> EventData:
-    """Validate a payload into its typed event, upcasting it first when it is older than the current version."""
+def parse_event(type_name: str, payload: dict[str, Any], schema_version: int | None = None, *,
+                stored: bool = False) -> EventData:
+    """Validate a payload into its typed event, upcasting it first when it is older than the current version.
+    ``stored``: read back from the log, so the character checks added since it was appended are not applied."""
     cls = event_class(type_name)
     if schema_version is not None and schema_version > cls.schema_version:
         raise EventValidationError(
@@ -548,7 +628,7 @@ def parse_event(type_name: str, payload: dict[str, Any], schema_version: int | N
     if schema_version is not None:
         payload = upcast(type_name, schema_version, payload)
     try:
-        return cls.model_validate(payload)
+        return cls.model_validate(payload, context=STORED if stored else None)
     except ValidationError as exc:
         raise EventValidationError(f"invalid {type_name}: {describe_validation_error(exc)}") from exc
 

@@ -19,7 +19,7 @@ import psycopg
 import pyarrow as pa
 
 from catalog.errors import CatalogError
-from catalog.events import IMAGE_STREAM_PREFIX, image_stream, part_stream
+from catalog.events import IMAGE_STREAM_PREFIX, image_stream, name_problem, part_stream
 from catalog.factory_day import capture_days, day_sql, on_days, time_zones
 from catalog.ontology import Ontology
 from catalog.store import RecordedEvent
@@ -32,6 +32,13 @@ RESULT_COLUMNS = ("sha256", "part_id", "line", "station", "camera", "captured_at
                   "blob_uri", "thumbnail_uri")
 UNLABELLED = "unlabelled"
 NOT_PREDICTED = "not predicted"
+
+
+def _check_name(what: str, value: str) -> None:
+    """Refuse what no stored name can be (a control character, an over-long value) before it reaches SQL, whose
+    driver refuses a NUL with an error naming the statement."""
+    if (problem := name_problem(value)) is not None:
+        raise CatalogError(f"the {what} {problem}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class ImageFilter:
     predictions: tuple[str, ...] = ()  # the class of the image's latest prediction (any engine), or "not predicted"
 
     def __post_init__(self) -> None:
+        for name in ("lines", "stations", "cameras", "parts", "labels", "predictions"):
+            for value in getattr(self, name):
+                _check_name(f"{name.removesuffix('s')} filter", value)
         for name in ("captured_from", "captured_to"):
             moment = getattr(self, name)
             if moment is not None and moment.tzinfo is None:
@@ -363,6 +373,7 @@ class PartTrace:
 
 def trace_part(cat: Catalog, part_id: str) -> PartTrace:
     """Every image of a part (any sighting) with its full event history, and the part's own events."""
+    _check_name("part id", part_id)
     store = cat.store
     with cat.read() as conn:
         shas = [r[0] for r in conn.exec_driver_sql(

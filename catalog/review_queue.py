@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 import catalog
 from catalog.errors import CatalogError
-from catalog.events import ReviewRequested
+from catalog.events import ReviewRequested, text_problem
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import ImageFilter, current_class, latest_predictions, query_images, selection_sql
 from catalog.store import NewEvent
@@ -121,6 +121,8 @@ def request_review(cat: catalog.Catalog, where: ImageFilter, *, actor: str, reas
     """Queue every image ``where`` selects for review in ``queue``, earliest captured first, with ``actor`` in
     each event's metadata; images already waiting there are left as they are. Refuses a selection of more
     than ``limit`` images. Returns (images selected, images queued now)."""
+    if (problem := text_problem(reason)) is not None:
+        raise CatalogError(f"the reason {problem}")
     selected = query_images(cat, where, limit=limit + 1)
     if len(selected) > limit:
         raise CatalogError(f"the selection holds more than {limit} images: narrow the filters before asking "

@@ -23,15 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import catalog
-from catalog.events import ImageRejected, RejectReason
+from catalog.events import MAX_NAME_LENGTH, ImageRejected, RejectReason, printable
 from catalog.filelock import FileLock
 from catalog.lookups import ingested_in_log
 from catalog.store import NewEvent, event_id_for
 from imaging.intake import Inspected, Limits, Rejected, ingested_event
 from ingestion.inspect_file import init_worker, inspect
-from ingestion.tables import TableRow, parse_aware_timestamp, read_table
+from ingestion.tables import TableRow, field_problem, parse_aware_timestamp, read_table
 
 MANIFEST_COLUMNS = ("path", "part_id", "line", "station", "camera", "captured_at")
+MANIFEST_NAMES = ("part_id", "line", "station", "camera")  # identifiers; the path and other columns are text
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,13 @@ def ingest(cat: catalog.Catalog, manifest: Path, *, root: Path | None = None, co
 
 
 def _check_fields(row: TableRow) -> _Row | tuple[TableRow, Rejected]:
-    """The checks that need no file: required fields present, a timezone-aware capture time."""
+    """The checks that need no file: required fields present, values the catalog can store, a timezone-aware
+    capture time."""
     missing = [c for c in MANIFEST_COLUMNS if not row.values.get(c)]
     if missing:
         return row, Rejected(RejectReason.MISSING_FIELD, f"empty field(s): {', '.join(missing)}")
+    if (problem := field_problem(row.values, names=MANIFEST_NAMES)) is not None:
+        return row, Rejected(RejectReason.BAD_FIELD, problem)
     try:
         captured_at = parse_aware_timestamp(row.values["captured_at"])
     except ValueError as exc:
@@ -207,7 +211,9 @@ def _ingested(row: _Row, found: Inspected, settings: catalog.Settings, metadata:
 
 def _rejection(row: _Row | TableRow, rejected: Rejected, metadata: dict[str, str]) -> NewEvent:
     key = hashlib.sha256(json.dumps(row.values, sort_keys=True).encode()).hexdigest()[:40]
+    # The quarantine keeps the row as it can be stored and read: control characters written out, long values cut.
+    shown = {printable(k, MAX_NAME_LENGTH): printable(v) for k, v in row.values.items()}
     data = ImageRejected(delivery_key=key, reason=rejected.reason, detail=rejected.detail,
-                         source_path=row.values.get("path") or None, sha256=rejected.sha256, row=row.values)
+                         source_path=shown.get("path") or None, sha256=rejected.sha256, row=shown)
     occurred = row.captured_at if isinstance(row, _Row) else datetime.now(UTC)
     return NewEvent(data=data, occurred_at=occurred, event_id=event_id_for("rejected", key), metadata=metadata)

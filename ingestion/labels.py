@@ -17,12 +17,14 @@ from pydantic import ValidationError
 from catalog import AppendResult, Catalog, CatalogError, NewEvent, event_id_for
 from catalog.blobs import sha256_of, uri_of
 from catalog.events import (
+    MAX_NAME_LENGTH,
     CorrectionRecorded,
     EventData,
     LabelRecorded,
     Region,
     describe_validation_error,
     image_stream,
+    printable,
 )
 from catalog.lookups import (
     current_labels,
@@ -32,9 +34,10 @@ from catalog.lookups import (
     predicted_class,
 )
 from catalog.ontology import Ontology, OntologyVersion
-from ingestion.tables import parse_aware_timestamp, read_table
+from ingestion.tables import field_problem, parse_aware_timestamp, read_table
 
 BATCH_SIZE = 2_000
+FREE_TEXT_COLUMNS = frozenset({"path", "mask_path", "region", "reason"})  # the other columns are identifiers
 CONFLICT_REASONS = frozenset({"label_id_reused", "correction_id_reused", "old_label_mismatch"})
 Progress = Callable[[int, int], None]
 Fields = dict[str, Any]
@@ -123,8 +126,9 @@ def import_corrections(cat: Catalog, csv_path: Path | str, *, column_map: Mappin
 def _import(cat: Catalog, csv_path: Path, fmt: _Format, column_map: Mapping[str, str], actor: str | None,
             progress: Progress | None, signed: Mapping[str, str] | None = None) -> ImportReport:
     rows = _read_rows(csv_path, fmt, column_map)
-    state = _FileState(cat, csv_path, fmt, rows)
     report = ImportReport(file=str(csv_path), rows=len(rows))
+    rows = _storable_rows(rows, fmt, report)
+    state = _FileState(cat, csv_path, fmt, rows)
     metadata = {"source": f"{fmt.name}s import {csv_path.name}"} | ({"actor": actor} if actor else {}) | dict(signed or {})
     batch: list[NewEvent] = []
     for done, (line, row) in enumerate(rows, 1):
@@ -145,7 +149,22 @@ def _import(cat: Catalog, csv_path: Path, fmt: _Format, column_map: Mapping[str,
     cat.catch_up()
     if progress:
         progress(len(rows), len(rows))
+    report.problems.sort(key=lambda p: p.row)
     return report
+
+
+def _storable_rows(rows: list[tuple[int, dict[str, str]]], fmt: _Format,
+                   report: ImportReport) -> list[tuple[int, dict[str, str]]]:
+    """The rows whose values the catalog can store; the others reported (bad_field) before anything is looked up
+    with them."""
+    names = set(fmt.columns) - FREE_TEXT_COLUMNS
+    storable = []
+    for line, row in rows:
+        if (problem := field_problem(row, names=names)) is None:
+            storable.append((line, row))
+        else:
+            report.problems.append(Problem(line, printable(row[fmt.id_column], MAX_NAME_LENGTH), "bad_field", problem))
+    return storable
 
 
 def _row_event(state: _FileState, fmt: _Format, row: dict[str, str], metadata: dict[str, str]) -> NewEvent | None:

@@ -4,12 +4,13 @@ with a ``--map canonical=theirs`` for files that name their columns otherwise.""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from catalog.errors import CatalogError
+from catalog.events import name_problem, printable, text_problem
 
 
 class TableError(CatalogError):
@@ -75,6 +76,18 @@ def read_table(path: Path, *, required: Sequence[str], one_of: Sequence[Sequence
         raise TableError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     finally:
         handle.close()
+
+
+def field_problem(values: Mapping[str, str], *, names: Collection[str]) -> str | None:
+    """Why a row cannot be stored as it is, naming the first field at fault, or None. The ``names`` columns are
+    identifiers (a part, a line, a label id: no control character, at most MAX_NAME_LENGTH characters); every
+    other column is free text (line breaks and tabs allowed)."""
+    for column, value in values.items():
+        if (problem := name_problem(column)) is not None:
+            return f"the column name {printable(column, 80)!r} {problem}"
+        if (problem := (name_problem if column in names else text_problem)(value)) is not None:
+            return f"{column} {problem}"
+    return None
 
 
 def parse_aware_timestamp(value: str) -> datetime:

@@ -17,32 +17,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal
 
-import psycopg
-import sqlalchemy.exc
-
 from catalog.store import AppendResult, NewEvent
-from serving.spool import Spool, SpoolSyncReport
+from serving.spool import Spool, SpoolSyncReport, describe_error, is_unreachable
 
 log = logging.getLogger(__name__)
 
 Destination = Literal["catalog", "spool"]
 Append = Callable[[list[NewEvent]], AppendResult]
-
-# What an unreachable or restarting server raises; anything else (a malformed event) is the caller's error.
-_UNREACHABLE = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    ConnectionError,
-)
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """Whether `exc` means the catalog could not be reached (as opposed to refusing what was sent)."""
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, _UNREACHABLE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +32,7 @@ class RecorderStatus:
     spooled: int
     last_error: str | None
     last_sync: SpoolSyncReport | None
+    set_aside: int = 0  # spooled events the catalog refused as bad data (`visionledger spool status`)
 
 
 class EventRecorder:
@@ -101,12 +83,16 @@ class EventRecorder:
         return future
 
     def status(self) -> RecorderStatus:
-        return RecorderStatus(self._reachable, self.spool.pending(), self._last_error, self._last_sync)
+        return RecorderStatus(self._reachable, self.spool.pending(), self._last_error, self._last_sync,
+                              self.spool.set_aside_count())
 
     def sync_now(self) -> SpoolSyncReport:
         """Append what is spooled now (the background sync does this every `retry_seconds`)."""
         report = self.spool.sync(self._append)
         self._reachable, self._last_sync = True, report
+        if report.set_aside:
+            log.warning("the catalog refused %d spooled events as bad data: set aside (visionledger spool status)",
+                        report.set_aside)
         if report.synced and self._after_sync:
             self._after_sync()
         return report
@@ -151,7 +137,7 @@ class EventRecorder:
             except Exception as exc:
                 if not is_unreachable(exc):
                     raise
-                self._reachable, self._last_error = False, f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self._reachable, self._last_error = False, describe_error(exc)
                 log.warning("catalog unreachable, spooling events: %s", self._last_error)
         self.spool.put(events)
         return "spool"
@@ -164,6 +150,6 @@ class EventRecorder:
             try:
                 report = self.sync_now()
             except Exception as exc:  # noqa: BLE001 - still unreachable: try again later
-                self._last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self._last_error = describe_error(exc)
                 continue
             log.info("synced %d spooled events in %.1f s", report.synced, time.perf_counter() - started)

@@ -57,26 +57,34 @@ def _spool(folder: Path | None):
 
 
 @spool.command("status")
-@click.option("--spool", "folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--spool", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="spool folder (default: <home>/spool)")
 def spool_status(folder: Path | None) -> None:
-    """How many events wait in the spool, and the oldest of them."""
+    """How many events wait in the spool, the oldest of them, and the events set aside because the catalog
+    refused them as bad data, with the reason. Reads only the spool: works while the catalog is away."""
     s = _spool(folder)
     try:
         pending = s.pending()
-        oldest = s.peek(1)
+        oldest = s.oldest()
+        set_aside = s.set_aside()
     finally:
         s.close()
     out.print_json(json.dumps({
         "spooled_events": pending, "folder": str(s.folder),
-        "oldest": {"type": oldest[0].type, "occurred_at": oldest[0].occurred_at.isoformat()} if oldest else None,
+        "oldest": {"type": oldest[0], "occurred_at": oldest[1]} if oldest else None,
+        "set_aside_events": len(set_aside),
+        "set_aside": [{"event_id": e.event_id, "type": e.type, "occurred_at": e.occurred_at,
+                       "set_aside_at": e.set_aside_at, "reason": e.error, "payload": json.loads(e.payload)}
+                      for e in set_aside],
     }))
 
 
 @spool.command("sync")
-@click.option("--spool", "folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--spool", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="spool folder (default: <home>/spool)")
 def spool_sync(folder: Path | None) -> None:
     """Append the spooled events to the catalog, oldest first, with their original ids and times; events
-    already there are not appended again."""
+    already there are not appended again, events the catalog refuses as bad data are set aside."""
     s = _spool(folder)
     try:
         with open_catalog() as cat, console.status(f"syncing {s.pending():,} spooled events…"):
@@ -86,7 +94,7 @@ def spool_sync(folder: Path | None) -> None:
     finally:
         s.close()
     out.print_json(json.dumps({"appended": report.appended, "already_in_catalog": report.duplicates,
-                               "left_in_spool": left}))
+                               "set_aside": report.set_aside, "left_in_spool": left}))
 
 
 @click.command()

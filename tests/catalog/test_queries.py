@@ -86,6 +86,18 @@ def test_naive_or_empty_windows_are_refused():
         ImageFilter(captured_from=DAY, captured_to=DAY)
 
 
+def test_control_characters_in_a_filter_or_a_traced_part_are_refused_before_any_sql(cat: catalog.Catalog):
+    # psycopg refuses a NUL with an error that names the statement; no stored name can hold one anyway.
+    with pytest.raises(CatalogError, match=r"^the part filter contains the control character U\+0000 at position 2$"):
+        ImageFilter(parts=("P-\x00",))
+    with pytest.raises(CatalogError, match=r"^the camera filter is 201 characters long"):
+        ImageFilter(cameras=("c" * 201,))
+    with pytest.raises(CatalogError, match=r"^the part id contains the control character U\+001B at position 0$"):
+        trace_part(cat, "\x1b[2J")
+    with pytest.raises(CatalogError, match=r"^the reason contains the control character U\+0000 at position 4$"):
+        set_excluded(cat, ImageFilter(), exclude=True, reason="lamp\x00 failed", actor="curator:ana")
+
+
 def test_label_filter_reads_through_ontology_versions(factory: catalog.Catalog):
     factory.append([
         ontology(2, ["ok", "surface", "crack"], ev.OntologyChange(op="merge", sources=["scratch", "spot"], targets=["surface"])),

@@ -15,6 +15,7 @@ import pytest
 
 import catalog
 from catalog.consistency import check_blobs
+from catalog.events import MAX_NAME_LENGTH
 from imaging.intake import Limits
 from ingestion.ingest import ingest
 from ingestion.tables import TableError
@@ -80,6 +81,39 @@ def test_every_bad_input_is_quarantined_with_its_reason(cat: catalog.Catalog, de
     assert stored[0].row["path"] == "empty.png"
     assert {p: p.read_bytes() for p in before} == before
     assert check_blobs(cat, cat.blobs).ok
+
+
+def test_control_characters_and_over_long_fields_are_quarantined_naming_the_field(cat: catalog.Catalog,
+                                                                                   delivery: Path):
+    for i in range(6):
+        png(delivery / f"{i}.png", texture(i))
+    (delivery / "x.png").write_bytes(b"never opened")
+    manifest = write_manifest(delivery, [
+        {"path": "0.png"},
+        {"path": "1.png", "part_id": "P-\x00-1"},  # PostgreSQL's jsonb cannot store NUL at all
+        {"path": "2.png", "camera": "cam\x1b[2J"},
+        {"path": "3.png", "station": "s" * (MAX_NAME_LENGTH + 1)},
+        {"path": "4.png", "lot": "L\x07"},  # another column: free text, still no control characters
+        {"path": "x.png\x00.png"},
+        {"path": "5.png", "lot": "two\nlines"},  # free text keeps its line breaks
+    ], extra=("lot",))
+    report = ingest(cat, manifest)
+    assert (report.ingested, report.rejected) == (2, 5)
+    assert [(r.row, r.reason, r.detail) for r in report.rejected_rows] == [
+        (3, "bad_field", "part_id contains the control character U+0000 at position 2"),
+        (4, "bad_field", "camera contains the control character U+001B at position 3"),
+        (5, "bad_field", f"station is {MAX_NAME_LENGTH + 1} characters long, above the limit of {MAX_NAME_LENGTH}"),
+        (6, "bad_field", "lot contains the control character U+0007 at position 1"),
+        (7, "bad_field", "path contains the control character U+0000 at position 5"),
+    ]
+    assert [i[0] for i in images(cat)] == ["0.png", "5.png"]
+    quarantined = [e.data for e in cat.store.read(types=["ImageRejected"])]
+    assert [q.reason for q in quarantined] == ["bad_field"] * 5
+    assert quarantined[0].row["part_id"] == "P-\\x00-1"  # kept as it can be stored and read
+    assert quarantined[4].source_path == "x.png\\x00.png"
+    head = cat.head()
+    again = ingest(cat, manifest)  # the same delivery again: the same quarantine, nothing appended
+    assert (again.already_ingested, again.rejected, cat.head()) == (2, 5, head)
 
 
 def test_same_bytes_twice_are_one_image_with_two_sightings(cat: catalog.Catalog, delivery: Path):

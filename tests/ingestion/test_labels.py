@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from catalog import Catalog, ConcurrencyError, NewEvent, event_id_for
-from catalog.events import CorrectionRecorded, PredictionRecorded, Region
+from catalog.events import MAX_NAME_LENGTH, CorrectionRecorded, PredictionRecorded, Region
 from catalog.ontology import OntologyError
 from ingestion import labels as labels_module
 from ingestion.labels import LabelError, import_corrections, import_labels, record_correction, record_label
@@ -115,6 +115,36 @@ def test_bad_rows_are_rejected_with_their_reason_and_nothing_of_them_is_stored(c
         "row": 3, "id": "lbl-2", "reason": "unknown_class", "message": messages["lbl-2"]}
     assert query(cat, "SELECT label_id FROM projections.current_labels") == [("lbl-1",)]
     assert not cat.blobs.exists(hashlib.sha256(b"outside the delivery").hexdigest())
+
+
+def test_control_characters_and_over_long_fields_are_refused_per_row_naming_the_field(cat, shas, tmp_path):
+    labels = import_labels(cat, write_csv(tmp_path / "labels.csv", [
+        label_row(1, "ok", part_id="p\x001"),  # would otherwise reach the catalog's lookups and jsonb
+        label_row(2, "ok", IMAGE_PATHS[1], labeler="a" * (MAX_NAME_LENGTH + 1)),
+        label_row(3, "ok", IMAGE_PATHS[0] + "\x00"),
+        label_row(4, "ok", IMAGE_PATHS[2]),
+    ]))
+    assert (labels.rows, labels.recorded, labels.rejected) == (4, 1, 3)
+    assert [(p.row, p.id, p.reason, p.message) for p in labels.problems] == [
+        (2, "lbl-1", "bad_field", "part_id contains the control character U+0000 at position 1"),
+        (3, "lbl-2", "bad_field", f"labeler is {MAX_NAME_LENGTH + 1} characters long, above the limit of "
+                                  f"{MAX_NAME_LENGTH}"),
+        (4, "lbl-3", "bad_field", f"path contains the control character U+0000 at position {len(IMAGE_PATHS[0])}"),
+    ]
+    assert query(cat, "SELECT label_id FROM projections.current_labels") == [("lbl-4",)]
+    import_labels(cat, write_csv(tmp_path / "good.csv", [label_row(1, "ok")]))
+    before = event_count(cat)
+    corrections = import_corrections(cat, write_csv(tmp_path / "corrections.csv", [
+        correction_row(1, "ok", "crack", reason="looked again\x00"),
+        correction_row(2, "ok", "scratch", correction_id="cor-\x1b2"),
+        correction_row(3, "ok", "crack", reason="two\nlines"),  # free text keeps its line breaks
+    ]))
+    assert [(p.row, p.id, p.reason, p.message) for p in corrections.problems] == [
+        (2, "cor-1", "bad_field", "reason contains the control character U+0000 at position 12"),
+        (3, "cor-\\x1b2", "bad_field", "correction_id contains the control character U+001B at position 4"),
+    ]
+    assert corrections.recorded == 1 and event_count(cat) == before + 1
+    assert query(cat, "SELECT label FROM projections.current_labels WHERE label_id = 'lbl-1'") == [("crack",)]
 
 
 def test_renamed_columns_and_a_sha256_column_instead_of_path(cat, shas, tmp_path):

@@ -101,6 +101,10 @@ DELIVERIES: dict[str, tuple[Delivery, str]] = {
     "nonsense timestamp": (lambda d, o: _with_good(d, captured_at="'; DROP TABLE x; --"), "bad_timestamp"),
     "empty part": (lambda d, o: _with_good(d, part_id=""), "missing_field"),
     "empty path": (lambda d, o: {"path": ""}, "missing_field"),
+    "NUL in the part id": (lambda d, o: _with_good(d, part_id="P-\x00"), "bad_field"),  # jsonb cannot store it
+    "escape sequence in the camera": (lambda d, o: _with_good(d, camera="cam\x1b[2J"), "bad_field"),
+    "over-long station": (lambda d, o: _with_good(d, station="s" * 201), "bad_field"),
+    "NUL in the path": (lambda d, o: {"path": "good.png\x00.txt"}, "bad_field"),
 }
 
 
@@ -175,6 +179,10 @@ def _rows(sha: str, held: str, other: str) -> dict[str, tuple[str, list[dict[str
         "naive labeled_at": ("labels", [_label(sha, held, labeled_at="2026-03-05 10:00")], "bad_timestamp"),
         "empty labeler": ("labels", [_label(sha, held, labeler="")], "missing_field"),
         "bad region": ("labels", [_label(sha, held, region='{"cx": "x"')], "bad_region"),
+        "NUL in a label's part id": ("labels", [_label(sha, held, part_id="P-\x00")], "bad_field"),
+        "over-long labeler": ("labels", [_label(sha, held, labeler="e" * 201)], "bad_field"),
+        "control character in a reason": ("corrections", [_correction(sha, held, other, reason="why\x07")],
+                                          "bad_field"),
         "old label not the held one": ("corrections", [_correction(sha, other, held)], "old_label_mismatch"),
         "correction to an unknown class": ("corrections", [_correction(sha, held, "wobble")], "unknown_class"),
         "correction of an unknown image": ("corrections", [_correction("f" * 64, held, other)], "unknown_image"),

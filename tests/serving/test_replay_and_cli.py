@@ -93,7 +93,7 @@ def test_spool_status_and_sync_from_the_command_line(built_engine) -> None:
     status = json.loads(run_cli("spool", "status", env=env).stdout)
     assert status["spooled_events"] == 3 and status["oldest"]["type"] == "PartDispositioned"
     synced = json.loads(run_cli("spool", "sync", env=env).stdout)
-    assert synced == {"appended": 3, "already_in_catalog": 0, "left_in_spool": 0}
+    assert synced == {"appended": 3, "already_in_catalog": 0, "set_aside": 0, "left_in_spool": 0}
     assert json.loads(run_cli("spool", "sync", env=env).stdout)["appended"] == 0
     with cat.db.connect() as conn:
         decided = conn.exec_driver_sql(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from apps.ui.roles import ROLES, Action, Viewer
@@ -26,3 +30,14 @@ def test_roles_allow_only_their_actions() -> None:
         viewer = Viewer(role, "x")
         assert not any(viewer.can(a) for a in (Action.EXCLUDE, Action.LABEL, Action.REQUEST_REVIEW))
         assert viewer.database_role == role  # a read-only login: the database refuses their appends too
+
+
+def test_the_app_shows_no_error_details_from_any_working_folder(tmp_path: Path) -> None:
+    """`streamlit run apps/ui/app.py`, from wherever it is started, reads apps/ui/.streamlit/config.toml: an
+    uncaught error shows a generic message, not its traceback, SQL or paths."""
+    app = Path(__file__).resolve().parents[3] / "apps" / "ui" / "app.py"
+    read = ("import sys; from streamlit import config; config._main_script_path = sys.argv[1]; "
+            "config.get_config_options(force_reparse=True); print(config.get_option('client.showErrorDetails'))")
+    shown = subprocess.run([sys.executable, "-c", read, str(app)], cwd=tmp_path, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert shown == "none"

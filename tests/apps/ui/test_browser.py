@@ -1,7 +1,7 @@
 """End to end in a real browser: the app started as `streamlit run` would be, on the line-run catalog, as an
 auditor; Playwright drives Debian's chromium to trace a rejected part (typed on the Trace page, and reached
-in two clicks from a disagreement on Performance), downloads its JSON report, and saves screenshots to
-``test-artifacts/`` at the repository root."""
+in two clicks from a disagreement on Performance), downloads its JSON report, is told briefly that a part id
+with a control character names no part, and saves screenshots to ``test-artifacts/`` at the repository root."""
 
 from __future__ import annotations
 
@@ -136,5 +136,13 @@ def test_an_auditor_traces_a_rejected_part_in_the_browser(served_app) -> None:
             expect(page.locator('input[aria-label="Part id"]')).to_have_value(linked_part, timeout=WAIT_MS)
             expect(page.get_by_text("disagrees").first).to_be_visible(timeout=WAIT_MS)
             snap(page, "trace-from-disagreement.png")
+
+            # A part id no part can have: a short message, no traceback, SQL or paths.
+            page.goto(f"{url}/trace?part=%00")
+            expect(page.get_by_text("the part id contains the control character U+0000")).to_be_visible(
+                timeout=WAIT_MS)
+            body = page.locator('[data-testid="stMain"]').inner_text()
+            for leak in ("SELECT", "Traceback", "psycopg", ".py"):
+                assert leak not in body, (leak, body)
         finally:
             browser.close()

@@ -162,3 +162,14 @@ def test_the_command_line_writes_the_same_reports(ui_catalog, tmp_path) -> None:
     refused = run_cli("trace", "part", part_id, "--report", str(tmp_path / "trace.pdf"), env=database.env(),
                       check=False)
     assert refused.returncode != 0 and ".html or .json" in refused.stderr
+
+
+def test_a_part_id_with_a_control_character_gets_a_short_message(app) -> None:
+    at = app("auditor")
+    at.query_params["part"] = "\x00"  # /trace?part=%00
+    at.switch_page(TRACE).run()
+    assert not at.exception, at.exception
+    shown = "\n".join(e.value for kind in ("warning", "error", "markdown", "caption", "code") for e in getattr(at, kind))
+    assert "the part id contains the control character U+0000" in at.warning[0].value
+    for leak in ("SELECT", "projections.", "Traceback", ".py", "psycopg"):
+        assert leak not in shown, (leak, shown)
