@@ -1,7 +1,10 @@
 """The audit chain of one part, as plain data: its decision and the rule that fired, every image with its
 predictions and human label, every event in time order, and for each engine that judged it the chain
 engine → model → dataset version → whether the part's images were in training → the labels and annotators
-of the training images of the class the engine predicted. The Trace page shows it; reports export it.
+of the training images of the class the engine predicted; and every signed act behind it (corrections and
+exclusions of its images, human dispositions, the promotion of a model that judged it, the publication of a
+rule set that decided it) with who signed, when, and what the signature means. The Trace page shows it;
+reports export it.
 
 It only reads (projections, the event log, the lake), so read-only roles can audit; nothing here catches up.
 """
@@ -21,12 +24,37 @@ import pyarrow.parquet as pq
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.errors import CatalogError
+from catalog.event_log import SIGNATURE_KEYS
+from catalog.events import IMAGE_STREAM_PREFIX, RULES_STREAM
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class, trace_part
 from catalog.store import RecordedEvent
 
 EXAMPLES = 5  # training labels shown per predicted class
 TRAIN = "train"
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A signature an event records (`identity.signatures` signs): who, when, and what it means."""
+
+    signer: str
+    signed_at: datetime
+    meaning: str  # "reviewed" | "approved"
+
+    def __str__(self) -> str:
+        return f"signed by {self.signer} ({self.meaning}) at {self.signed_at.isoformat(sep=' ', timespec='seconds')}"
+
+
+@dataclass(frozen=True)
+class SignedAct:
+    """An act a person signed with their password, behind this part: what it was, what it concerns."""
+
+    type: str  # the event's type
+    subject: str  # "image <sha256>", "part <id>", "model <id>", "rules <version>"
+    summary: str
+    position: int
+    signed: Signed
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,7 @@ class Decision:
     decided_at: datetime
     position: int
     actor: str | None
+    signed: Signed | None = None  # a person's disposition is signed
 
 
 @dataclass(frozen=True)
@@ -99,6 +128,7 @@ class TimelineEvent:
     stream_id: str
     actor: str | None
     summary: str
+    signed: Signed | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +201,7 @@ class PartAudit:
     images: list[PartImage]
     timeline: list[TimelineEvent]
     chains: list[Chain]
+    signed_acts: list[SignedAct]  # in the order they were signed
     catalog_position: int  # the log's head when the audit was read
     read_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
 
@@ -205,7 +236,25 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
         decision_history=decisions, images=images,
         timeline=[_timeline_event(e) for e in sorted({e.position: e for e in events}.values(),
                                                       key=lambda e: (e.occurred_at, e.position))],
-        chains=chains, catalog_position=head)
+        chains=chains, signed_acts=signed_acts(cat, events, chains, decisions), catalog_position=head)
+
+
+def signed_acts(cat: Catalog, events: Sequence[RecordedEvent], chains: Sequence[Chain],
+                decisions: Sequence[Decision]) -> list[SignedAct]:
+    """The signed acts behind a part: those among its own and its images' ``events`` (corrections, exclusions,
+    human dispositions), the promotions of the models of its ``chains``, and the publications of the rule
+    set versions its ``decisions`` name."""
+    acts = [_signed_act(e, _subject(e)) for e in events]
+    models = {(c.model["model"], c.model["model_id"]) for c in chains if c.model}
+    for name in sorted({name for name, _ in models}):
+        acts += [_signed_act(e, f"model {e.payload['model_id']}") for e in cat.store.read_stream(f"model:{name}")
+                 if e.type == "ModelPromoted" and (name, e.payload["model_id"]) in models]
+    versions = {d.rules_version for d in decisions if d.rules_version}
+    if versions:
+        acts += [_signed_act(e, f"rules {e.payload['rules_version']}") for e in cat.store.read_stream(RULES_STREAM)
+                 if e.payload["rules_version"] in versions]
+    found = {act.position: act for act in acts if act is not None}
+    return sorted(found.values(), key=lambda act: (act.signed.signed_at, act.position))
 
 
 def engine_chain(cat: Catalog, engine_id: str, shas: Sequence[str], predicted: Sequence[str]) -> Chain:
@@ -369,6 +418,11 @@ def event_summary(event_type: str, payload: dict[str, Any]) -> str:
         return p.get("reason", "")
     if event_type == "ReviewRequested":
         return f"queue {p['queue']} by {p['strategy']} (score {p['score']:.2f})"
+    if event_type == "ModelPromoted":
+        return f"{p['model_id']} in service for {p['model']}" + (
+            f" after {p['previous_model_id']}" if p.get("previous_model_id") else "") + f": {p['reason']}"
+    if event_type == "RuleSetPublished":
+        return f"rules {p['rules_version']} for {('line ' + p['line']) if p.get('line') else 'every line'}: {p['reason']}"
     keys = ("label", "decision", "rule", "reason", "source_path")
     return " ".join(f"{k}={p[k]}" for k in keys if p.get(k))
 
@@ -392,7 +446,29 @@ def _decision(e: RecordedEvent) -> Decision:
     return Decision(decision=p["decision"], rule=p["rule"], reason=p.get("reason", ""),
                     rules_version=p.get("rules_version"), decided_by=p["decided_by"], decider=p["decider"],
                     engine_id=p.get("engine_id"), image_sha256s=list(p.get("image_sha256s", [])),
-                    decided_at=e.occurred_at, position=e.position, actor=e.metadata.get("actor"))
+                    decided_at=e.occurred_at, position=e.position, actor=e.metadata.get("actor"),
+                    signed=signed_of(e.metadata))
+
+
+def signed_of(metadata: dict[str, Any]) -> Signed | None:
+    """The signature an event's metadata records, or None for an unsigned event."""
+    if not all(metadata.get(key) for key in SIGNATURE_KEYS):
+        return None
+    return Signed(signer=metadata["signer"], signed_at=datetime.fromisoformat(metadata["signed_at"]),
+                  meaning=metadata["meaning"])
+
+
+def _signed_act(e: RecordedEvent, subject: str) -> SignedAct | None:
+    signed = signed_of(e.metadata)
+    return signed and SignedAct(type=e.type, subject=subject, summary=event_summary(e.type, e.payload),
+                                position=e.position, signed=signed)
+
+
+def _subject(e: RecordedEvent) -> str:
+    """What an event of a part's trace concerns: one of its images, or the part."""
+    if e.stream_id.startswith(IMAGE_STREAM_PREFIX):
+        return f"image {e.stream_id.removeprefix(IMAGE_STREAM_PREFIX)}"
+    return e.stream_id.replace(":", " ", 1)
 
 
 def _latest_predictions(events: Sequence[RecordedEvent]) -> dict[str, list[Prediction]]:
@@ -469,7 +545,8 @@ def _broken(engine_id: str, problem: str, *, engine: dict[str, Any] | None = Non
 
 def _timeline_event(e: RecordedEvent) -> TimelineEvent:
     return TimelineEvent(position=e.position, occurred_at=e.occurred_at, recorded_at=e.recorded_at, type=e.type,
-                         stream_id=e.stream_id, actor=e.metadata.get("actor"), summary=event_summary(e.type, e.payload))
+                         stream_id=e.stream_id, actor=e.metadata.get("actor"), summary=event_summary(e.type, e.payload),
+                         signed=signed_of(e.metadata))
 
 
 def _jsonable(value: Any) -> Any:

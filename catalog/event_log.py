@@ -20,10 +20,12 @@ from typing import Any, NamedTuple
 from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
 from catalog.events import EventData, event_class, parse_event
 
-# who and what caused an event; a signed act adds its signature (signer, signed_at, meaning: identity/), and a
-# served event the client's address and the server's own receive time.
-METADATA_KEYS = {"actor", "source", "causation_id", "correlation_id", "signer", "signed_at", "meaning",
-                 "client_addr", "received_at"}
+# The keys of a signed act's signature (who signed, when, what it means: `identity.signatures` signs; the
+# trace reads them).
+SIGNATURE_KEYS = ("signer", "signed_at", "meaning")
+# who and what caused an event; a signed act adds its signature, and a served event the client's address and
+# the server's own receive time.
+METADATA_KEYS = {"actor", "source", "causation_id", "correlation_id", *SIGNATURE_KEYS, "client_addr", "received_at"}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Payloads are validated with pydantic; unknown fields, naive timestamps and malfo
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -437,6 +439,32 @@ class PartDispositioned(EventData):
         return part_stream(self.part_id)
 
 
+# The one stream of rule-set publications (plant-wide and per line): few events, read whole.
+RULES_STREAM = "rules"
+
+
+class RuleSetPublished(EventData):
+    """A part rule set put in force by a signed act, for one line or (``line`` None) every line without its
+    own: its version as decisions record it (``name@version+hash``, `serving.decision.RuleSet.rules_version`),
+    the YAML as written, that text's SHA-256, and why."""
+
+    rules_version: Name
+    text: Text = Field(min_length=1)
+    text_sha256: Sha256
+    line: Name | None = None
+    reason: Annotated[Text, StringConstraints(min_length=3, strip_whitespace=True)]
+
+    @model_validator(mode="after")
+    def _text_matches_its_hash(self) -> RuleSetPublished:
+        if hashlib.sha256(self.text.encode()).hexdigest() != self.text_sha256:
+            raise ValueError("text_sha256 is not the SHA-256 of the text")
+        return self
+
+    @property
+    def stream_id(self) -> str:
+        return RULES_STREAM
+
+
 class ReviewRequested(ImageEvent):
     """An image put in a human review queue by a named strategy, with its score."""
 
@@ -577,7 +605,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         OntologyPublished, PredictionRecorded, PartDispositioned, ReviewRequested, DatasetVersionPublished,
         ModelRegistered, ModelExported, ModelEvaluated, RegressionReplayed, ModelPromoted, EngineBuilt,
         LineTimeZoneSet, UserCreated, UserRoleGranted, UserRoleRevoked, UserDisabled, UserEnabled,
-        UserPasswordSet, UserLoggedIn, UserLoginFailed,
+        UserPasswordSet, UserLoggedIn, UserLoginFailed, RuleSetPublished,
     )
 }
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from catalog import Catalog
+from catalog.event_log import SIGNATURE_KEYS
 from identity.people import LoginRefused, verify_password
 from identity.roles import ROLES, Action
 
@@ -20,10 +21,6 @@ class Meaning(StrEnum):
 
     REVIEWED = "reviewed"  # I looked at the evidence and this is right (a correction, a disposition)
     APPROVED = "approved"  # I approve this change (an exclusion, a promotion, a rule set)
-
-
-# The keys a signature adds to an event's metadata (catalog.event_log.METADATA_KEYS allows them).
-SIGNATURE_KEYS = ("signer", "signed_at", "meaning")
 
 
 @dataclass(frozen=True)

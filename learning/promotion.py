@@ -2,6 +2,7 @@
 Runtime engines and the server's inspection path as production runs them, on historical images with their
 human verdicts (labels and corrections), slice by slice; only a passed gate appends ``ModelPromoted``."""
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
@@ -64,8 +65,11 @@ class ReplayConfig(BaseModel):
     max_good_parts_rejected: float = QualityFloor.max_good_parts_rejected
 
 
-def replay_and_gate(cat: Catalog, config: ReplayConfig,
-                    log) -> tuple[RegressionReplayed | None, GateResult | None, bool]:
+def replay_and_gate(cat: Catalog, config: ReplayConfig, log, *,
+                    signed: Mapping[str, str] | None = None) -> tuple[RegressionReplayed | None, GateResult | None, bool]:
+    """Replay the candidate beside the champion and promote it if it passes. A promotion by hand is ``signed``
+    (`identity.signatures.Signature.metadata()`: its signer the actor of both events, the signature on
+    ``ModelPromoted``); the learn loop's own is unsigned, by dagster."""
     candidate = model_row(cat, CLASSIFIER, config.candidate_model_id, need_onnx=True)
     current = champion(cat, CLASSIFIER)
     if current == candidate.model_id:
@@ -100,13 +104,14 @@ def replay_and_gate(cat: Catalog, config: ReplayConfig,
                                   champion_model_id=champ.model_id if champ else None, passed=gate.passed,
                                   images=len(shas), summary=gate.summary(), report_uri=folder)
     replay_id = event_id_for("replay", candidate.model_id, replayed.champion_model_id, folder)
-    meta = {"actor": "dagster", "source": "learning.promotion"}
+    meta = {"actor": (signed or {}).get("actor", "dagster"), "source": "learning.promotion"}
     events = [NewEvent(replayed, datetime.now(UTC), event_id=replay_id, metadata=meta)]
     if gate.passed:
         events.append(NewEvent(
             ModelPromoted(model=CLASSIFIER, model_id=candidate.model_id, previous_model_id=replayed.champion_model_id,
                           replay_event_id=replay_id, reason="; ".join(gate.reasons)),
-            datetime.now(UTC), event_id=event_id_for("promotion", candidate.model_id, replay_id), metadata=meta))
+            datetime.now(UTC), event_id=event_id_for("promotion", candidate.model_id, replay_id),
+            metadata=meta | dict(signed or {})))
     cat.append(events)
     log(("PROMOTED: " if gate.passed else "refused: ") + "; ".join(gate.reasons))
     return replayed, gate, gate.passed

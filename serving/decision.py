@@ -212,10 +212,19 @@ def load_rules(path: Path | None = None) -> RuleSet:
     """The rule set in the YAML file at ``path``, by default the packaged serving/rules/default.yaml."""
     source = resources.files("serving").joinpath("rules/default.yaml") if path is None else Path(path)
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
         raise RulesError(f"{source}: cannot read the rules: {exc}") from None
-    return RuleSet.parse(data, origin=str(source))
+    return parse_rules(text, origin=str(source))
+
+
+def parse_rules(text: str, *, origin: str = "rules") -> RuleSet:
+    """The rule set a YAML text writes (a file's, or one the catalog recorded as published)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{origin}: cannot read the rules: {exc}") from None
+    return RuleSet.parse(data, origin=origin)
 
 
 def _describe(finding: Finding, regions: list[DefectRegion]) -> str:

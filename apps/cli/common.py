@@ -1,7 +1,9 @@
-"""What every command shares: the consoles, a progress bar, and opening the catalog from the environment."""
+"""What every command shares: the consoles, a progress bar, opening the catalog from the environment, reading a
+password, and signing an act."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -11,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import catalog
+from identity.roles import Action
+from identity.signatures import Meaning, Signature, sign
 from ingestion.tables import parse_aware_timestamp
 
 console = Console(stderr=True)  # progress and remarks
@@ -54,3 +58,30 @@ def parse_moment(value: str | None, *, option: str) -> datetime | None:
         return parse_aware_timestamp(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def read_password(password_stdin: bool, *, prompt: str = "Password", confirm: bool = True) -> str:
+    """A password from stdin's first line (scripts), or typed at a prompt that does not echo it (twice when
+    ``confirm``: a new password)."""
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+
+
+password_stdin_option = click.option("--password-stdin", is_flag=True,
+                                     help="read the password from the first line of stdin instead of a prompt")
+
+
+def signer_options(command):
+    """``--user NAME`` and ``--password-stdin``: who signs the act, and where their password comes from."""
+    command = password_stdin_option(command)
+    return click.option("--user", "signer", required=True,
+                        help="who signs the act (a person's account); their password is asked for")(command)
+
+
+def sign_act(cat: catalog.Catalog, signer: str, password_stdin: bool, meaning: Meaning, action: Action) -> Signature:
+    """``signer``'s signature of an act of kind ``action``, with the password they re-enter now; `LoginRefused`
+    (one line, exit status 1) for a wrong password or a person whose roles may not do it."""
+    password = read_password(password_stdin, prompt=f"Password of {signer} (signing as {meaning.value})",
+                             confirm=False)
+    return sign(cat, signer, password, meaning, action=action)

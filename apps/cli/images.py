@@ -13,9 +13,19 @@ import click
 from rich.table import Table
 from rich.tree import Tree
 
-from apps.cli.common import console, open_catalog, out, parse_day_or_moment, parse_moment
+from apps.cli.common import (
+    console,
+    open_catalog,
+    out,
+    parse_day_or_moment,
+    parse_moment,
+    sign_act,
+    signer_options,
+)
 from catalog.curation import set_excluded
 from catalog.queries import RESULT_COLUMNS, ImageFilter, count_images, query_images, trace_part
+from identity.roles import Action
+from identity.signatures import Meaning, signature_of
 
 
 def filter_options(command):
@@ -88,7 +98,8 @@ def images_query(lines, stations, cameras, parts, captured_from, captured_to, la
 
 @click.group()
 def curate() -> None:
-    """Exclude images from every derived dataset (they stay in the catalog), or include them back."""
+    """Exclude images from every derived dataset (they stay in the catalog), or include them back; each is an act
+    its curator signs (meaning: approved)."""
 
 
 def _curate_command(exclude: bool):
@@ -97,17 +108,21 @@ def _curate_command(exclude: bool):
     @curate.command(verb)
     @filter_options
     @click.option("--reason", required=True, help="why (recorded with every event)")
-    @click.option("--actor", required=True, help="who decides (recorded with every event)")
-    def command(lines, stations, cameras, parts, captured_from, captured_to, labels, reason, actor) -> None:
+    @signer_options
+    def command(lines, stations, cameras, parts, captured_from, captured_to, labels, reason, signer,
+                password_stdin) -> None:
         where = _filter(lines, stations, cameras, parts, captured_from, captured_to, labels)
         if where == ImageFilter():
             raise click.UsageError(f"give at least one filter: {verb} every image is never what you meant")
         with open_catalog() as cat:
-            report = set_excluded(cat, where, exclude=exclude, reason=reason, actor=actor)
+            signature = sign_act(cat, signer, password_stdin, Meaning.APPROVED, Action.EXCLUDE)
+            report = set_excluded(cat, where, exclude=exclude, reason=reason, actor=signature.actor,
+                                  signed=signature.metadata())
         out.print(f"{verb}d {report.changed} of {report.matched} matching images "
-                  f"({report.matched - report.changed} already were)")
+                  f"({report.matched - report.changed} already were), signed by {signer} ({signature.meaning})")
 
-    command.__doc__ = f"{verb.capitalize()} every image the filters select, with a mandatory reason."
+    command.__doc__ = (f"{verb.capitalize()} every image the filters select, with a mandatory reason, signed by "
+                       "--user with their password.")
     return command
 
 
@@ -149,10 +164,18 @@ def trace_part_command(part_id: str, as_json: bool, report: Path | None) -> None
     for image in found.images:
         branch = tree.add(f"image {image['sha256'][:16]} ({len(image['sightings'])} sighting(s))")
         for e in image["events"]:
-            branch.add(f"#{e.position} {e.occurred_at:%Y-%m-%d %H:%M:%S%z} {e.type} {_summary(e.payload)}")
+            branch.add(_line(e))
     for e in found.part_events:
-        tree.add(f"#{e.position} {e.occurred_at:%Y-%m-%d %H:%M:%S%z} {e.type} {_summary(e.payload)}")
+        tree.add(_line(e))
     out.print(tree)
+
+
+def _line(e) -> str:
+    """One event of the trace, with its signature when a person signed it."""
+    signature = signature_of(e.metadata)
+    signed = (f" — signed by {signature.signer} ({signature.meaning}) at {signature.signed_at.isoformat()}"
+              if signature else "")
+    return f"#{e.position} {e.occurred_at:%Y-%m-%d %H:%M:%S%z} {e.type} {_summary(e.payload)}{signed}"
 
 
 def _write_report(cat, part_id: str, path: Path) -> None:

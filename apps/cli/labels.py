@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from apps.cli.common import open_catalog, out, parse_moment, progress_bar
+from apps.cli.common import open_catalog, out, parse_moment, progress_bar, sign_act, signer_options
+from identity.roles import Action
+from identity.signatures import Meaning
 from ingestion.labels import ImportReport, import_labels
 from ingestion.tables import parse_column_map
 
@@ -42,21 +44,33 @@ def labels_as_of(position: int | None, moment: str | None, as_json: bool) -> Non
     out.print(f"{len(rows)} labelled images" + (" (first 50 shown)" if len(rows) > 50 else ""))
 
 
-def import_command(group: click.Group, importer: Importer, what: str, note: str = "") -> None:
-    """Add ``import FILE [--map CANONICAL=THEIRS ...] [--actor NAME] [--json]`` to ``group``: it records the
-    file's rows with ``importer`` and exits with 1 when any row was rejected or in conflict."""
+def import_command(group: click.Group, importer: Importer, what: str, note: str = "", *,
+                   signed: tuple[Meaning, Action] | None = None) -> None:
+    """Add ``import FILE [--map CANONICAL=THEIRS ...] [--json]`` to ``group``: it records the file's rows with
+    ``importer`` and exits with 1 when any row was rejected or in conflict. Who imports is ``--actor NAME``, or,
+    for an import that is ``signed`` (its meaning and the action it is), ``--user NAME`` whose signature every
+    event of the import carries."""
+    who = signer_options if signed else click.option("--actor", help="who imports (recorded in each event's metadata)")
+    signing = ("Every event is signed by --user, who re-enters their password. " if signed else "")
 
-    @group.command("import", help=f"Record the rows of a {what} CSV FILE. {note}Rows already recorded are skipped; "
-                   "refused rows are reported and the good ones still recorded. Exit status 1 when any row was refused.")
+    @group.command("import", help=f"Record the rows of a {what} CSV FILE. {note}{signing}Rows already recorded are "
+                   "skipped; refused rows are reported and the good ones still recorded. Exit status 1 when any row "
+                   "was refused.")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--map", "mappings", multiple=True, metavar="CANONICAL=THEIRS",
                   help="read a canonical column from a column of another name (repeatable)")
-    @click.option("--actor", help="who imports (recorded in each event's metadata)")
+    @who
     @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-    def import_file(file: Path, mappings: Sequence[str], actor: str | None, as_json: bool) -> None:
+    def import_file(file: Path, mappings: Sequence[str], as_json: bool, actor: str | None = None,
+                    signer: str | None = None, password_stdin: bool = False) -> None:
         column_map = parse_column_map(mappings)
-        with open_catalog() as cat, progress_bar(f"importing {file.name}") as update:
-            report = importer(cat, file, column_map=column_map, actor=actor, progress=update)
+        with open_catalog() as cat:
+            extra = {}
+            if signed:
+                signature = sign_act(cat, signer, password_stdin, *signed)
+                actor, extra = signature.actor, {"signed": signature.metadata()}
+            with progress_bar(f"importing {file.name}") as update:
+                report = importer(cat, file, column_map=column_map, actor=actor, progress=update, **extra)
         if as_json:
             out.print_json(report.to_json())
         else:

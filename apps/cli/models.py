@@ -12,7 +12,9 @@ from dataclasses import replace
 import click
 from rich.table import Table
 
-from apps.cli.common import console, open_catalog, out
+from apps.cli.common import console, open_catalog, out, sign_act, signer_options
+from identity.roles import Action
+from identity.signatures import Meaning
 
 
 @click.group()
@@ -103,18 +105,21 @@ def models_evaluate(model_id: str | None, min_precision: float, as_json: bool) -
 @click.argument("model_id", required=False)
 @click.option("--min-validation-recall", type=float, help="quality floor (default: the gate's)")
 @click.option("--max-good-parts-rejected", type=float, help="share of good validation parts (default: the gate's)")
+@signer_options
 @click.option("--json", "as_json", is_flag=True)
 def models_promote(model_id: str | None, min_validation_recall: float | None,
-                   max_good_parts_rejected: float | None, as_json: bool) -> None:
+                   max_good_parts_rejected: float | None, signer: str, password_stdin: bool, as_json: bool) -> None:
     """Promote MODEL_ID (default: the latest exported classifier) if it is fit (the quality floor) and no worse
-    than the champion on history (the regression gate); exit status 1 when refused, with the reasons."""
+    than the champion on history (the regression gate); exit status 1 when refused, with the reasons. The
+    promotion is signed by --user (meaning: approved), who re-enters their password before the replay runs."""
     from learning.promotion import ReplayConfig, replay_and_gate
 
     floor = {k: v for k, v in (("min_validation_recall", min_validation_recall),
                                ("max_good_parts_rejected", max_good_parts_rejected)) if v is not None}
     with open_catalog() as cat:
+        signature = sign_act(cat, signer, password_stdin, Meaning.APPROVED, Action.PROMOTE)
         replayed, gate, promoted = replay_and_gate(cat, ReplayConfig(candidate_model_id=model_id, **floor),
-                                                   _say(as_json))
+                                                   _say(as_json), signed=signature.metadata())
     reasons = gate.reasons if gate else ["already the champion"]
     _emit(as_json, {"model_id": replayed.candidate_model_id if replayed else model_id, "promoted": promoted,
                     "reasons": reasons},

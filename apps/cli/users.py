@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import getpass
 import os
-import sys
 from datetime import UTC, datetime
 
 import click
 from rich.table import Table
 
-from apps.cli.common import open_catalog, out
+from apps.cli.common import open_catalog, out, password_stdin_option, read_password
 from catalog.factory_day import shown
 from identity import people
 from identity.roles import ROLES
@@ -20,17 +19,6 @@ from identity.roles import ROLES
 def administrator() -> str:
     """The actor of an account change made from this command line."""
     return f"cli:{os.environ.get('USER') or getpass.getuser()}"
-
-
-def read_password(password_stdin: bool, *, prompt: str = "Password") -> str:
-    """A password from stdin's first line (scripts), or typed twice at a prompt that does not echo it."""
-    if password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
-
-
-password_stdin_option = click.option("--password-stdin", is_flag=True,
-                                     help="read the password from the first line of stdin instead of a prompt")
 
 
 def _changed(done: bool, yes: str, no: str) -> None:

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import catalog
+from identity.people import add_user
 from tests.builders import run_cli
+
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -40,8 +44,11 @@ def test_simulate_ingest_query_curate_trace(database, factory: Path):
     assert day["total"] == len(day["images"]) > 0
     assert all(i["line"] == "line1" and i["captured_at"].startswith("2026-03-03") for i in day["images"])
 
+    with catalog.open(database.settings) as cat:
+        add_user(cat, "cleo", "Cleo Curator", PASSWORD, ["curator"], actor="test")
     excluded = run_cli("curate", "exclude", "--line", "line1", "--from", "2026-03-03", "--to", "2026-03-03",
-                       "--reason", "lamp failed all day", "--actor", "cleo", env=env)
+                       "--reason", "lamp failed all day", "--user", "cleo", "--password-stdin", env=env,
+                       stdin=PASSWORD + "\n")
     assert f"excluded {day['total']} of {day['total']}" in excluded.stdout
     csv_out = run_cli("images", "query", "--excluded", "--limit", "1000", "--csv", env=env).stdout
     rows = list(csv.DictReader(io.StringIO(csv_out)))
@@ -57,7 +64,8 @@ def test_simulate_ingest_query_curate_trace(database, factory: Path):
 
 def test_curate_refuses_to_select_everything_and_bad_dates(database):
     env = database.env()
-    everything = run_cli("curate", "exclude", "--reason", "oops", "--actor", "x", env=env, check=False)
+    everything = run_cli("curate", "exclude", "--reason", "oops", "--user", "x", "--password-stdin", env=env,
+                         stdin=PASSWORD + "\n", check=False)
     assert everything.returncode != 0 and "give at least one filter" in everything.stderr
     naive = run_cli("images", "query", "--from", "2026-03-02T08:00", env=env, check=False)
     assert naive.returncode != 0 and "has no UTC offset" in naive.stderr

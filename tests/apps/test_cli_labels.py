@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import catalog
+from identity.people import add_user
 from tests.builders import (
     IMAGE_PATHS,
     correction_row,
@@ -18,6 +19,13 @@ from tests.builders import (
     write_csv,
 )
 
+PASSWORD = "correct horse battery"
+SIGNED_BY_ANA = ("--user", "ana", "--password-stdin")  # an annotator, whom each test adds (`_add_ana`)
+
+
+def _add_ana(cat: catalog.Catalog) -> None:
+    add_user(cat, "ana", "Ana Annotator", PASSWORD, ["annotator"], actor="test")
+
 
 def test_publish_import_correct_and_show(database, tmp_path: Path):
     env = database.env()
@@ -26,13 +34,15 @@ def test_publish_import_correct_and_show(database, tmp_path: Path):
     assert "ontology version 1 published: ok, scratch, spot, crack" in published.stdout
     with catalog.open(database.settings) as cat:
         shas = ingest_images(cat, IMAGE_PATHS)
+        _add_ana(cat)
     rows = [label_row(1, "scratch"), label_row(2, "crack", IMAGE_PATHS[1])]
     write_csv(tmp_path / "labels.csv", [{("defect" if k == "label" else k): v for k, v in r.items()} for r in rows])
     imported = run_cli("labels", "import", str(tmp_path / "labels.csv"), "--map", "label=defect", "--actor", "qa",
                        env=env)
     assert "│ recorded         │ 2 │" in imported.stdout and "refused rows" not in imported.stdout
     write_csv(tmp_path / "corrections.csv", [correction_row(1, "scratch", "spot")])
-    corrected = run_cli("corrections", "import", str(tmp_path / "corrections.csv"), "--json", env=env)
+    corrected = run_cli("corrections", "import", str(tmp_path / "corrections.csv"), "--json", *SIGNED_BY_ANA,
+                        env=env, stdin=PASSWORD + "\n")
     assert json.loads(corrected.stdout) | {"file": None} == {
         "file": None, "rows": 1, "recorded": 1, "already_recorded": 0, "rejected": 0, "conflicts": 0, "problems": []}
     (tmp_path / "v2.yaml").write_text(
@@ -54,6 +64,7 @@ def test_refused_rows_are_reported_and_exit_with_status_1(database, tmp_path: Pa
     with catalog.open(database.settings) as cat:
         publish_v1(cat)
         ingest_images(cat, IMAGE_PATHS)
+        _add_ana(cat)
     labels = write_csv(tmp_path / "labels.csv",
                        [label_row(1, "scratch"), label_row(2, "dent", IMAGE_PATHS[1])])
     result = run_cli("labels", "import", str(labels), "--json", env=env, check=False)
@@ -61,7 +72,8 @@ def test_refused_rows_are_reported_and_exit_with_status_1(database, tmp_path: Pa
     assert result.returncode == 1 and (report["recorded"], report["rejected"]) == (1, 1)
     assert report["problems"][0]["reason"] == "unknown_class"
     corrections = write_csv(tmp_path / "corrections.csv", [correction_row(1, "ok", "spot")])
-    conflict = run_cli("corrections", "import", str(corrections), env=env, check=False)
+    conflict = run_cli("corrections", "import", str(corrections), *SIGNED_BY_ANA, env=env, stdin=PASSWORD + "\n",
+                       check=False)
     assert conflict.returncode == 1
     assert "│ conflicts        │ 1 │" in conflict.stdout and "old_label_mismatch" in conflict.stdout
     (tmp_path / "bad.yaml").write_text("version: 2\nclasses: [ok]\n")

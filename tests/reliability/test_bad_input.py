@@ -19,6 +19,7 @@ from catalog.datasets.publish import load_manifest
 from catalog.errors import CatalogError
 from catalog.ontology import OntologyError
 from catalog.queries import ImageFilter, count_images, query_images
+from identity.people import add_user
 from imaging.intake import Limits
 from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels
@@ -39,10 +40,17 @@ INJECTIONS = [
 ]
 
 
+# Someone who may sign curations and corrections (the `stored` catalog has them): a signature records nothing
+# of its own, so an act refused for its input still leaves the catalog as it was.
+PASSWORD = "correct horse battery"
+SIGNER = ("--user", "mallory", "--password-stdin")
+
+
 @pytest.fixture(scope="module")
 def stored(pg_server, factory_dir) -> Iterator[catalog.Catalog]:
     # One catalog for the module: every test leaves it as it was, which is what each one asserts.
     with factory_catalog(pg_server, factory_dir) as cat:
+        add_user(cat, "mallory", "Mallory", PASSWORD, ["curator", "annotator"], actor="test")
         yield cat
 
 
@@ -218,7 +226,9 @@ def test_the_cli_refuses_every_bad_row_of_a_file_and_exits_1(stored, tmp_path: P
     rows = [row | {id_column: f"rel-{n}"} for n, (case_rows, _) in enumerate(cases) for row in case_rows]
     path = _write_rows(tmp_path / f"{group}.csv", rows)
     before = snapshot(stored)
-    result = run_cli(group, "import", str(path), "--json", env=cli_env(stored), check=False)
+    signing = SIGNER if group == "corrections" else ()
+    result = run_cli(group, "import", str(path), "--json", *signing, env=cli_env(stored), stdin=PASSWORD + "\n",
+                     check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert [p["reason"] for p in report["problems"]] == [reason for _, reason in cases] and report["recorded"] == 0
@@ -297,7 +307,8 @@ def test_injection_through_the_cli_query_options_matches_nothing(stored, options
 def test_injection_through_curation_selects_nothing_and_records_nothing(stored):
     before = snapshot(stored)
     result = run_cli("curate", "exclude", "--line", INJECTIONS[0], "--camera", INJECTIONS[1], "--reason",
-                     "'); DELETE FROM catalog.events; --", "--actor", "mallory", env=cli_env(stored), check=False)
+                     "'); DELETE FROM catalog.events; --", *SIGNER, env=cli_env(stored), stdin=PASSWORD + "\n",
+                     check=False)
     assert "Traceback" not in result.stderr, result.stderr
     snapshot(stored).assert_unchanged_since(before)
     with psycopg.connect(catalog.database.libpq_dsn(stored.urls.app)) as conn:

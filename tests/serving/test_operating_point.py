@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from catalog.datasets import load_manifest
 from catalog.lineage import CLASSIFIER, dataset_version, model_row
+from identity.people import add_user
 from learning.evaluation import EvaluationConfig, evaluate
 from serving.decision import load_rules
 from serving.engines import build_engine, load_engine
@@ -99,8 +100,9 @@ def test_the_models_commands_train_export_evaluate_list_and_refuse_an_unfit_prom
     mine = next(m for m in listed if m["model_id"] == trained["model_id"])
     assert mine["exported"] and mine["evaluation"]["threshold_split"] == "validation" and not mine["champion"]
 
+    add_user(cat, "eli", "Eli Engineer", "correct horse battery", ["engineer"], actor="test")
     refused = run_cli("models", "promote", trained["model_id"], "--min-validation-recall", "1.01", "--json",
-                      env=env, check=False)
+                      "--user", "eli", "--password-stdin", env=env, stdin="correct horse battery\n", check=False)
     assert refused.returncode == 1
     verdict = json.loads(refused.stdout)
     assert not verdict["promoted"]

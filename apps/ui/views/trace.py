@@ -63,12 +63,28 @@ def _decision(cat, audit: PartAudit) -> None:
     st.markdown(f"**Why:** {d.reason or '(no reason recorded)'}")
     st.caption(f"rules version `{d.rules_version or 'unversioned'}` · decided by {d.decider} `{d.decided_by[:16]}` "
                f"at {line_time(cat, d.decided_at, audit.line)} · event #{d.position}")
+    if d.signed:
+        st.markdown(f"**Signed** by {d.signed.signer} ({d.signed.meaning}) at "
+                    f"{line_time(cat, d.signed.signed_at, audit.line)}")
     if len(audit.decision_history) > 1:
         with st.expander(f"Decision history ({len(audit.decision_history)})"):
             st.dataframe(pd.DataFrame([{
                 "decided at": line_time(cat, h.decided_at, audit.line), "decision": h.decision, "rule": h.rule, "reason": h.reason,
-                "rules version": h.rules_version, "images": len(h.image_sha256s)} for h in audit.decision_history]),
+                "rules version": h.rules_version, "images": len(h.image_sha256s),
+                "signed by": h.signed.signer if h.signed else None} for h in audit.decision_history]),
                 hide_index=True)
+
+
+def _signatures(cat, audit: PartAudit) -> None:
+    """Who signed the acts behind this part, when, and what each signature means."""
+    st.subheader(f"Signatures ({len(audit.signed_acts)})")
+    if not audit.signed_acts:
+        st.caption("No signed act is recorded behind this part.")
+        return
+    st.dataframe(pd.DataFrame([{
+        "signed at": line_time(cat, a.signed.signed_at, audit.line), "signer": a.signed.signer,
+        "meaning": a.signed.meaning, "act": a.type, "concerns": a.subject, "what": a.summary, "event": a.position}
+        for a in audit.signed_acts]), hide_index=True)
 
 
 def _images(cat, audit: PartAudit, state: str) -> None:
@@ -189,6 +205,7 @@ st.caption(f"line {audit.line} · {len(audit.images)} image(s) captured {line_ti
            f" to {line_time(cat, audit.last_captured_at, audit.line)} · catalog position {audit.catalog_position}"
            if audit.first_captured_at else f"catalog position {audit.catalog_position}")
 _decision(cat, audit)
+_signatures(cat, audit)
 _images(cat, audit, state)
 st.subheader("Lineage: engine → model → dataset version → training data")
 if not audit.chains:
@@ -197,5 +214,6 @@ for chain in audit.chains:
     _chain(chain)
 st.subheader(f"Events ({len(audit.timeline)}, in time order)")
 st.dataframe(pd.DataFrame([{"position": e.position, "occurred at": e.occurred_at, "type": e.type, "what": e.summary,
-                            "actor": e.actor, "stream": e.stream_id} for e in audit.timeline]), hide_index=True)
+                            "actor": e.actor, "signed by": e.signed.signer if e.signed else None,
+                            "stream": e.stream_id} for e in audit.timeline]), hide_index=True)
 _export(cat, audit)
