@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.errors import CatalogError
+from catalog.event_log import signature_of
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class, trace_part
 from catalog.store import RecordedEvent
@@ -44,6 +45,12 @@ class Decision:
     decided_at: datetime
     position: int
     actor: str | None
+    signature: dict[str, str] | None = None  # a person's: signer, signed_at, meaning
+
+    @property
+    def counts(self) -> bool:
+        """An engine's decision, or a person's signed one; an unsigned human disposition decides nothing."""
+        return self.decider == "engine" or self.signature is not None
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ class PartAudit:
     line: str | None
     first_captured_at: datetime | None
     last_captured_at: datetime | None
-    decision: Decision | None  # the latest
+    decision: Decision | None  # the one that stands: a person's latest signed one, else the engine's latest
     decision_history: list[Decision]
     images: list[PartImage]
     timeline: list[TimelineEvent]
@@ -201,7 +208,7 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
     part = _part_row(cat, part_id)
     return PartAudit(
         part_id=part_id, line=part.get("line"), first_captured_at=part.get("first_captured_at"),
-        last_captured_at=part.get("last_captured_at"), decision=decisions[-1] if decisions else None,
+        last_captured_at=part.get("last_captured_at"), decision=_standing(decisions),
         decision_history=decisions, images=images,
         timeline=[_timeline_event(e) for e in sorted({e.position: e for e in events}.values(),
                                                       key=lambda e: (e.occurred_at, e.position))],
@@ -392,7 +399,16 @@ def _decision(e: RecordedEvent) -> Decision:
     return Decision(decision=p["decision"], rule=p["rule"], reason=p.get("reason", ""),
                     rules_version=p.get("rules_version"), decided_by=p["decided_by"], decider=p["decider"],
                     engine_id=p.get("engine_id"), image_sha256s=list(p.get("image_sha256s", [])),
-                    decided_at=e.occurred_at, position=e.position, actor=e.metadata.get("actor"))
+                    decided_at=e.occurred_at, position=e.position, actor=e.metadata.get("actor"),
+                    signature=signature_of(e.metadata) if p["decider"] == "human" else None)
+
+
+def _standing(decisions: Sequence[Decision]) -> Decision | None:
+    """The decision that stands, as the server takes it (serving.decision.decide_part): a person's latest
+    signed one; else the engine's latest, which never turns a reject into an accept."""
+    counting = [d for d in decisions if d.counts]
+    signed = [d for d in counting if d.decider == "human"]
+    return (signed or counting or [None])[-1]
 
 
 def _latest_predictions(events: Sequence[RecordedEvent]) -> dict[str, list[Prediction]]:

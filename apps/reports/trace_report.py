@@ -104,12 +104,21 @@ def _decision_section(audit: PartAudit) -> str:
             f"<b>{escape(d.rule)}</b> — {escape(d.reason)}</p>"
             f'<p class="muted">rules version {escape(d.rules_version or "unversioned")} · decided by '
             f"{escape(d.decider)} {_code(d.decided_by)} at {_when(d.decided_at)} · event #{d.position}</p>")
+    if d.signature:
+        head += (f"<p>Signed by <b>{escape(d.signature['signer'])}</b> at {escape(d.signature['signed_at'])}, "
+                 f"meaning <b>{escape(d.signature['meaning'])}</b></p>")
     if len(audit.decision_history) < 2:
         return head
     return head + "<p>History:</p>" + _table(
-        ("decided at", "decision", "rule", "reason", "rules version", "images"),
-        [(_when(h.decided_at), h.decision, h.rule, h.reason, h.rules_version or "", len(h.image_sha256s))
-         for h in audit.decision_history])
+        ("decided at", "decision", "rule", "reason", "rules version", "images", "signed"),
+        [(_when(h.decided_at), h.decision, h.rule, h.reason, h.rules_version or "", len(h.image_sha256s),
+          _signed(h)) for h in audit.decision_history])
+
+
+def _signed(d: Decision) -> str:
+    if d.signature:
+        return f"{d.signature['signer']} ({d.signature['meaning']}, {d.signature['signed_at']})"
+    return "" if d.decider == "engine" else "unsigned: decides nothing"
 
 
 def _image_card(image: PartImage, read_blob: Callable[[str], bytes]) -> str:
