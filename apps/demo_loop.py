@@ -269,7 +269,9 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
            ) -> dict[str, Any]:
     """Start the API on a free port over `engine_id` and send it every image of `days`, as the line would;
     returns what it answered."""
-    service = InspectionService(cat, ServeConfig(engine_id=engine_id, max_wait_ms=5))
+    # The simulated days are sent as the line would have sent them then: their capture times are not now.
+    service = InspectionService(cat, ServeConfig(engine_id=engine_id, max_wait_ms=5, max_capture_age=None,
+                                                 max_capture_lead=None))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

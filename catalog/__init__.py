@@ -42,7 +42,7 @@ __all__ = [
     "event_id_for", "open",
 ]
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 Progress = Callable[[int, int], None]  # called with (done, total) as long work advances
 
 

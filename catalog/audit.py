@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.errors import CatalogError
-from catalog.event_log import SIGNATURE_KEYS
+from catalog.event_log import signature_of
 from catalog.events import IMAGE_STREAM_PREFIX, RULES_STREAM
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class, trace_part
@@ -73,6 +73,11 @@ class Decision:
     position: int
     actor: str | None
     signed: Signed | None = None  # a person's disposition is signed
+
+    @property
+    def counts(self) -> bool:
+        """An engine's decision, or a person's signed one; an unsigned human disposition decides nothing."""
+        return self.decider == "engine" or self.signed is not None
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,7 @@ class PartAudit:
     line: str | None
     first_captured_at: datetime | None
     last_captured_at: datetime | None
-    decision: Decision | None  # the latest
+    decision: Decision | None  # the one that stands: a person's latest signed one, else the engine's latest
     decision_history: list[Decision]
     images: list[PartImage]
     timeline: list[TimelineEvent]
@@ -232,7 +237,7 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
     part = _part_row(cat, part_id)
     return PartAudit(
         part_id=part_id, line=part.get("line"), first_captured_at=part.get("first_captured_at"),
-        last_captured_at=part.get("last_captured_at"), decision=decisions[-1] if decisions else None,
+        last_captured_at=part.get("last_captured_at"), decision=_standing(decisions),
         decision_history=decisions, images=images,
         timeline=[_timeline_event(e) for e in sorted({e.position: e for e in events}.values(),
                                                       key=lambda e: (e.occurred_at, e.position))],
@@ -452,10 +457,9 @@ def _decision(e: RecordedEvent) -> Decision:
 
 def signed_of(metadata: dict[str, Any]) -> Signed | None:
     """The signature an event's metadata records, or None for an unsigned event."""
-    if not all(metadata.get(key) for key in SIGNATURE_KEYS):
-        return None
-    return Signed(signer=metadata["signer"], signed_at=datetime.fromisoformat(metadata["signed_at"]),
-                  meaning=metadata["meaning"])
+    found = signature_of(metadata)
+    return found and Signed(signer=found["signer"], signed_at=datetime.fromisoformat(found["signed_at"]),
+                            meaning=found["meaning"])
 
 
 def _signed_act(e: RecordedEvent, subject: str) -> SignedAct | None:
@@ -469,6 +473,14 @@ def _subject(e: RecordedEvent) -> str:
     if e.stream_id.startswith(IMAGE_STREAM_PREFIX):
         return f"image {e.stream_id.removeprefix(IMAGE_STREAM_PREFIX)}"
     return e.stream_id.replace(":", " ", 1)
+
+
+def _standing(decisions: Sequence[Decision]) -> Decision | None:
+    """The decision that stands, as the server takes it (serving.decision.decide_part): a person's latest
+    signed one; else the engine's latest, which never turns a reject into an accept."""
+    counting = [d for d in decisions if d.counts]
+    signed = [d for d in counting if d.decider == "human"]
+    return (signed or counting or [None])[-1]
 
 
 def _latest_predictions(events: Sequence[RecordedEvent]) -> dict[str, list[Prediction]]:

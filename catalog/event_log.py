@@ -20,12 +20,17 @@ from typing import Any, NamedTuple
 from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
 from catalog.events import EventData, event_class, parse_event
 
-# The keys of a signed act's signature (who signed, when, what it means: `identity.signatures` signs; the
-# trace reads them).
+# who and what caused an event; a signed act adds its signature (signer, signed_at, meaning: identity/), and a
+# served event the client's address and the server's own receive time.
 SIGNATURE_KEYS = ("signer", "signed_at", "meaning")
-# who and what caused an event; a signed act adds its signature, and a served event the client's address and
-# the server's own receive time.
 METADATA_KEYS = {"actor", "source", "causation_id", "correlation_id", *SIGNATURE_KEYS, "client_addr", "received_at"}
+
+
+def signature_of(metadata: Mapping[str, Any]) -> dict[str, str] | None:
+    """The signature an event's metadata carries (signer, signed_at, meaning), or None unless it has all three."""
+    if not all(metadata.get(key) for key in SIGNATURE_KEYS):
+        return None
+    return {key: str(metadata[key]) for key in SIGNATURE_KEYS}
 
 
 @dataclass(frozen=True)

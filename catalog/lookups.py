@@ -71,3 +71,18 @@ def ingested_in_log(cat: Catalog, sha256: str) -> bool:
         return conn.exec_driver_sql(
             "SELECT EXISTS (SELECT 1 FROM catalog.events WHERE stream_id = %(s)s AND type = 'ImageIngested')",
             {"s": image_stream(sha256)}).scalar()
+
+
+PART_EVENTS_QUERY = (
+    "SELECT event_id, type, payload, metadata FROM catalog.events WHERE payload->>'part_id' = %(p)s"
+    " AND type IN ('ImageIngested', 'PredictionRecorded', 'PartDispositioned') ORDER BY position")
+
+
+def part_events(cat: Catalog, part_id: str) -> list[tuple[uuid.UUID, str, dict[str, Any], dict[str, Any]]]:
+    """(event id, type, payload, metadata) of every ImageIngested, PredictionRecorded and PartDispositioned
+    naming the part, in log order: what the server's next decision on the part stands on. Read from the log
+    itself (the read models trail the server's appends), through the index `events_part` (migration 0013)."""
+    with cat.db.connect() as conn:
+        rows = conn.exec_driver_sql(PART_EVENTS_QUERY, {"p": part_id}).fetchall()
+        conn.rollback()
+    return [tuple(r) for r in rows]

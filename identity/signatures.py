@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from catalog import Catalog
-from catalog.event_log import SIGNATURE_KEYS
+from catalog.event_log import signature_of as recorded_signature
 from identity.people import LoginRefused, verify_password
 from identity.roles import ROLES, Action
 
@@ -51,7 +51,6 @@ def sign(cat: Catalog, username: str, password: str, meaning: Meaning, *, action
 
 def signature_of(metadata: dict[str, Any]) -> Signature | None:
     """The signature an event's metadata records, or None for an unsigned event."""
-    if not all(metadata.get(key) for key in SIGNATURE_KEYS):
-        return None
-    return Signature(signer=metadata["signer"], signed_at=datetime.fromisoformat(metadata["signed_at"]),
-                     meaning=Meaning(metadata["meaning"]))
+    found = recorded_signature(metadata)
+    return found and Signature(signer=found["signer"], signed_at=datetime.fromisoformat(found["signed_at"]),
+                               meaning=Meaning(found["meaning"]))

@@ -104,24 +104,25 @@ def check_image_bytes(data: bytes, limits: Limits) -> tuple[str, str, np.ndarray
     fmt, trailer = kind
     if trailer is not None and trailer not in data[-64:]:
         return Rejected(RejectReason.TRUNCATED, f"{fmt.upper()} data ends before its end marker ({size:,} bytes)", sha)
+    # Every format's width and height are read from its header, so a decompression bomb is never decoded.
     dimensions = _header_dimensions(fmt, data)
-    if dimensions and dimensions[0] * dimensions[1] > limits.max_pixels:
-        w, h = dimensions
+    if dimensions is None:
+        return Rejected(RejectReason.UNREADABLE, f"the {fmt.upper()} header does not say the image's size", sha)
+    w, h = dimensions
+    if w * h > limits.max_pixels:
         return Rejected(RejectReason.TOO_LARGE, f"{w}x{h} = {w * h:,} pixels, above the limit of {limits.max_pixels:,}", sha)
     try:
         pixels = decode(data)
     except ValueError:
         return Rejected(RejectReason.UNREADABLE, f"the {fmt.upper()} data is corrupt and cannot be decoded", sha)
-    height, width = pixels.shape[:2]
-    if width * height > limits.max_pixels:  # formats whose header we do not parse are checked here
-        return Rejected(RejectReason.TOO_LARGE, f"{width}x{height} pixels, above the limit of {limits.max_pixels:,}", sha)
     if pixels.dtype not in (np.uint8, np.uint16):
         return Rejected(RejectReason.UNREADABLE, f"unsupported sample type {pixels.dtype}", sha)
     return sha, fmt, pixels
 
 
 def _header_dimensions(fmt: str, data: bytes) -> tuple[int, int] | None:
-    """Width and height from the header alone, so a decompression bomb is refused before decoding."""
+    """Width and height from the header alone (None when it does not say), so that a decompression bomb is
+    refused before decoding. For a TIFF, its first image: the one the decoder reads."""
     if fmt == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if fmt == "jpeg":
@@ -129,11 +130,42 @@ def _header_dimensions(fmt: str, data: bytes) -> tuple[int, int] | None:
         while i + 9 < len(data):
             if data[i] != 0xFF:
                 return None
+            if data[i + 1] == 0xFF:  # a fill byte before the marker
+                i += 1
+                continue
             marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
                 return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
             i += 2 + length
+        return None
+    if fmt == "bmp" and len(data) >= 26:
+        if int.from_bytes(data[14:18], "little") == 12:  # the old OS/2 header: 16-bit sizes
+            return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+        width = int.from_bytes(data[18:22], "little", signed=True)
+        height = int.from_bytes(data[22:26], "little", signed=True)  # negative: rows stored top-down
+        return abs(width), abs(height)
+    if fmt == "tiff":
+        return _tiff_dimensions(data)
     return None
+
+
+def _tiff_dimensions(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (tag 256) and ImageLength (257) of the first image file directory."""
+    order = "little" if data[:2] == b"II" else "big"
+    start = int.from_bytes(data[4:8], order)
+    if start + 2 > len(data):
+        return None
+    entries = int.from_bytes(data[start:start + 2], order)
+    found: dict[int, int] = {}
+    for n in range(entries):
+        entry = data[start + 2 + 12 * n:start + 14 + 12 * n]
+        if len(entry) < 12:
+            return None
+        tag, kind = int.from_bytes(entry[0:2], order), int.from_bytes(entry[2:4], order)
+        if tag in (256, 257):
+            # SHORT (3) sits in the first two bytes of the value field, LONG (4) fills it.
+            found[tag] = int.from_bytes(entry[8:10] if kind == 3 else entry[8:12], order)
+    return (found[256], found[257]) if 256 in found and 257 in found else None
 
 
 def write_thumbnail(pixels: np.ndarray, sha: str, thumbnail_root: Path) -> str:

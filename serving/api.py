@@ -5,28 +5,54 @@
     GET  /v1/engines         the engine serving and the engines the catalog knows
     GET  /healthz            engine, catalog reachability, spooled events, batching figures
     GET  /docs, /openapi.json
+
+Refused before anything is stored: a field with a control character or over 200 characters, or a captured_at
+outside ServeConfig's window around the server's receive time (422, nothing recorded); a body above
+max_request_bytes, an image above max_image_bytes or max_pixels (413, quarantined as ImageRejected).
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from catalog import events
 from catalog.events import RejectReason
+from imaging.intake import Rejected
 from serving.engines import list_engines
 from serving.inspection import Capture, ImageRefused
 from serving.recorder import is_unreachable
 from serving.service import InspectionService
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+def _printable(value: str) -> str:
+    # Control, format and unassigned characters (NUL among them) have no place in a name, and some cannot be
+    # stored at all: refused here, they never reach the spool or the log.
+    bad = next((c for c in value if unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        raise ValueError(f"contains the control character U+{ord(bad):04X} at position {value.index(bad)}")
+    return value
+
+
+Name = Annotated[events.Name, AfterValidator(_printable)]  # the catalog's name, printable
 
 # Which HTTP status tells the line what went wrong with the bytes it sent.
 _STATUS = {
@@ -44,6 +70,15 @@ class CaptureFields(BaseModel):
     camera: Name
     captured_at: AwareDatetime = Field(description="ISO 8601 with a UTC offset, e.g. 2026-03-02T08:15:00+00:00")
     line: Name | None = None
+
+    @field_validator("captured_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        # Stored in UTC: a time at the calendar's edge whose offset takes it past year 1 or 9999 has no UTC form.
+        try:
+            return value.astimezone(UTC).astimezone(value.tzinfo)
+        except OverflowError:
+            raise ValueError(f"{value.isoformat()} lies outside the years 1 to 9999 in UTC") from None
 
 
 def create_app(service: InspectionService) -> FastAPI:
@@ -65,17 +100,44 @@ def create_app(service: InspectionService) -> FastAPI:
         lifespan=lifespan,
     )
 
+    async def refuse_request(scope: Scope, size: int, counted: bool) -> None:
+        """Quarantine a request body over the limit: its fields were never read, so the client names it."""
+        client = scope.get("client") or ("?", 0)
+        detail = (f"the request {'sent more than' if counted else 'declares'} {size:,} bytes, above the limit of "
+                  f"{service.config.max_request_bytes:,}")
+        await service.quarantine(ImageRefused(Rejected(RejectReason.TOO_LARGE, detail)), None,
+                                 "request", client[0], datetime.now(UTC).isoformat(), size)
+
+    app.add_middleware(_BodyLimit, limit=service.config.max_request_bytes, refused=refuse_request)
+
+    def check_captured_at(fields: CaptureFields, received: datetime, *, index: int | None = None) -> None:
+        """Refuse a capture time too far from when the server received it (ServeConfig's window)."""
+        config, moment = service.config, fields.captured_at
+        if config.max_capture_age is not None and moment < received - config.max_capture_age:
+            problem = f"lies more than {config.max_capture_age} before the server received it ({received.isoformat()})"
+        elif config.max_capture_lead is not None and moment > received + config.max_capture_lead:
+            problem = f"lies more than {config.max_capture_lead} after the server received it ({received.isoformat()})"
+        else:
+            return
+        where = f"captures[{index}]." if index is not None else ""
+        raise HTTPException(422, f"{where}captured_at: {moment.isoformat()} {problem}")
+
     def capture_of(fields: CaptureFields) -> Capture:
         return Capture(
             part_id=fields.part_id, line=fields.line or service.config.line, station=fields.station,
             camera=fields.camera, captured_at=fields.captured_at,
         )
 
-    async def read_limited(upload: UploadFile) -> bytes:
+    async def read_limited(upload: UploadFile, fields: CaptureFields) -> bytes:
+        """The upload's bytes; one above the limit is refused, and quarantined, before it is read whole."""
         limit = service.config.max_image_bytes
         data = await upload.read(limit + 1)
         if len(data) > limit:
-            raise HTTPException(413, f"image {upload.filename!r} is larger than the limit of {limit:,} bytes")
+            size = f"{upload.size:,} bytes" if upload.size is not None else "more bytes"
+            refused = ImageRefused(Rejected(RejectReason.TOO_LARGE, f"image {upload.filename!r}: {size}, above the "
+                                                                    f"limit of {limit:,}"))
+            await service.quarantine(refused, capture_of(fields), upload.size)
+            raise refused
         return data
 
     async def inspect_one(data: bytes, fields: CaptureFields) -> dict[str, Any]:
@@ -95,10 +157,12 @@ def create_app(service: InspectionService) -> FastAPI:
         captured_at: Annotated[datetime, Form(description="ISO 8601 with a UTC offset")],
         line: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
+        received = datetime.now(UTC)
         fields = _fields({"part_id": part_id, "station": station, "camera": camera, "captured_at": captured_at,
                           "line": line})
+        check_captured_at(fields, received)
         try:
-            return await inspect_one(await read_limited(image), fields)
+            return await inspect_one(await read_limited(image, fields), fields)
         except ImageRefused as exc:
             raise refused(exc) from None
 
@@ -107,6 +171,7 @@ def create_app(service: InspectionService) -> FastAPI:
         images: Annotated[list[UploadFile], File(description="the images, in the order of `captures`")],
         captures: Annotated[str, Form(description="JSON list of {part_id, station, camera, captured_at, line?}")],
     ) -> dict[str, Any]:
+        received = datetime.now(UTC)
         try:
             items = json.loads(captures)
         except json.JSONDecodeError as exc:
@@ -118,10 +183,12 @@ def create_app(service: InspectionService) -> FastAPI:
                 422, f"captures must be a JSON list with one entry per image ({len(images)} images sent)"
             )
         fields = [_fields(item, index=i) if isinstance(item, dict) else _not_object(i) for i, item in enumerate(items)]
+        for i, f in enumerate(fields):
+            check_captured_at(f, received, index=i)
         results = []
         for upload, f in zip(images, fields, strict=True):
             try:
-                results.append(await inspect_one(await read_limited(upload), f))
+                results.append(await inspect_one(await read_limited(upload, f), f))
             except ImageRefused as exc:
                 error = refused(exc)
                 results.append({"part_id": f.part_id, "camera": f.camera, "status": error.status_code,
@@ -154,6 +221,38 @@ def _fields(values: dict[str, Any], *, index: int | None = None) -> CaptureField
         where = f"captures[{index}]: " if index is not None else ""
         problems = "; ".join(f"{where}{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise HTTPException(422, problems) from None
+
+
+class _BodyLimit:
+    """Refuses an inspection request whose body is above `limit` bytes with 413: at once when its
+    Content-Length says so, else as soon as the bytes streamed in pass it; `refused` quarantines it first."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, refused: Any):
+        self.app, self.limit, self.refused = app, limit, refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/inspect"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self.refused(scope, int(declared), False)
+            await JSONResponse({"detail": f"the request is larger than the limit of {self.limit:,} bytes"},
+                               status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                await self.refused(scope, received, True)
+                # An HTTPException passes through the form parser to the app's own 413 answer.
+                raise HTTPException(413, f"the request is larger than the limit of {self.limit:,} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _not_object(index: int) -> CaptureFields:

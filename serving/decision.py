@@ -17,10 +17,13 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from catalog.event_log import signature_of
+
 Decision = Literal["accept", "reject"]
 Probability = Annotated[float, Field(ge=0, le=1)]
 FALLBACK_THRESHOLD = 0.5  # for an engine whose model was never evaluated on a validation split
 DEFAULT_RULE = "default"  # the `rule` of a decision that no rule made
+HUMAN_RULE = "human"  # the `rule` of a decision a person signed
 
 
 class RulesError(ValueError):
@@ -57,6 +60,37 @@ class PartDecision:
     reason: str
     rules_version: str
     image_sha256s: list[str]  # the images the decision considered
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """A part's decision as the log records it (a PartDispositioned), with its signature when a person signed
+    it (the event's metadata `signer`, `signed_at`, `meaning`)."""
+
+    decision: Decision
+    decider: Literal["engine", "human"]
+    rule: str
+    reason: str
+    rules_version: str | None
+    signature: dict[str, str] | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Whether it takes part in the part's decision: an engine's, or a person's signed one. An unsigned
+        human disposition is kept in the log but decides nothing."""
+        return self.decider == "engine" or self.signature is not None
+
+    @property
+    def rule_decided(self) -> str:
+        """The rule a decision it stands for reports: a person's signed one reports HUMAN_RULE."""
+        return HUMAN_RULE if self.decider == "human" else self.rule
+
+    @classmethod
+    def of(cls, payload: dict[str, Any], metadata: dict[str, Any]) -> Disposition:
+        """From a recorded PartDispositioned's payload and metadata."""
+        return cls(decision=payload["decision"], decider=payload["decider"], rule=payload["rule"],
+                   reason=payload.get("reason", ""), rules_version=payload.get("rules_version"),
+                   signature=signature_of(metadata) if payload["decider"] == "human" else None)
 
 
 def regions_from_map(defect_map: np.ndarray, *, cell_size: int, threshold: float) -> list[DefectRegion]:
@@ -266,3 +300,27 @@ def decide(rules: RuleSet, findings: list[Finding]) -> PartDecision:
                   f"{_describe(worst, list(worst.regions))}")
     return PartDecision(decision=rules.default, rule=DEFAULT_RULE, reason=reason,
                         rules_version=rules.rules_version, image_sha256s=image_sha256s)
+
+
+def decide_part(rules: RuleSet, findings: list[Finding], dispositions: Sequence[Disposition]) -> PartDecision:
+    """The decision on a part from all its images and what the log already decided about it (`dispositions`,
+    oldest first): a person's signed disposition stands (the latest of them); else the rules over all the
+    images, except that a reject once decided stands, so a later clean image cannot un-reject a part."""
+    image_sha256s = [finding.sha256 for finding in findings]
+    counting = [d for d in dispositions if d.counts]
+    signed = [d for d in counting if d.decider == "human"]
+    if signed:
+        person = signed[-1]
+        s = person.signature or {}
+        reason = f"signed by {s.get('signer')} at {s.get('signed_at')}, meaning {s.get('meaning')!r}"
+        return PartDecision(decision=person.decision, rule=HUMAN_RULE,
+                            reason=f"{reason}: {person.reason}" if person.reason else reason,
+                            rules_version=person.rules_version or rules.rules_version, image_sha256s=image_sha256s)
+    decision = decide(rules, findings)
+    standing = next((d for d in reversed(counting) if d.decision == "reject"), None)
+    if decision.decision == "accept" and standing is not None:
+        return PartDecision(decision="reject", rule=standing.rule,
+                            reason=f"{standing.reason} (decided before; only a signed human disposition "
+                                   "overturns a reject)",
+                            rules_version=standing.rules_version or rules.rules_version, image_sha256s=image_sha256s)
+    return decision

@@ -1,5 +1,7 @@
 """One image through the line's inspection: checked and stored as an image, tiled at native resolution, run
-through the engine, its tiles combined, and the part's decision taken over all its images so far.
+through the engine, its tiles combined, and the part's decision taken over all its images: those the log holds
+(read by the service, `PartRecord`) and those this process judged (`PartMemory`). A reject stands until a person's
+signed disposition overturns it (`serving.decision.decide_part`).
 
 The HTTP API and `visionledger replay` both go through `Inspector`, so what an analyst replays is exactly what
 the line got.
@@ -8,7 +10,9 @@ the line got.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,7 +30,15 @@ from imaging.intake import (
     ingested_event,
     write_thumbnail,
 )
-from serving.decision import Finding, PartDecision, RuleSet, decide, regions_from_map
+from serving.decision import (
+    DefectRegion,
+    Disposition,
+    Finding,
+    PartDecision,
+    RuleSet,
+    decide_part,
+    regions_from_map,
+)
 from serving.engines.base import Engine, EngineOutput
 from serving.tiling import ImageResult, Tiles, combine, cut_tiles
 
@@ -99,26 +111,105 @@ class Inspection:
         }
 
 
+@dataclass(frozen=True)
+class PartRecord:
+    """What the log holds about a part, as its next decision needs it: the findings of its images recorded by
+    one engine (by sha256), and its dispositions in log order with their event ids."""
+
+    findings: dict[str, Finding]
+    dispositions: list[tuple[uuid.UUID, Disposition]]
+
+    @classmethod
+    def of(cls, events: Iterable[tuple[uuid.UUID, str, dict[str, Any], dict[str, Any]]], engine_id: str) -> PartRecord:
+        """From (event id, type, payload, metadata) of one part's events in log order
+        (`catalog.lookups.part_events`, or the spool's)."""
+        cameras, predictions, dispositions = {}, {}, []
+        for event_id, kind, payload, metadata in events:
+            if kind == "ImageIngested":
+                cameras.setdefault(payload["sha256"], payload["camera"])
+            elif kind == "PredictionRecorded" and payload.get("engine_id") == engine_id:
+                predictions[payload["sha256"]] = payload
+            elif kind == "PartDispositioned":
+                dispositions.append((event_id, Disposition.of(payload, metadata)))
+        findings = {sha: _recorded_finding(p, cameras.get(sha, "")) for sha, p in predictions.items()}
+        return cls(findings=findings, dispositions=dispositions)
+
+
+def _recorded_finding(prediction: dict[str, Any], camera: str) -> Finding:
+    # A prediction records each region's box, not its cells: the box's area stands for the region's. It is
+    # never smaller, so an area rule fires on a recorded image at least as readily as it did when judged.
+    scores = prediction["scores"]
+    defect_score = prediction.get("defect_score")
+    if defect_score is None:
+        defect_score = 1.0 - max(scores.values(), default=0.0)
+    regions = [DefectRegion(area_px=int((r["x1"] - r["x0"]) * (r["y1"] - r["y0"])),
+                            bbox=(int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"])), peak=float(defect_score))
+               for r in prediction.get("regions", []) if r.get("shape") == "box"]
+    return Finding(sha256=prediction["sha256"], camera=camera, predicted_class=prediction["predicted_class"],
+                   scores=scores, defect_score=defect_score, regions=regions)
+
+
+@dataclass
+class _Remembered:
+    findings: dict[str, Finding] = field(default_factory=dict)
+    dispositions: list[tuple[uuid.UUID, Disposition]] = field(default_factory=list)
+
+
 class PartMemory:
-    """The findings of recent parts, for decisions over all of a part's images; the oldest parts are forgotten
-    beyond `capacity` (a part's cameras fire within seconds of each other)."""
+    """What this process judged and decided about recent parts, taken with what the log holds about them: the
+    log has what other servers and people recorded, this memory what the log does not have yet (events still
+    on their way, or spooled while the catalog is away). The oldest parts are forgotten beyond `capacity`
+    (a part's cameras fire within seconds of each other)."""
 
     def __init__(self, capacity: int = 10_000):
         self.capacity = capacity
-        self._parts: OrderedDict[str, tuple[dict[str, Finding], PartDecision | None]] = OrderedDict()
+        self._parts: OrderedDict[str, _Remembered] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, part_id: str, finding: Finding, rules: RuleSet) -> tuple[PartDecision, bool]:
-        """The part's decision with `finding` added, and whether it differs from the decision before."""
+    def add(self, part_id: str, finding: Finding, rules: RuleSet, engine_id: str,
+            recorded: PartRecord | None = None) -> tuple[PartDecision, uuid.UUID | None]:
+        """The part's decision with `finding` added, and the event id of the PartDispositioned to record when
+        it differs from the decision the part stood at (None when it does not)."""
         with self._lock:
-            findings, before = self._parts.pop(part_id, ({}, None))
-            findings[finding.sha256] = finding  # the same image sent twice counts once
-            decision = decide(rules, list(findings.values()))
-            self._parts[part_id] = (findings, decision)
+            remembered = self._parts.pop(part_id, None) or _Remembered()
+            remembered.findings[finding.sha256] = finding  # the same image sent twice counts once
+            recorded = recorded or PartRecord({}, [])
+            in_log = {event_id for event_id, _ in recorded.dispositions}
+            # The log's dispositions, then this process's that have not reached it yet (the newest).
+            dispositions = recorded.dispositions + [d for d in remembered.dispositions if d[0] not in in_log]
+            findings = recorded.findings | remembered.findings  # this process's own findings have the cells
+            decision = decide_part(rules, list(findings.values()), [d for _, d in dispositions])
+            before = next((d for _, d in reversed(dispositions) if d.counts), None)
+            event_id = None
+            if before is None or (before.decision, before.rule_decided) != (decision.decision, decision.rule):
+                event_id = disposition_id(part_id, engine_id, decision)
+                remembered.dispositions.append((event_id, Disposition(
+                    decision=decision.decision, decider="engine", rule=decision.rule, reason=decision.reason,
+                    rules_version=decision.rules_version)))
+            self._parts[part_id] = remembered
             while len(self._parts) > self.capacity:
                 self._parts.popitem(last=False)
-        changed = before is None or (before.decision, before.rule) != (decision.decision, decision.rule)
-        return decision, changed
+        return decision, event_id
+
+    def remember(self, events: Sequence[NewEvent], engine_id: str) -> None:
+        """Take in events recorded before this process started that the log may not have yet (the spool's)."""
+        parts: dict[str, list] = {}
+        for e in events:
+            part_id = getattr(e.data, "part_id", None)
+            if part_id is not None:
+                parts.setdefault(part_id, []).append(
+                    (e.event_id, type(e.data).__name__, e.data.model_dump(mode="json"), e.metadata))
+        with self._lock:
+            for part_id, part_events in parts.items():
+                record = PartRecord.of(part_events, engine_id)
+                self._parts[part_id] = _Remembered(dict(record.findings), list(record.dispositions))
+
+
+def disposition_id(part_id: str, engine_id: str, decision: PartDecision) -> uuid.UUID:
+    """The PartDispositioned's id: the part, engine, rules and images it was decided on, and what was decided
+    (the same images may be decided again differently once the log says more, e.g. that a reject stands)."""
+    return event_id_for("disposition", part_id, engine_id, decision.rules_version, decision.decision, decision.rule,
+                        decision.reason, *sorted(decision.image_sha256s))
 
 
 class Inspector:
@@ -162,10 +253,12 @@ class Inspector:
             tiles=cut_tiles(gray8(pixels), self.engine.input_size),
         )
 
-    def judge(self, prepared: Prepared, output: EngineOutput, *, ingest: bool = True) -> Inspection:
-        """Combine the engine's tile results into the image's verdict, take the part's decision, and build the
-        events that record them (ImageIngested unless `ingest` is False, PredictionRecorded, and
-        PartDispositioned when the part's decision is new or changed)."""
+    def judge(self, prepared: Prepared, output: EngineOutput, *, ingest: bool = True,
+              recorded: PartRecord | None = None) -> Inspection:
+        """Combine the engine's tile results into the image's verdict, take the part's decision over its images
+        here and what the log holds about it (`recorded`), and build the events that record them
+        (ImageIngested unless `ingest` is False, PredictionRecorded, and PartDispositioned when the part's
+        decision is new or changed)."""
         engine = self.engine
         result: ImageResult = combine(
             prepared.tiles, output.probabilities, output.defect_cells,
@@ -198,8 +291,8 @@ class Inspector:
                                   capture.captured_at.isoformat(), self.rules.rules_version),
             metadata=self.metadata,
         ))
-        part, changed = self.parts.add(capture.part_id, finding, self.rules)
-        if changed:
+        part, new_decision_id = self.parts.add(capture.part_id, finding, self.rules, engine.engine_id, recorded)
+        if new_decision_id is not None:
             events.append(NewEvent(
                 data=PartDispositioned(
                     part_id=capture.part_id, decision=part.decision, decided_by=engine.engine_id,
@@ -207,8 +300,7 @@ class Inspector:
                     engine_id=engine.engine_id, image_sha256s=sorted(part.image_sha256s), reason=part.reason,
                 ),
                 occurred_at=capture.captured_at,
-                event_id=event_id_for("disposition", capture.part_id, engine.engine_id, part.rules_version,
-                                      *sorted(part.image_sha256s)),
+                event_id=new_decision_id,
                 metadata=self.metadata,
             ))
         return Inspection(

@@ -5,20 +5,23 @@ with its spool, started and stopped together. The HTTP API is a thin layer over 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
 from catalog import Catalog
+from catalog.lookups import part_events
 from imaging.intake import Limits
 from serving.batching import MicroBatcher
 from serving.decision import load_rules
 from serving.engines import engine_to_serve, load_engine
-from serving.inspection import Capture, ImageRefused, Inspection, Inspector
-from serving.recorder import Destination, EventRecorder
+from serving.inspection import Capture, ImageRefused, Inspection, Inspector, PartRecord
+from serving.recorder import Destination, EventRecorder, is_unreachable
 from serving.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,12 @@ class ServeConfig:
     spool: Path | None = None  # default: <home>/spool
     max_image_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 64_000_000
+    # A request's whole body (a batch carries several images); refused before it is read, and quarantined.
+    max_request_bytes: int = 128 * 1024 * 1024
+    # How far captured_at may lie before and after the server's receive time (None: no bound, for a simulated
+    # past sent as if live, as the demo does). A capture time outside is a client's clock or data gone wrong.
+    max_capture_age: timedelta | None = timedelta(hours=24)
+    max_capture_lead: timedelta | None = timedelta(minutes=5)  # the line's clocks drift a little ahead
     retry_seconds: float = 2.0  # between attempts to sync the spool
     catch_up_seconds: float = 1.0  # between projection catch-ups
 
@@ -66,6 +75,8 @@ class InspectionService:
         self._catch_up = threading.Thread(target=self._catch_up_loop, name="projections", daemon=True)
 
     def start(self) -> InspectionService:
+        # Spooled events are decisions the log does not have yet: the next ones on their parts stand on them.
+        self.inspector.parts.remember(self.spool.peek(self.spool.pending()), self.engine.engine_id)
         self.batcher.start()
         self.recorder.start()
         self._catch_up.start()
@@ -84,13 +95,39 @@ class InspectionService:
         try:
             prepared = await run_in_threadpool(self.inspector.prepare, data, capture)
         except ImageRefused as refused:
-            key = f"{capture.part_id}/{capture.camera}/{capture.captured_at.isoformat()}/{refused.rejected.sha256}"
-            await asyncio.wrap_future(self.recorder.submit([self.inspector.rejection(refused, capture, key)]))
+            await self.quarantine(refused, capture)
             raise
-        output = await asyncio.wrap_future(self.batcher.submit(prepared.tiles.tiles))
-        inspection = self.inspector.judge(prepared, output)
+        # The part's record is read while the engine runs.
+        recorded, output = await asyncio.gather(
+            run_in_threadpool(self.part_record, capture.part_id),
+            asyncio.wrap_future(self.batcher.submit(prepared.tiles.tiles)),
+        )
+        inspection = self.inspector.judge(prepared, output, recorded=recorded)
         destination = await asyncio.wrap_future(self.recorder.submit(inspection.events))
         return inspection, destination
+
+    async def quarantine(self, refused: ImageRefused, capture: Capture | None, *request: object) -> None:
+        """Record the ImageRejected of refused bytes, keyed by the capture's fields (or, without them, by what
+        identifies the `request`) and what is known of the bytes, so that a retried request appends nothing."""
+        rejected = refused.rejected
+        if capture is not None:
+            request = (capture.part_id, capture.camera, capture.captured_at.isoformat(), *request)
+        key = "/".join(map(str, (*request, rejected.reason.value, rejected.sha256 or rejected.detail)))
+        if len(key) > 200:  # the longest delivery key an ImageRejected takes
+            key = f"serve/{hashlib.sha256(key.encode()).hexdigest()}"
+        await asyncio.wrap_future(self.recorder.submit([self.inspector.rejection(refused, capture, key)]))
+
+    def part_record(self, part_id: str) -> PartRecord | None:
+        """What the log holds about the part, or None while the catalog cannot be reached: the decision then
+        stands on what this process judged and spooled."""
+        if not self.recorder.status().catalog_reachable:
+            return None
+        try:
+            return PartRecord.of(part_events(self.cat, part_id), self.engine.engine_id)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            return None
 
     def health(self) -> dict[str, object]:
         status = self.recorder.status()

@@ -84,7 +84,9 @@ def write_manifest(root: Path, rows: list[dict], extra: tuple[str, ...] = ()) ->
 
 # -- inspection requests ---------------------------------------------------------------------------------------
 
-FORM_CAPTURED_AT = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)  # inspect_form's capture time at minute 0
+# inspect_form's capture time at minute 0: a recent whole hour, inside the server's window of capture times
+# (ServeConfig.max_capture_age) with an hour's room for minutes after it.
+FORM_CAPTURED_AT = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 
 
 def png_bytes(seed: int, shape: tuple[int, int] = (128, 128)) -> bytes:

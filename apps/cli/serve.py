@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -23,8 +24,13 @@ from apps.cli.common import console, open_catalog, out, parse_day, progress_bar
 @click.option("--threads", type=click.IntRange(1), help="engine threads (default: the backend's choice)")
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
               help="spool folder for events while the catalog is unreachable (default: <home>/spool)")
+@click.option("--max-capture-age-hours", default=24.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="refuse (422) an image captured longer than this before the server received it")
+@click.option("--max-capture-lead-minutes", default=5.0, show_default=True, type=click.FloatRange(0),
+              help="refuse (422) an image captured more than this after the server received it (clock drift)")
 def serve(host: str, port: int, engine_id: str | None, rules: Path | None, line: str, max_batch: int,
-          max_wait_ms: float, threads: int | None, spool: Path | None) -> None:
+          max_wait_ms: float, threads: int | None, spool: Path | None, max_capture_age_hours: float,
+          max_capture_lead_minutes: float) -> None:
     """Run the inspection HTTP API (OpenAPI at /docs). The engine's lineage is verified before it serves."""
     import uvicorn
 
@@ -32,7 +38,9 @@ def serve(host: str, port: int, engine_id: str | None, rules: Path | None, line:
     from serving.service import InspectionService, ServeConfig
 
     config = ServeConfig(engine_id=engine_id, rules=rules, line=line, max_batch=max_batch,
-                         max_wait_ms=max_wait_ms, threads=threads, spool=spool)
+                         max_wait_ms=max_wait_ms, threads=threads, spool=spool,
+                         max_capture_age=timedelta(hours=max_capture_age_hours),
+                         max_capture_lead=timedelta(minutes=max_capture_lead_minutes))
     cat = open_catalog()
     service = InspectionService(cat, config)
     console.print(f"serving engine {service.engine.engine_id[:12]} ({service.engine.record.backend}, "

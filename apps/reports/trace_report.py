@@ -111,7 +111,13 @@ def _decision_section(audit: PartAudit) -> str:
     return head + "<p>History:</p>" + _table(
         ("decided at", "decision", "rule", "reason", "rules version", "images", "signature"),
         [(_when(h.decided_at), h.decision, h.rule, h.reason, h.rules_version or "", len(h.image_sha256s),
-          str(h.signed) if h.signed else "") for h in audit.decision_history])
+          _signed(h)) for h in audit.decision_history])
+
+
+def _signed(d: Decision) -> str:
+    if d.signed:
+        return str(d.signed)
+    return "" if d.decider == "engine" else "unsigned: decides nothing"
 
 
 def _signatures_section(acts: Sequence[SignedAct]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -16,6 +16,7 @@ from learning.drift import _decoder
 from learning.registry import load_image
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
+from tests.builders import FORM_CAPTURED_AT
 
 
 def test_sixteen_bits_keep_their_high_byte_in_gray_and_colour() -> None:
@@ -41,7 +42,7 @@ def test_a_sixteen_bit_image_is_the_same_gray_everywhere(built_engine, tmp_path:
         for n, (name, data) in enumerate(sent.items()):
             reply = client.post("/v1/inspect", files={"image": (f"{name}.png", data)},
                                 data={"part_id": f"P-{name}", "station": "st1", "camera": "cam1",
-                                      "captured_at": datetime(2026, 3, 9, 8, n, tzinfo=UTC).isoformat()})
+                                      "captured_at": (FORM_CAPTURED_AT + timedelta(minutes=n)).isoformat()})
             assert reply.status_code == 200, reply.text
             served[name] = reply.json()
     stored = served["deep"]["sha256"]

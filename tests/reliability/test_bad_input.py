@@ -25,7 +25,7 @@ from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
-from tests.builders import cli_env, png, png_bytes, run_cli, texture, write_manifest
+from tests.builders import FORM_CAPTURED_AT, cli_env, png, png_bytes, run_cli, texture, write_manifest
 from tests.reliability.stored import factory_catalog, snapshot
 
 INJECTIONS = [
@@ -338,7 +338,7 @@ def api(built_engine, tmp_path: Path) -> Iterator[tuple[TestClient, catalog.Cata
         yield client, cat
 
 
-CAPTURE = {"part_id": "P-9", "station": "st1", "camera": "cam1", "captured_at": "2026-03-09T08:00:00+00:00"}
+CAPTURE = {"part_id": "P-9", "station": "st1", "camera": "cam1", "captured_at": FORM_CAPTURED_AT.isoformat()}
 BATCHES = {
     "nesting bomb": ("[" * 100_000 + "]" * 100_000, 422, "nested too deeply"),
     "a million entries": (json.dumps([CAPTURE] * 1_000_000), 400, "exceeded maximum size"),  # multipart limit

@@ -20,7 +20,7 @@ from catalog.events import PartDispositioned
 from catalog.store import NewEvent
 from serving.replay import replay
 from serving.spool import Spool
-from tests.builders import cli_env, free_port, run_cli
+from tests.builders import FORM_CAPTURED_AT, cli_env, free_port, run_cli
 
 
 def _count(cat: catalog.Catalog, kind: str) -> int:
@@ -70,7 +70,7 @@ def test_serve_answers_over_http_and_refuses_a_broken_engine(built_engine) -> No
         assert health["engine_id"] == engine_id and health["catalog"] == "reachable"
         image = cv2.imencode(".png", np.full((128, 128), 120, np.uint8))[1].tobytes()
         response = httpx.post(f"{url}/v1/inspect", files={"image": ("x.png", image)}, timeout=30, data={
-            "part_id": "HTTP-1", "station": "st1", "camera": "cam1", "captured_at": "2026-03-09T10:00:00Z"})
+            "part_id": "HTTP-1", "station": "st1", "camera": "cam1", "captured_at": FORM_CAPTURED_AT.isoformat()})
         assert response.status_code == 200, response.text
         assert response.json()["engine_id"] == engine_id
     finally:
