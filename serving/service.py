@@ -21,6 +21,7 @@ from serving.batching import MicroBatcher
 from serving.decision import load_rules
 from serving.engines import engine_to_serve, load_engine
 from serving.inspection import Capture, ImageRefused, Inspection, Inspector, PartRecord
+from serving.published_rules import rules_in_force
 from serving.recorder import Destination, EventRecorder, is_unreachable
 from serving.spool import Spool
 
@@ -32,7 +33,7 @@ class ServeConfig:
     """How the server runs; every field has a command-line option of `visionledger serve`."""
 
     engine_id: str | None = None  # default: the engine in service
-    rules: Path | None = None  # default: the packaged rules
+    rules: Path | None = None  # default: the rule set published for `line` (signed), else the packaged rules
     line: str = "line1"  # for requests that do not name their line
     max_batch: int = 16  # tiles per engine run
     max_wait_ms: float = 5.0  # how long the first waiting tile waits for company
@@ -58,7 +59,8 @@ class InspectionService:
         self.config = config = config or ServeConfig()
         engine_id = config.engine_id or engine_to_serve(cat)
         self.engine = load_engine(cat, engine_id, threads=config.threads)
-        self.rules = load_rules(config.rules)
+        published = None if config.rules else rules_in_force(cat, config.line)
+        self.rules = published.rules if published else load_rules(config.rules)
         # A rule naming a class the engine never predicts would silently never fire.
         self.rules.check_classes([c for c in self.engine.classes if c != self.engine.ok_class])
         self.inspector = Inspector(

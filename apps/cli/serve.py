@@ -16,7 +16,7 @@ from apps.cli.common import console, open_catalog, out, parse_day, progress_bar
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--engine", "engine_id", help="engine id (default: the engine in service)")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="part decision rules (YAML; default: the packaged rules)")
+              help="part decision rules (YAML; default: the rule set published for --line, else the packaged rules)")
 @click.option("--line", default="line1", show_default=True, help="line of requests that do not name one")
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1), help="tiles per engine run")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
