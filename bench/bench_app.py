@@ -27,6 +27,7 @@ import pyarrow as pa
 from common import FIRST_DAY, analyze, console, load, progress_bar, report, temp_catalog
 
 import catalog
+from apps.ui.roles import DEV_VIEWER
 from catalog import events as ev
 from catalog.blobs import uri_of
 from catalog.drift import DRIFT_SCHEMA, STATISTICS, cameras_path
@@ -146,8 +147,9 @@ def render(page: str, *, part: str, runs: int) -> dict:
 
     set_log_level("error")  # AppTest, outside a server, warns on every run that it has none
 
-    os.environ["VISIONLEDGER_ROLE"] = ROLE_OF.get(page, "analyst")
-    os.environ["VISIONLEDGER_USER"] = "bench"
+    # Development mode (no login): this measures a page's rendering, and a login would add a password hash to
+    # the first run.
+    os.environ[DEV_VIEWER] = f"{ROLE_OF.get(page, 'analyst')}:bench"
     try:
         at = AppTest.from_file(str(APP), default_timeout=600)
         at.run()
@@ -171,7 +173,7 @@ def render(page: str, *, part: str, runs: int) -> dict:
             cached.append(time.perf_counter() - started)
         if at.exception:
             return {"error": at.exception[0].message, "first_s": first}
-        return {"first_s": first, "uncached_s": uncached, "cached_s": cached, "role": os.environ["VISIONLEDGER_ROLE"],
+        return {"first_s": first, "uncached_s": uncached, "cached_s": cached, "role": ROLE_OF.get(page, "analyst"),
                 "uncached_median_s": statistics.median(uncached), "cached_median_s": statistics.median(cached)}
     except Exception as exc:  # noqa: BLE001 - a page not finished yet is a figure to report, not a crash
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=3)}

@@ -79,7 +79,8 @@ def demo(days: int, history_days: int, size: str, seed: int, image_size: int, ep
     table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in report.seconds.items())
                   + f"; {time.perf_counter() - started:.0f} in all")
     out.print(table)
-    out.print(f"next: {VISIONLEDGER} app --role analyst  (the Streamlit app on what this built) | make dagster  "
+    out.print(f"next: {VISIONLEDGER} users add NAME --role analyst --password-stdin, then {VISIONLEDGER} app  "
+              "(the Streamlit app on what this built, logged in as NAME) | make dagster  "
               f"(the Dagster UI on its assets) | {VISIONLEDGER} serve --engine {candidate['engine_in_service']} | "
               f"{VISIONLEDGER} trace part {served['example_part'] or '<part id>'} --report trace.html", soft_wrap=True)
 

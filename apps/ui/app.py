@@ -1,5 +1,6 @@
-"""The visionledger Streamlit app: `visionledger app` (or `streamlit run apps/ui/app.py`). The pages each
-role sees are chosen here; what a role may do on a page is checked on the page and by the database."""
+"""The visionledger Streamlit app: `visionledger app` (or `streamlit run apps/ui/app.py`). Nothing shows before
+a person logs in (`apps.ui.session`), except in the loudly labelled development mode. The pages each role sees
+are chosen here; what a role may do on a page is checked on the page and by the database."""
 
 from __future__ import annotations
 
@@ -11,16 +12,27 @@ import streamlit as st
 # `streamlit run` puts this file's folder on sys.path, not the repository root the packages live in.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from apps.ui.common import viewer  # noqa: E402
+from apps.ui.common import VIEWER_KEY  # noqa: E402
 from apps.ui.roles import RoleError  # noqa: E402
+from apps.ui.session import ROLE_KEY, current_viewer, log_out, login_form  # noqa: E402
 
 st.set_page_config(page_title="visionledger", page_icon=":material/precision_manufacturing:", layout="wide")
 
 try:
-    who = viewer()
-except RoleError as exc:
+    who = current_viewer()
+except RoleError as exc:  # logged in, but no role: nothing to show
     st.error(str(exc))
+    st.button("Log out", key="logout", on_click=log_out)
     st.stop()
+if who is None:
+    login_form()
+    st.stop()
+st.session_state[VIEWER_KEY] = who
+
+if who.dev:
+    st.error(f"**DEVELOPMENT MODE**: no login. Anyone reaching this port acts as **{who.name}** ({who.role}), "
+             f"and every event they cause names `{who.actor}`. Never run it this way on the line's network.",
+             icon=":material/warning:")
 
 # The pages live in views/, not pages/: Streamlit would also serve a folder named pages/ as pages of their own,
 # and a browser opening one of them directly would skip this file (the viewer, the navigation, the layout).
@@ -39,5 +51,11 @@ PAGES = {
         st.Page("views/lineage.py", title="Lineage", icon=":material/account_tree:"),
     ],
 }
-st.sidebar.caption(f"signed in as **{who.name}** ({who.role})")
+if len(who.roles) > 1:
+    st.session_state[ROLE_KEY] = who.role  # the one in force (a revoked choice falls back to another)
+    st.sidebar.selectbox("Acting as", who.roles, key=ROLE_KEY)
+st.sidebar.caption(f"signed in as **{who.full_name or who.name}** ({who.role})"
+                   + (" — development mode" if who.dev else ""))
+if not who.dev:
+    st.sidebar.button("Log out", key="logout", on_click=log_out, icon=":material/logout:")
 st.navigation(PAGES).run()

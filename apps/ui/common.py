@@ -15,6 +15,7 @@ from apps.ui.roles import Action, Viewer
 from catalog import activity, factory_day
 
 TRACE_PAGE = "views/trace.py"
+VIEWER_KEY = "viewer"  # where app.py leaves the viewer it established for this rerun (`apps.ui.session`)
 
 
 @st.cache_resource
@@ -24,16 +25,20 @@ def _catalog(database_role: str, settings: catalog.Settings) -> catalog.Catalog:
     return catalog.open(settings, role=database_role)
 
 
+def catalog_as(database_role: str) -> catalog.Catalog:
+    """The catalog as the database login ``database_role`` (`apps.ui.roles.DATABASE_ROLE`)."""
+    return _catalog(database_role, catalog.Settings.from_env())
+
+
 def viewer() -> Viewer:
-    """The viewer of this session (from the configuration the app was started with)."""
-    if "viewer" not in st.session_state:
-        st.session_state.viewer = Viewer.from_env()
-    return st.session_state.viewer
+    """The viewer of this rerun, as app.py established them (`apps.ui.session.current_viewer`). A widget's
+    callback runs before that check: one that changes the catalog asks `apps.ui.session.acting_viewer`."""
+    return st.session_state[VIEWER_KEY]
 
 
 def get_catalog() -> catalog.Catalog:
     """The catalog, opened as the database role of the viewer (read-only for analysts and auditors)."""
-    return _catalog(viewer().database_role, catalog.Settings.from_env())
+    return catalog_as(viewer().database_role)
 
 
 def allowed(action: Action) -> bool:

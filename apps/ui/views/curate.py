@@ -10,13 +10,16 @@ from pathlib import Path
 import streamlit as st
 
 import catalog
-from apps.ui.common import allowed, cached, catalog_state, get_catalog, viewer
+from apps.ui.common import allowed, cached, catalog_state, get_catalog
 from apps.ui.filters import image_filter
 from apps.ui.image_panel import load_view, show_facts, show_picture
 from apps.ui.roles import Action
+from apps.ui.session import acting_viewer, password_input, signature
 from catalog.curation import set_excluded
 from catalog.queries import ImageFilter, count_images, latest_predictions, query_images, selection_csv
 from catalog.review_queue import CURATOR_QUEUE, MAX_REVIEW_REQUEST, request_review
+from identity.people import LoginRefused
+from identity.signatures import Meaning
 
 PAGE_SIZE = 24
 COLUMNS = 6
@@ -52,9 +55,15 @@ def _set_excluded(where: ImageFilter, exclude: bool) -> None:
     if _is_everything(where):
         _say("error", f"Choose a filter first: to {verb} every image is never what is meant.")
         return
-    try:
+    if (who := acting_viewer(Action.EXCLUDE)) is None:
+        return
+    try:  # an exclusion is signed: the curator approves it with their password
+        signed = signature(who, "curate-password", Meaning.APPROVED, Action.EXCLUDE)
         report = set_excluded(get_catalog(), where, exclude=exclude, reason=st.session_state["curate-reason"],
-                              actor=viewer().actor)
+                              actor=who.actor, signed=signed)
+    except LoginRefused as exc:
+        _say("error", f"Nothing {verb}d: {exc}.")
+        return
     except catalog.CatalogError as exc:
         _say("error", str(exc))
         return
@@ -66,8 +75,10 @@ def _send_to_review(where: ImageFilter) -> None:
     if _is_everything(where):
         _say("error", "Choose a filter first: the whole catalog is not a review batch.")
         return
+    if (who := acting_viewer(Action.REQUEST_REVIEW)) is None:
+        return
     try:
-        selected, queued = request_review(get_catalog(), where, actor=viewer().actor,
+        selected, queued = request_review(get_catalog(), where, actor=who.actor,
                                           reason=st.session_state["curate-review-reason"])
     except catalog.CatalogError as exc:
         _say("error", str(exc))
@@ -86,6 +97,7 @@ def _actions(cat: catalog.Catalog, where: ImageFilter, total: int) -> None:
             if action is Action.EXCLUDE:
                 st.text_input("Reason (required)", key="curate-reason",
                               placeholder="lamp failed 14:00-15:00", help="recorded with every image's event")
+                password_input("curate-password", Meaning.APPROVED)
                 left, right = st.columns(2)
                 left.button("Exclude", key="curate-exclude", on_click=_set_excluded, args=(where, True),
                             icon=":material/block:")

@@ -22,14 +22,16 @@ from apps.ui.common import (
     local_times,
     time_zones_of,
     trace_url,
-    viewer,
 )
 from apps.ui.roles import Action
+from apps.ui.session import acting_viewer, password_input, signature
 from catalog import activity, factory_day
 from catalog.curation import set_excluded
 from catalog.drift import STATISTICS, Camera, read_drift_days
 from catalog.queries import ImageFilter, count_images
 from catalog.review_queue import CURATOR_QUEUE, count_waiting_reviews, request_review
+from identity.people import LoginRefused
+from identity.signatures import Meaning
 
 ROWS = 200  # of each table: the figures above count them all
 DRIFT_STRATEGY = "drift-alert"  # how review requests from a drift alert name themselves in the queue
@@ -93,9 +95,15 @@ def _say(kind: str, text: str) -> None:
 
 
 def _exclude(camera: Camera, day: date, reason: str) -> None:
-    try:
+    if (who := acting_viewer(Action.EXCLUDE)) is None:
+        return
+    try:  # an exclusion is signed: the curator approves it with their password
+        signed = signature(who, "day-password", Meaning.APPROVED, Action.EXCLUDE)
         report = set_excluded(get_catalog(), camera_day(camera, day), exclude=True, reason=reason,
-                              actor=viewer().actor)
+                              actor=who.actor, signed=signed)
+    except LoginRefused as exc:
+        _say("error", f"Nothing excluded: {exc}.")
+        return
     except catalog.CatalogError as exc:
         _say("error", str(exc))
         return
@@ -104,8 +112,10 @@ def _exclude(camera: Camera, day: date, reason: str) -> None:
 
 
 def _queue_for_review(camera: Camera, day: date, reason: str) -> None:
+    if (who := acting_viewer(Action.REQUEST_REVIEW)) is None:
+        return
     try:
-        selected, queued = request_review(get_catalog(), camera_day(camera, day), actor=viewer().actor,
+        selected, queued = request_review(get_catalog(), camera_day(camera, day), actor=who.actor,
                                           reason=reason, strategy=DRIFT_STRATEGY)
     except catalog.CatalogError as exc:
         _say("error", str(exc))
@@ -123,6 +133,8 @@ def drift_alerts(cat, state: str, day: date, drift: pd.DataFrame) -> None:
     if message := st.session_state.pop("day-message", None):
         getattr(st, message[0])(message[1])
     may_exclude, may_queue = allowed(Action.EXCLUDE), allowed(Action.REQUEST_REVIEW)
+    if may_exclude:
+        password_input("day-password", Meaning.APPROVED)
     for (line, station, camera_name), rows in out.groupby(["line", "station", "camera"], sort=True):
         camera, name = (line, station, camera_name), f"{line}/{station}/{camera_name}"
         findings = [describe(row) for row in rows.to_dict("records")]

@@ -1,7 +1,8 @@
 """Review: the images people were asked to look at (active learning, curators' selections, ontology splits),
 best score first, one at a time: the image, its heatmap or the engine's boxes, the engine's scores and the
 current label; an annotator confirms or corrects in one click (or key), which appends a label or a correction
-with the reviewer as actor, and the next image comes."""
+with the reviewer as actor, and the next image comes. A correction is signed: the reviewer's password, typed
+beside the buttons, records it as "reviewed" by them."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from apps.ui.common import allowed, cached, catalog_state, get_catalog, viewer
 from apps.ui.filters import image_filter
 from apps.ui.image_panel import load_view, scores_chart, show_facts, show_picture
 from apps.ui.roles import Action
+from apps.ui.session import acting_viewer, password_input, signature
 from catalog.events import Region
 from catalog.queries import ImageFilter, filter_choices
 from catalog.review_queue import count_waiting_reviews, image_view, review_queues, waiting_reviews
+from identity.people import LoginRefused
+from identity.signatures import Meaning
 from ingestion.labels import record_correction, record_label
 
 ALL_QUEUES = "all queues"
@@ -39,8 +43,10 @@ def _waiting(_cat: catalog.Catalog, state: str, where: ImageFilter, queue: str |
 
 def _decide(sha256: str, queue: str, shown_label: str | None, decided: str) -> None:
     """Record the reviewer's class for the image: a label when it had none (or the reviewer confirms the one it
-    has, keeping its regions and mask), a correction when the reviewer changes it."""
-    cat, who = get_catalog(), viewer()
+    has, keeping its regions and mask), a correction, signed, when the reviewer changes it."""
+    if (who := acting_viewer(Action.LABEL)) is None:
+        return
+    cat = get_catalog()
     view = image_view(cat, sha256)
     part = view.image["part_id"]
     held = (view.label or {}).get("held")
@@ -56,10 +62,14 @@ def _decide(sha256: str, queue: str, shown_label: str | None, decided: str) -> N
                          mask_uri=(view.label or {}).get("mask_uri"), part_id=part, actor=who.actor)
             what = f"Confirmed {decided}" if shown_label else f"Labelled {decided}"
         else:
+            signed = signature(who, "review-password", Meaning.REVIEWED, Action.LABEL)
             record_correction(cat, sha256=sha256, new_label=decided, old_label=shown_label, corrected_by=who.name,
                               label_id=view.label["label_id"], reason=f"review ({queue})", part_id=part,
-                              actor=who.actor)
+                              actor=who.actor, signed=signed)
             what = f"Corrected {shown_label} → {decided}"
+    except LoginRefused as exc:
+        st.session_state["review-message"] = ("error", f"Nothing recorded for {sha256[:12]}: {exc}.")
+        return
     except catalog.CatalogError as exc:  # a stale view (someone decided meanwhile) included
         st.session_state["review-message"] = ("error", f"Nothing recorded for {sha256[:12]}: {exc}")
         return
@@ -82,6 +92,8 @@ def _decisions(item: dict, shown_label: str | None, target: str, classes: list[s
                    help=f"correct to {name}" if shown_label else f"label as {name}")
     st.caption("Keys: Enter confirms, " + ", ".join(f"{key} = {name}" for key, name in others if key)
                + ", → skips.")
+    if shown_label is not None:  # a correction changes what a person said: it is signed
+        password_input("review-password", Meaning.REVIEWED)
 
 
 st.title("Review")

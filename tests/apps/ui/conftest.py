@@ -6,7 +6,8 @@ images, recording predictions and part decisions as the server does. Its rules m
 predictable whatever the tiny model thinks: a part is rejected once its cam2 image is in; parts of odd number
 are only seen by cam1, so they stay accepted. Some images are queued for review. The classifier is then
 evaluated (`ModelEvaluated`, tables in lake/evaluations/) and replayed against no champion, which it passes,
-so it is promoted (`RegressionReplayed`, `ModelPromoted`).
+so it is promoted (`RegressionReplayed`, `ModelPromoted`). Each role has a person (`USERS`, all with
+`PASSWORD`), and `app(role)` logs an AppTest in as that person through the login form.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import catalog
+from apps.ui.roles import DEV_VIEWER
 from catalog.events import ReviewRequested
 from catalog.store import NewEvent
+from identity.people import add_user
+from identity.roles import ROLES
 from learning.evaluation import EvaluationConfig, evaluate
 from learning.promotion import ReplayConfig, replay_and_gate
 from serving.decision import RuleSet
@@ -33,6 +37,9 @@ from tests.conftest import TestDatabase, TestServer
 from tests.engine_fixtures import _quiet, copy_database, drop_database
 
 APP = Path(__file__).resolve().parents[3] / "apps" / "ui" / "app.py"
+PASSWORD = "correct horse battery staple"
+USERS = {"curator": "cora", "annotator": "anna", "analyst": "ali", "auditor": "audrey", "quality": "quinn",
+         "engineer": "emil"}  # one person per role
 RULES = RuleSet(name="test", version="1", threshold=0.0, default="accept",
                 rules=[{"name": "seen-by-cam2", "decision": "reject", "cameras": ["cam2"]}])
 
@@ -69,6 +76,8 @@ def ui_template(pg_server: TestServer, engine_template: tuple[TestDatabase, str]
     shutil.copytree(template.settings.home, database.settings.home, dirs_exist_ok=True)
     with catalog.open(database.settings) as cat:
         _run_the_line(cat, engine_id)
+        for role, username in USERS.items():
+            add_user(cat, username, username.capitalize(), PASSWORD, [role], actor="admin")
     yield database, engine_id
     drop_database(database)
 
@@ -86,22 +95,38 @@ def ui_catalog(pg_server: TestServer, ui_template: tuple[TestDatabase, str]
     drop_database(database)
 
 
+def log_in(at: AppTest, username: str, password: str = PASSWORD) -> AppTest:
+    """Fill and submit the login form of ``at`` (run, showing it); the next `.run()` logs in and shows the page."""
+    at.text_input(key="login-user").input(username)
+    at.text_input(key="login-password").input(password)
+    at.button(key="login-submit").click()
+    return at
+
+
+def page_text(at: AppTest) -> str:
+    """Everything the page sent to the browser: every element's message, and every widget's value."""
+    return "\n".join(f"{getattr(node, 'proto', '')}\n{getattr(node, 'value', '')}" for node in at._tree)
+
+
 @pytest.fixture
-def app(ui_catalog, monkeypatch: pytest.MonkeyPatch):
-    """A function `app(role, user="tester") -> AppTest` of the real app, opened on `ui_catalog` as that role
-    (not yet run: call `.run()`, or `.switch_page(...)` then `.run()`)."""
+def app_test(ui_catalog, monkeypatch: pytest.MonkeyPatch):
+    """A function `app_test() -> AppTest` of the real app on `ui_catalog`, not yet run: nobody logged in."""
     _, database, _ = ui_catalog
     for key, value in database.env().items():
         if key.startswith("VISIONLEDGER_"):
             monkeypatch.setenv(key, value)
+    monkeypatch.delenv(DEV_VIEWER, raising=False)
 
-    def make(role: str, user: str = "tester") -> AppTest:
-        monkeypatch.setenv("VISIONLEDGER_ROLE", role)
-        monkeypatch.setenv("VISIONLEDGER_USER", user)
-        return AppTest.from_file(str(APP), default_timeout=60)
-
-    yield make
+    yield lambda: AppTest.from_file(str(APP), default_timeout=60)
     # The app caches one catalog per database role for the process: close them before the database goes.
     from apps.ui.common import _catalog
 
     _catalog.clear()
+
+
+@pytest.fixture
+def app(app_test):
+    """A function `app(role) -> AppTest` of the real app, logged in through the form as the person of ``role``
+    (`USERS`) the next time it runs (call `.run()`, or `.switch_page(...)` then `.run()`)."""
+    assert set(USERS) == set(ROLES)
+    return lambda role: log_in(app_test().run(), USERS[role])

@@ -1,7 +1,8 @@
-"""End to end in a real browser: the app started as `streamlit run` would be, on the line-run catalog, as an
-auditor; Playwright drives Debian's chromium to trace a rejected part (typed on the Trace page, and reached
-in two clicks from a disagreement on Performance), downloads its JSON report, is told briefly that a part id
-with a control character names no part, and saves screenshots to ``test-artifacts/`` at the repository root."""
+"""End to end in a real browser: the app started as `visionledger app` starts it, on the line-run catalog;
+Playwright drives Debian's chromium to log in through the form as an auditor, trace a rejected part (typed on
+the Trace page, and reached in two clicks from a disagreement on Performance), download its JSON report, be told
+briefly that a part id with a control character names no part, and log out, saving screenshots to
+``test-artifacts/`` at the repository root."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from apps.ui.roles import DEV_VIEWER
+from tests.apps.ui.conftest import PASSWORD
 from tests.builders import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,15 +36,14 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 @pytest.fixture
 def served_app(ui_catalog, tmp_path):
-    """``(url, cat, engine_id)``: the real app served by Streamlit on a free port, as auditor "audrey"."""
+    """``(url, cat, engine_id, streamlit_command)``: the real app served by `visionledger app` on a free port, with
+    its login; the command line the CLI started Streamlit with."""
     cat, database, engine_id = ui_catalog
     port = free_port()
-    env = {k: v for k, v in database.env().items()} | {"VISIONLEDGER_ROLE": "auditor", "VISIONLEDGER_USER": "audrey"}
+    env = {k: v for k, v in database.env().items() if k != DEV_VIEWER}
     log = (tmp_path / "streamlit.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "apps/ui/app.py", "--server.headless", "true", "--server.port",
-         str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen([sys.executable, "-m", "apps.cli", "app", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -58,7 +60,8 @@ def served_app(ui_catalog, tmp_path):
                 pytest.fail(f"streamlit did not answer within {START_TIMEOUT_S} s:\n"
                             f"{(tmp_path / 'streamlit.log').read_text()}")
             time.sleep(0.5)
-        yield url, cat, engine_id
+        [child] = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        yield url, cat, engine_id, Path(f"/proc/{child}/cmdline").read_text().split("\0")
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and anything it started
         try:
@@ -92,8 +95,10 @@ def snap(page, name: str) -> None:
     page.set_viewport_size(size)
 
 
-def test_an_auditor_traces_a_rejected_part_in_the_browser(served_app) -> None:
-    url, cat, engine_id = served_app
+def test_an_auditor_logs_in_and_traces_a_rejected_part_in_the_browser(served_app) -> None:
+    url, cat, engine_id, streamlit_command = served_app
+    assert "--client.showErrorDetails" in streamlit_command  # a short message: no stack trace, SQL or paths
+    assert streamlit_command[streamlit_command.index("--client.showErrorDetails") + 1] == "false"
     part_id, version_id, manifest_hash = lineage(cat, engine_id)
     ARTIFACTS.mkdir(exist_ok=True)
     expect = sync_api.expect
@@ -102,8 +107,16 @@ def test_an_auditor_traces_a_rejected_part_in_the_browser(served_app) -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
             page.goto(url)
+            page.get_by_label("User name", exact=True).fill("audrey")
+            page.get_by_label("Password", exact=True).fill("not the password at all")
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_text("wrong user name or password")).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_label("Password", exact=True)).to_have_value("")  # never kept in the form
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
             expect(page.get_by_text("signed in as")).to_be_visible(timeout=WAIT_MS)
-            expect(page.get_by_text("audrey")).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_text("Audrey")).to_be_visible(timeout=WAIT_MS)
+            snap(page, "logged-in.png")
 
             # Trace: typed into the page.
             page.get_by_role("link", name="Trace", exact=True).click()
@@ -137,12 +150,20 @@ def test_an_auditor_traces_a_rejected_part_in_the_browser(served_app) -> None:
             expect(page.get_by_text("disagrees").first).to_be_visible(timeout=WAIT_MS)
             snap(page, "trace-from-disagreement.png")
 
-            # A part id no part can have: a short message, no traceback, SQL or paths.
+            # A part id no part can have, in a fresh browser session (log in again): a short message, no
+            # traceback, SQL or paths.
             page.goto(f"{url}/trace?part=%00")
+            page.get_by_label("User name", exact=True).fill("audrey")
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
             expect(page.get_by_text("the part id contains the control character U+0000")).to_be_visible(
                 timeout=WAIT_MS)
             body = page.locator('[data-testid="stMain"]').inner_text()
             for leak in ("SELECT", "Traceback", "psycopg", ".py"):
                 assert leak not in body, (leak, body)
+
+            page.get_by_role("button", name="Log out").click()
+            expect(page.get_by_text("You logged out.")).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_text("signed in as")).to_have_count(0)
         finally:
             browser.close()

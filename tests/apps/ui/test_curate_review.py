@@ -1,5 +1,6 @@
 """The pages that write: Curate's filters, gallery, paging and actions on the selection, and Review's decisions,
-against the real catalog, each as the role that may (or may not) act."""
+against the real catalog, each as a person logged in with the role that may (or may not) act. Exclusions and
+corrections are signed with the person's password."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from datetime import UTC, date, datetime
 import pytest
 
 import catalog
-from apps.ui.roles import Viewer
+from apps.ui.roles import DATABASE_ROLE
 from catalog.events import ImageIncluded
 from catalog.store import NewEvent, PermissionDenied
 from ingestion.labels import record_correction
+from tests.apps.ui.conftest import PASSWORD
 
 CURATE, REVIEW = "views/curate.py", "views/review.py"
 PAGE_SIZE = 24
@@ -124,16 +126,23 @@ def test_a_curator_excludes_a_selection_with_a_reason(app, ui_catalog) -> None:
     assert selected(at) == len(chosen) > 0
 
     head = cat.head()
+    at.text_input(key="curate-password").input(PASSWORD)
     at.button(key="curate-exclude").click().run()  # no reason: refused, nothing written
     assert "reason" in at.error[0].value and cat.head() == head
+    assert at.text_input(key="curate-password").value == ""  # the password is never kept
 
     at.text_input(key="curate-reason").input("lamp failed on line2")
+    at.button(key="curate-exclude").click().run()  # not signed: refused, nothing written
+    assert "enter your password to sign" in at.error[0].value and cat.head() == head
+
+    at.text_input(key="curate-password").input(PASSWORD)
     at.button(key="curate-exclude").click().run()
     assert not at.exception, at.exception
     assert f"Excluded {len(chosen)} of {len(chosen)}" in at.success[0].value
     events = [e for e in cat.store.read(after=head) if e.type == "ImageExcluded"]
     assert {e.payload["sha256"] for e in events} == chosen
-    assert {(e.metadata["actor"], e.payload["reason"]) for e in events} == {("curator:tester", "lamp failed on line2")}
+    assert {(e.metadata["actor"], e.payload["reason"]) for e in events} == {("user:cora", "lamp failed on line2")}
+    assert {(e.metadata["signer"], e.metadata["meaning"]) for e in events} == {("cora", "approved")}
     assert sql(cat, "SELECT count(*) FROM projections.images WHERE excluded")[0][0] == len(chosen)
 
     at.radio(key="curate-excluded").set_value("excluded").run()
@@ -156,7 +165,7 @@ def test_a_curator_sends_a_selection_to_review(app, ui_catalog) -> None:
     assert {e.type for e in events} == {"ReviewRequested"}
     assert {e.payload["sha256"] for e in events} == chosen
     assert {(e.payload["queue"], e.payload["strategy"], e.payload["reason"], e.metadata["actor"]) for e in events} \
-        == {("curator", "curator-selection", "odd reflections", "curator:tester")}
+        == {("curator", "curator-selection", "odd reflections", "user:cora")}
 
     at.button(key="curate-review").click().run()  # already waiting: not queued twice
     assert cat.head() == head + len(chosen)
@@ -177,14 +186,16 @@ def test_an_annotator_corrects_from_review_and_the_next_image_comes(app, ui_cata
     assert at.button(key="review-confirm").label == f"Confirm {label}"
 
     head = cat.head()
+    at.text_input(key="review-password").input(PASSWORD)
     at.button(key=f"review-as-{new_label}").click().run()
     assert not at.exception, at.exception
     [event] = cat.store.read(after=head)
-    assert event.type == "CorrectionRecorded" and event.metadata["actor"] == "annotator:tester"
+    assert event.type == "CorrectionRecorded" and event.metadata["actor"] == "user:anna"
+    assert (event.metadata["signer"], event.metadata["meaning"]) == ("anna", "reviewed")
     assert (event.payload["sha256"], event.payload["old_label"], event.payload["new_label"],
-            event.payload["corrected_by"]) == (sha, label, new_label, "tester")
+            event.payload["corrected_by"]) == (sha, label, new_label, "anna")
     assert sql(cat, "SELECT label, annotator FROM projections.current_labels WHERE sha256 = %(s)s", s=sha) \
-        == [(new_label, "tester")]
+        == [(new_label, "anna")]
     assert selected(at) == 5  # decided: it waits no more, and the next image is shown
     assert f"Corrected {label} → {new_label}" in at.success[0].value
 
@@ -193,8 +204,9 @@ def test_an_annotator_corrects_from_review_and_the_next_image_comes(app, ui_cata
                       " JOIN projections.current_labels l USING (sha256) ORDER BY q.score DESC OFFSET 1 LIMIT 1")[0]
     head = cat.head()
     at.button(key="review-confirm").click().run()
-    [event] = cat.store.read(after=head)
-    assert event.type == "LabelRecorded" and event.metadata["actor"] == "annotator:tester"
+    [event] = cat.store.read(after=head)  # a confirmation changes nothing a person said: not signed
+    assert event.type == "LabelRecorded" and event.metadata["actor"] == "user:anna"
+    assert "signer" not in event.metadata
     assert (event.payload["sha256"], event.payload["label"]) == second[:2]
     assert sql(cat, "SELECT label, regions FROM projections.current_labels WHERE sha256 = %(s)s", s=second[0]) \
         == [second[1:]]
@@ -216,7 +228,7 @@ def test_the_database_refuses_the_readers_appends(ui_catalog, role) -> None:
     (the roles themselves are tested in tests/catalog/test_immutability.py)."""
     _, database, _ = ui_catalog
     settings = catalog.Settings.from_env(database.env())
-    with catalog.open(settings, role=Viewer(role, "tester").database_role) as reader:
+    with catalog.open(settings, role=DATABASE_ROLE[role]) as reader:
         assert reader.head() > 0  # it reads
         with pytest.raises(PermissionDenied):
             reader.append([NewEvent(ImageIncluded(sha256="a" * 64, reason="sneaky"), datetime.now(UTC))])
@@ -228,8 +240,34 @@ def test_a_decision_on_a_label_changed_meanwhile_is_not_recorded(app, ui_catalog
                           " USING (sha256) ORDER BY q.score DESC LIMIT 1")[0]
     at = app("annotator").switch_page(REVIEW).run()
     other = next(c for c in ("crack", "spot") if c != label)
-    record_correction(cat, sha256=sha, new_label=other, corrected_by="ben", actor="annotator:ben")
+    record_correction(cat, sha256=sha, new_label=other, corrected_by="ben", actor="user:ben")
     head = cat.head()
     at.button(key="review-confirm").click().run()
     assert cat.head() == head
     assert f"changed the label of {sha[:12]} to {other}" in at.warning[0].value
+
+
+def test_a_wrong_signing_password_records_nothing_but_the_failure(app, ui_catalog) -> None:
+    cat, _, _ = ui_catalog
+    sha, label = sql(cat, "SELECT q.sha256, l.label FROM projections.review_queue q JOIN projections.current_labels l"
+                          " USING (sha256) ORDER BY q.score DESC LIMIT 1")[0]
+    at = app("annotator").switch_page(REVIEW).run()
+    head = cat.head()
+    at.text_input(key="review-password").input("not the password at all")
+    at.button(key=f"review-as-{next(c for c in ('crack', 'spot') if c != label)}").click().run()
+    assert not at.exception, at.exception
+    assert "wrong user name or password" in at.error[0].value
+    [failure] = cat.store.read(after=head)
+    assert (failure.type, failure.payload["username"], failure.payload["reason"]) \
+        == ("UserLoginFailed", "anna", "wrong_password")
+    assert sql(cat, "SELECT label FROM projections.current_labels WHERE sha256 = %(s)s", s=sha) == [(label,)]
+    assert selected(at) == 6  # still waiting
+
+    curate = app("curator").switch_page(CURATE).run()
+    curate.text_input(key="curate-parts").input("line1-20260302-0001").run()
+    head = cat.head()
+    curate.text_input(key="curate-reason").input("lamp failed on line1")
+    curate.text_input(key="curate-password").input("not the password at all")
+    curate.button(key="curate-exclude").click().run()
+    assert "Nothing excluded: wrong user name or password" in curate.error[0].value
+    assert [e.type for e in cat.store.read(after=head)] == ["UserLoginFailed"]

@@ -1,7 +1,7 @@
 """The Day page's drift alerts on the line-run catalog: the real drift report of a day where line1's lamp has
 dimmed and line2/st1/cam1 has its first stuck pixels names those cameras, and a curator's click excludes a
-camera-day's images from training or queues them for review, as events with the curator as actor; readers
-see the alerts and no button."""
+camera-day's images from training (signed with the curator's password) or queues them for review, as events
+with the curator as actor; readers see the alerts and no button."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from catalog.drift import cameras_path, out_of_band
 from learning.drift import DriftConfig, drift_for_day
+from tests.apps.ui.conftest import PASSWORD
 
 DAY_PAGE = "views/day.py"
 DAY = date(2026, 3, 4)  # simulator day 2: line1's lamp 6 % down, 12 stuck pixels on line2/st1/cam1
@@ -67,8 +68,10 @@ def test_a_curator_excludes_a_drifting_camera_day_from_training(app, ui_catalog)
                for m in at.markdown)
 
     chosen = camera_day_images(cat, "line2/st1/cam1", DAY)
+    at.text_input(key="day-password").input(PASSWORD)
     events = click_for_events(at, cat, "drift-exclude-line2/st1/cam1", "ImageExcluded", chosen)
-    assert {e.metadata["actor"] for e in events} == {"curator:tester"}
+    assert {(e.metadata["actor"], e.metadata["signer"], e.metadata["meaning"]) for e in events} \
+        == {("user:cora", "cora", "approved")}
     [reason] = {e.payload["reason"] for e in events}
     assert reason.startswith(f"drift alert on {DAY}, line2/st1/cam1: 12 stuck pixels")
     assert f"Excluded {len(chosen)} of the {len(chosen)} images of line2/st1/cam1" in at.success[0].value
@@ -87,7 +90,7 @@ def test_a_curator_queues_a_drifting_camera_day_for_review(app, ui_catalog) -> N
     chosen = camera_day_images(cat, "line1/st1/cam2", DAY)
     events = click_for_events(at, cat, "drift-review-line1/st1/cam2", "ReviewRequested", chosen)
     assert {(e.payload["queue"], e.payload["strategy"], e.metadata["actor"]) for e in events} \
-        == {("curator", "drift-alert", "curator:tester")}
+        == {("curator", "drift-alert", "user:cora")}
     assert all(e.payload["reason"].startswith(f"drift alert on {DAY}, line1/st1/cam2: ") for e in events)
     assert at.button(key="drift-review-line1/st1/cam2").disabled  # all waiting: not queued twice
 
