@@ -13,12 +13,14 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from catalog import Catalog
+from identity.stations import TokenView, load_view
 from imaging.intake import Limits
+from serving import DEFAULT_RATE_LIMIT
 from serving.batching import MicroBatcher
 from serving.decision import load_rules
 from serving.engines import engine_to_serve, load_engine
-from serving.inspection import Capture, ImageRefused, Inspection, Inspector
-from serving.recorder import Destination, EventRecorder
+from serving.inspection import Caller, Capture, ImageRefused, Inspection, Inspector
+from serving.recorder import Destination, EventRecorder, is_unreachable
 from serving.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,6 @@ class ServeConfig:
 
     engine_id: str | None = None  # default: the engine in service
     rules: Path | None = None  # default: the packaged rules
-    line: str = "line1"  # for requests that do not name their line
     max_batch: int = 16  # tiles per engine run
     max_wait_ms: float = 5.0  # how long the first waiting tile waits for company
     threads: int | None = None  # engine threads (default: the backend's choice)
@@ -39,6 +40,10 @@ class ServeConfig:
     max_pixels: int = 64_000_000
     retry_seconds: float = 2.0  # between attempts to sync the spool
     catch_up_seconds: float = 1.0  # between projection catch-ups
+    # Requests per client address, in the `limits` notation ("100/second", "5000/minute"); a moving window.
+    rate_limit: str | None = DEFAULT_RATE_LIMIT  # None: no limit (benchmarks only: the command line sets one)
+    # Between reads of the stations' tokens from the catalog: how soon a revocation takes effect.
+    token_refresh_seconds: float = 5.0
 
 
 class InspectionService:
@@ -62,13 +67,18 @@ class InspectionService:
             self.spool,
             retry_seconds=config.retry_seconds,
         )
+        # Checked on every request in memory, and read again every few seconds: the line goes on being
+        # answered while the catalog is away, with the tokens it last read.
+        self.tokens: TokenView = load_view(cat)
         self._stop = threading.Event()
         self._catch_up = threading.Thread(target=self._catch_up_loop, name="projections", daemon=True)
+        self._token_refresh = threading.Thread(target=self._token_refresh_loop, name="tokens", daemon=True)
 
     def start(self) -> InspectionService:
         self.batcher.start()
         self.recorder.start()
         self._catch_up.start()
+        self._token_refresh.start()
         return self
 
     def stop(self) -> None:
@@ -76,19 +86,22 @@ class InspectionService:
         self.recorder.stop()
         self._stop.set()
         self._catch_up.join()
+        self._token_refresh.join()
         self.spool.close()
         self.engine.close()
 
-    async def inspect(self, data: bytes, capture: Capture) -> tuple[Inspection, Destination]:
-        """Judge one image and record the events; raises ImageRefused (after quarantining it) for bad bytes."""
+    async def inspect(self, data: bytes, capture: Capture, caller: Caller | None = None
+                      ) -> tuple[Inspection, Destination]:
+        """Judge one image sent by ``caller`` and record the events; raises ImageRefused (after quarantining it)
+        for bad bytes."""
         try:
             prepared = await run_in_threadpool(self.inspector.prepare, data, capture)
         except ImageRefused as refused:
             key = f"{capture.part_id}/{capture.camera}/{capture.captured_at.isoformat()}/{refused.rejected.sha256}"
-            await asyncio.wrap_future(self.recorder.submit([self.inspector.rejection(refused, capture, key)]))
+            await asyncio.wrap_future(self.recorder.submit([self.inspector.rejection(refused, capture, key, caller)]))
             raise
         output = await asyncio.wrap_future(self.batcher.submit(prepared.tiles.tiles))
-        inspection = self.inspector.judge(prepared, output)
+        inspection = self.inspector.judge(prepared, output, caller=caller)
         destination = await asyncio.wrap_future(self.recorder.submit(inspection.events))
         return inspection, destination
 
@@ -116,3 +129,12 @@ class InspectionService:
                 self.cat.catch_up()
             except Exception as exc:  # noqa: BLE001 - the catalog went away: the recorder notices and spools
                 log.debug("projection catch-up failed: %s", exc)
+
+    def _token_refresh_loop(self) -> None:
+        while not self._stop.wait(self.config.token_refresh_seconds):
+            try:
+                self.tokens = load_view(self.cat)
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    log.exception("reading the stations' tokens failed; the last ones read stay in force")
+                # the catalog is away: the tokens last read stay in force (expiry is judged on the clock)

@@ -115,6 +115,8 @@ EVERY_KIND = (
     ev.ImageExcluded(sha256=SHA, reason="lens was dirty"), ev.ImageIncluded(sha256=SHA, reason="lens was fine"),
     published(), registered(), exported(), evaluated(), replayed(), promoted(), built(),
     ev.LineTimeZoneSet(line="line-a", time_zone="Europe/Berlin"),
+    ev.StationTokenIssued(token_id="a" * 16, line="line-a", station="st-1", expires_at=T0 + timedelta(days=1),
+                          issued_by="ops"),
 )
 
 
@@ -392,3 +394,19 @@ def test_line_time_zones_keep_each_lines_latest_zone() -> None:
                                          (ev.LineTimeZoneSet(line="line-a", time_zone="Europe/Berlin"), later)))
     assert rows == {("line-a",): {"line": "line-a", "time_zone": "Europe/Berlin", "set_at": later, "position": 3},
                     ("line-b",): {"line": "line-b", "time_zone": "America/Chicago", "set_at": T0, "position": 2}}
+
+
+def test_station_tokens_keep_the_scope_and_the_first_revocation() -> None:
+    later, expires = T0 + timedelta(hours=1), T0 + timedelta(days=90)
+    issued = ev.StationTokenIssued(token_id="a" * 16, line="line-a", station="st-1", cameras=["cam-1"],
+                                   expires_at=expires, issued_by="ops")
+    rows = fold(rm.STATION_TOKENS, page(
+        issued, ev.StationTokenIssued(token_id="b" * 16, line="line-a", station="st-2", expires_at=expires,
+                                      issued_by="ops"),
+        (ev.StationTokenRevoked(token_id="a" * 16, reason="leaked", revoked_by="sec"), later),
+        (ev.StationTokenRevoked(token_id="a" * 16, reason="again", revoked_by="other"), later + timedelta(hours=1))))
+    assert rows[("a" * 16,)] == {
+        "token_id": "a" * 16, "line": "line-a", "station": "st-1", "cameras": ["cam-1"], "expires_at": expires,
+        "issued_by": "ops", "issued_at": T0, "revoked_at": later, "revoked_by": "sec", "revoke_reason": "leaked",
+        "position": 3}
+    assert rows[("b" * 16,)]["cameras"] is None and rows[("b" * 16,)]["revoked_at"] is None
