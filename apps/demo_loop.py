@@ -14,6 +14,7 @@ that `make dagster` opens: the UI shows every asset the demo built, with its met
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import socket
 import threading
@@ -47,6 +48,7 @@ from catalog.queries import (
     latest_prediction_id,
 )
 from catalog.review_queue import count_waiting_reviews, requested_reviews
+from identity.stations import StationPrincipal, issue, load_view
 from ingestion.factory_delivery import ProgressFactory, no_progress
 from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels, record_correction
@@ -269,6 +271,8 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
            ) -> dict[str, Any]:
     """Start the API on a free port over `engine_id` and send it every image of `days`, as the line would;
     returns what it answered."""
+    rows = [r for r in _rows(factory / "manifest.csv") if _day(r["path"]) in days]
+    tokens = _station_tokens(cat, {(r["line"], r["station"]) for r in rows})  # before the server reads them
     # The simulated days are sent as the line would have sent them then: their capture times are not now.
     service = InspectionService(cat, ServeConfig(engine_id=engine_id, max_wait_ms=5, max_capture_age=None,
                                                  max_capture_lead=None))
@@ -279,7 +283,6 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
     url = f"http://127.0.0.1:{port}"
     while not server.started:
         clock.sleep(0.05)
-    rows = [r for r in _rows(factory / "manifest.csv") if _day(r["path"]) in days]
     predictions, decisions, latencies, refused = {}, {}, [], 0
     try:
         with httpx.Client(timeout=60) as client, progress("serving images through the API") as update:
@@ -293,7 +296,8 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
                 sent = clock.perf_counter()
                 response = client.post(f"{url}/v1/inspect", files={"image": (row["path"], image.read_bytes())},
                                        data={k: row[k] for k in ("part_id", "line", "station", "camera",
-                                                                 "captured_at")})
+                                                                 "captured_at")},
+                                       headers={"Authorization": f"Bearer {tokens[row['line'], row['station']]}"})
                 latencies.append(clock.perf_counter() - sent)
                 if response.status_code != 200:
                     refused += 1  # the damaged files the simulator delivers: refused and quarantined by the server
@@ -317,6 +321,24 @@ def _serve(cat: Catalog, factory: Path, days: set[date], engine_id: str, progres
             # a part to trace: one the engine rejected, else any
             "example_part": next((p for p, d in decisions.items() if d == "reject"), next(iter(decisions), None)),
             "predictions": predictions}
+
+
+def _station_tokens(cat: Catalog, stations: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A token for each (line, station) the demo serves, issued once and kept in the home (mode 0600) while it
+    is valid: a second run of the demo issues none."""
+    path = cat.settings.home / "demo-station-tokens.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    view = load_view(cat)
+    tokens = {}
+    for line, station in sorted(stations):
+        token = kept.get(f"{line}/{station}")
+        if token is None or not isinstance(view.verify(token), StationPrincipal):
+            token = issue(cat, line=line, station=station, expires_at=datetime.now(UTC) + timedelta(days=90),
+                          issued_by="demo").token
+        tokens[line, station] = token
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({f"{line}/{station}": t for (line, station), t in tokens.items()}))
+    return tokens
 
 
 def _settle_disagreements(cat: Catalog, factory: Path, predictions: dict[str, tuple[str, str]], limit: int) -> int:

@@ -29,6 +29,7 @@ from common import console, percentiles, report, temp_catalog
 
 from catalog.datasets import DatasetSpec, publish_dataset_version
 from catalog.lineage import CLASSIFIER
+from identity.stations import issue
 from ingestion.factory_delivery import deliver_factory
 from ingestion.simulated_factory import simulate_factory
 from learning.training import export_model, train_model
@@ -74,7 +75,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _through_http(env: dict[str, str], frames: list[bytes], clients: int, args) -> dict:
+def _through_http(env: dict[str, str], token: str, frames: list[bytes], clients: int, args) -> dict:
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "apps.cli", "serve", "--port", str(port), "--max-batch", str(args.max_batch),
@@ -105,7 +106,7 @@ def _through_http(env: dict[str, str], frames: list[bytes], clients: int, args) 
                 latencies.append(time.perf_counter() - sent)
 
         def worker(count: int) -> None:
-            with httpx.Client() as client:
+            with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as client:
                 for _ in range(count):
                     post(client, next(counter))
 
@@ -119,7 +120,7 @@ def _through_http(env: dict[str, str], frames: list[bytes], clients: int, args) 
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - started
-        health = httpx.get(f"{url}/healthz").json()
+        health = httpx.get(f"{url}/v1/status", headers={"Authorization": f"Bearer {token}"}).json()
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -152,6 +153,8 @@ def main() -> None:
         # The server process finds the embedded PostgreSQL of the same home already running, and serves the
         # newest engine (there is no champion): the one just built.
         env = {**os.environ, "VISIONLEDGER_HOME": str(cat.settings.home)}
+        token = issue(cat, line="line1", station="st1", expires_at=datetime.now(UTC) + timedelta(days=1),
+                      issued_by="bench").token
         for precision in args.precisions.split(","):
             with console.status(f"building the {precision} engine, then the engine alone…"):
                 engine_id = build_engine(cat, model_id=trained.model_id, precision=precision,
@@ -162,7 +165,7 @@ def main() -> None:
             http = {}
             for clients in (int(c) for c in args.clients.split(",")):
                 with console.status(f"{precision}: {args.frames} frames through HTTP from {clients} client(s)…"):
-                    http[clients] = _through_http(env, frames, clients, args)
+                    http[clients] = _through_http(env, token, frames, clients, args)
             figures[precision] = {"engine_fps": engine_fps, "decode_ms": decode_ms, "http": http}
     baseline = next(iter(figures))
     rows = [("PNG decode of one 2048² frame (ms)", figures[baseline]["decode_ms"], "")]

@@ -402,6 +402,43 @@ class UserLoginFailed(UserEvent):
     client: Text = ""
 
 
+# -- stations ---------------------------------------------------------------------------------------------------
+
+TokenId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+
+def station_token_stream(token_id: str) -> str:
+    return f"station_token:{token_id}"
+
+
+class StationTokenIssued(EventData):
+    """A line station was given an API token (`identity.stations`): its scope and expiry. The token's secret is
+    never in the log: only its hash is kept, outside it, where readers cannot select it."""
+
+    token_id: TokenId
+    line: Name
+    station: Name
+    cameras: list[Name] | None = Field(default=None, min_length=1)  # None: any camera of the station
+    expires_at: UtcDatetime
+    issued_by: Name
+
+    @property
+    def stream_id(self) -> str:
+        return station_token_stream(self.token_id)
+
+
+class StationTokenRevoked(EventData):
+    """A station's token no longer opens the API."""
+
+    token_id: TokenId
+    reason: Annotated[Text, StringConstraints(min_length=3, strip_whitespace=True)]
+    revoked_by: Name
+
+    @property
+    def stream_id(self) -> str:
+        return station_token_stream(self.token_id)
+
+
 # -- predictions and decisions --------------------------------------------------------------------------------
 
 
@@ -606,6 +643,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         ModelRegistered, ModelExported, ModelEvaluated, RegressionReplayed, ModelPromoted, EngineBuilt,
         LineTimeZoneSet, UserCreated, UserRoleGranted, UserRoleRevoked, UserDisabled, UserEnabled,
         UserPasswordSet, UserLoggedIn, UserLoginFailed, RuleSetPublished,
+        StationTokenIssued, StationTokenRevoked,
     )
 }
 

@@ -42,7 +42,7 @@ from serving.decision import (
 from serving.engines.base import Engine, EngineOutput
 from serving.tiling import ImageResult, Tiles, combine, cut_tiles
 
-ACTOR = "visionledger-serve"
+ACTOR = "visionledger-serve"  # of the events `replay` records; the API's name the station that sent the image
 
 
 class ImageRefused(ValueError):
@@ -62,6 +62,19 @@ class Capture:
     station: str
     camera: str
     captured_at: datetime  # timezone-aware
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent an image to the API, recorded in the metadata of every event it causes: the actor (the station its
+    token names), the client's address and the server's own time of receipt."""
+
+    actor: str
+    client_addr: str
+    received_at: datetime  # timezone-aware
+
+    def metadata(self) -> dict[str, str]:
+        return {"actor": self.actor, "client_addr": self.client_addr, "received_at": self.received_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -233,9 +246,8 @@ class Inspector:
         self.source = source
         self.parts = parts or PartMemory()
 
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"actor": ACTOR, "source": self.source}
+    def metadata(self, caller: Caller | None) -> dict[str, str]:
+        return {"actor": ACTOR, "source": self.source} | (caller.metadata() if caller else {})
 
     def prepare(self, data: bytes, capture: Capture) -> Prepared:
         """Check the bytes as the ingester would, store them and cut the tiles; raises ImageRefused."""
@@ -254,11 +266,12 @@ class Inspector:
         )
 
     def judge(self, prepared: Prepared, output: EngineOutput, *, ingest: bool = True,
-              recorded: PartRecord | None = None) -> Inspection:
+              recorded: PartRecord | None = None, caller: Caller | None = None) -> Inspection:
         """Combine the engine's tile results into the image's verdict, take the part's decision over its images
         here and what the log holds about it (`recorded`), and build the events that record them
         (ImageIngested unless `ingest` is False, PredictionRecorded, and PartDispositioned when the part's
-        decision is new or changed)."""
+        decision is new or changed), sent by ``caller``."""
+        metadata = self.metadata(caller)
         engine = self.engine
         result: ImageResult = combine(
             prepared.tiles, output.probabilities, output.defect_cells,
@@ -277,7 +290,7 @@ class Inspector:
         )
         events = []
         if ingest:
-            events.append(self._ingested(prepared))
+            events.append(self._ingested(prepared, metadata))
         events.append(NewEvent(
             data=PredictionRecorded(
                 sha256=prepared.sha256, engine_id=engine.engine_id, scores=scores, predicted_class=predicted,
@@ -289,7 +302,7 @@ class Inspector:
             occurred_at=capture.captured_at,
             event_id=event_id_for("prediction", prepared.sha256, engine.engine_id, capture.part_id,
                                   capture.captured_at.isoformat(), self.rules.rules_version),
-            metadata=self.metadata,
+            metadata=metadata,
         ))
         part, new_decision_id = self.parts.add(capture.part_id, finding, self.rules, engine.engine_id, recorded)
         if new_decision_id is not None:
@@ -301,7 +314,7 @@ class Inspector:
                 ),
                 occurred_at=capture.captured_at,
                 event_id=new_decision_id,
-                metadata=self.metadata,
+                metadata=metadata,
             ))
         return Inspection(
             capture=capture, sha256=prepared.sha256, engine_id=engine.engine_id, scores=scores,
@@ -311,7 +324,8 @@ class Inspector:
             part=part, events=events,
         )
 
-    def rejection(self, refused: ImageRefused, capture: Capture | None, request_key: str) -> NewEvent:
+    def rejection(self, refused: ImageRefused, capture: Capture | None, request_key: str,
+                  caller: Caller | None = None) -> NewEvent:
         """The quarantine event for bytes the server refused, keyed by the request's fields and bytes."""
         rejected = refused.rejected
         row = {"source": self.source}
@@ -324,7 +338,7 @@ class Inspector:
                                sha256=rejected.sha256, row=row),
             occurred_at=capture.captured_at if capture else datetime.now().astimezone(),
             event_id=event_id_for("rejected", request_key),
-            metadata=self.metadata,
+            metadata=self.metadata(caller),
         )
 
     def _predicted_class(self, result: ImageResult) -> str:
@@ -334,9 +348,9 @@ class Inspector:
         defect = [i for i in range(len(engine.classes)) if i != engine.ok_index]
         return engine.classes[max(defect, key=lambda i: result.probabilities[i])]
 
-    def _ingested(self, prepared: Prepared) -> NewEvent:
+    def _ingested(self, prepared: Prepared, metadata: dict[str, str]) -> NewEvent:
         c = prepared.capture
         return ingested_event(prepared.image, self.cat.settings, part_id=c.part_id, line=c.line, station=c.station,
                               camera=c.camera, captured_at=c.captured_at,
                               source_path=f"{self.source}:{c.line}/{c.station}/{c.camera}/{c.part_id}",
-                              metadata=self.metadata)
+                              metadata=metadata)

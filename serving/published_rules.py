@@ -33,8 +33,9 @@ def publications(cat: Catalog) -> list[Publication]:
     return [_publication(e) for e in cat.store.read_stream(RULES_STREAM)]
 
 
-def rules_in_force(cat: Catalog, line: str) -> Publication | None:
-    """The latest publication for ``line``, else the latest for every line; None when none was published."""
+def rules_in_force(cat: Catalog, line: str | None) -> Publication | None:
+    """The latest publication for ``line``, else the latest for every line (``line`` None: only that); None
+    when none was published."""
     found = publications(cat)
     for scope in (line, None):
         for publication in reversed(found):

@@ -16,11 +16,13 @@ from starlette.concurrency import run_in_threadpool
 
 from catalog import Catalog
 from catalog.lookups import part_events
+from identity.stations import TokenView, load_view
 from imaging.intake import Limits
+from serving import DEFAULT_RATE_LIMIT
 from serving.batching import MicroBatcher
 from serving.decision import load_rules
 from serving.engines import engine_to_serve, load_engine
-from serving.inspection import Capture, ImageRefused, Inspection, Inspector, PartRecord
+from serving.inspection import Caller, Capture, ImageRefused, Inspection, Inspector, PartRecord
 from serving.published_rules import rules_in_force
 from serving.recorder import Destination, EventRecorder, is_unreachable
 from serving.spool import Spool
@@ -33,8 +35,10 @@ class ServeConfig:
     """How the server runs; every field has a command-line option of `visionledger serve`."""
 
     engine_id: str | None = None  # default: the engine in service
-    rules: Path | None = None  # default: the rule set published for `line` (signed), else the packaged rules
-    line: str = "line1"  # for requests that do not name their line
+    rules: Path | None = None  # default: the rule set published for `rules_line` (signed), else the packaged rules
+    # Whose published rule set the server decides by, for every line it serves: that line's own publication,
+    # else the plant-wide one (None: the plant-wide one).
+    rules_line: str | None = None
     max_batch: int = 16  # tiles per engine run
     max_wait_ms: float = 5.0  # how long the first waiting tile waits for company
     threads: int | None = None  # engine threads (default: the backend's choice)
@@ -49,6 +53,10 @@ class ServeConfig:
     max_capture_lead: timedelta | None = timedelta(minutes=5)  # the line's clocks drift a little ahead
     retry_seconds: float = 2.0  # between attempts to sync the spool
     catch_up_seconds: float = 1.0  # between projection catch-ups
+    # Requests per client address, in the `limits` notation ("100/second", "5000/minute"); a moving window.
+    rate_limit: str | None = DEFAULT_RATE_LIMIT  # None: no limit (benchmarks only: the command line sets one)
+    # Between reads of the stations' tokens from the catalog: how soon a revocation takes effect.
+    token_refresh_seconds: float = 5.0
 
 
 class InspectionService:
@@ -59,7 +67,7 @@ class InspectionService:
         self.config = config = config or ServeConfig()
         engine_id = config.engine_id or engine_to_serve(cat)
         self.engine = load_engine(cat, engine_id, threads=config.threads)
-        published = None if config.rules else rules_in_force(cat, config.line)
+        published = None if config.rules else rules_in_force(cat, config.rules_line)
         self.rules = published.rules if published else load_rules(config.rules)
         # A rule naming a class the engine never predicts would silently never fire.
         self.rules.check_classes([c for c in self.engine.classes if c != self.engine.ok_class])
@@ -73,8 +81,12 @@ class InspectionService:
             self.spool,
             retry_seconds=config.retry_seconds,
         )
+        # Checked on every request in memory, and read again every few seconds: the line goes on being
+        # answered while the catalog is away, with the tokens it last read.
+        self.tokens: TokenView = load_view(cat)
         self._stop = threading.Event()
         self._catch_up = threading.Thread(target=self._catch_up_loop, name="projections", daemon=True)
+        self._token_refresh = threading.Thread(target=self._token_refresh_loop, name="tokens", daemon=True)
 
     def start(self) -> InspectionService:
         # Spooled events are decisions the log does not have yet: the next ones on their parts stand on them.
@@ -82,6 +94,7 @@ class InspectionService:
         self.batcher.start()
         self.recorder.start()
         self._catch_up.start()
+        self._token_refresh.start()
         return self
 
     def stop(self) -> None:
@@ -89,35 +102,40 @@ class InspectionService:
         self.recorder.stop()
         self._stop.set()
         self._catch_up.join()
+        self._token_refresh.join()
         self.spool.close()
         self.engine.close()
 
-    async def inspect(self, data: bytes, capture: Capture) -> tuple[Inspection, Destination]:
-        """Judge one image and record the events; raises ImageRefused (after quarantining it) for bad bytes."""
+    async def inspect(self, data: bytes, capture: Capture, caller: Caller | None = None
+                      ) -> tuple[Inspection, Destination]:
+        """Judge one image sent by ``caller`` and record the events; raises ImageRefused (after quarantining it)
+        for bad bytes."""
         try:
             prepared = await run_in_threadpool(self.inspector.prepare, data, capture)
         except ImageRefused as refused:
-            await self.quarantine(refused, capture)
+            await self.quarantine(refused, capture, caller=caller)
             raise
         # The part's record is read while the engine runs.
         recorded, output = await asyncio.gather(
             run_in_threadpool(self.part_record, capture.part_id),
             asyncio.wrap_future(self.batcher.submit(prepared.tiles.tiles)),
         )
-        inspection = self.inspector.judge(prepared, output, recorded=recorded)
+        inspection = self.inspector.judge(prepared, output, recorded=recorded, caller=caller)
         destination = await asyncio.wrap_future(self.recorder.submit(inspection.events))
         return inspection, destination
 
-    async def quarantine(self, refused: ImageRefused, capture: Capture | None, *request: object) -> None:
-        """Record the ImageRejected of refused bytes, keyed by the capture's fields (or, without them, by what
-        identifies the `request`) and what is known of the bytes, so that a retried request appends nothing."""
+    async def quarantine(self, refused: ImageRefused, capture: Capture | None, *request: object,
+                         caller: Caller | None = None) -> None:
+        """Record the ImageRejected of refused bytes sent by ``caller``, keyed by the capture's fields (or,
+        without them, by what identifies the `request`) and what is known of the bytes, so that a retried
+        request appends nothing."""
         rejected = refused.rejected
         if capture is not None:
             request = (capture.part_id, capture.camera, capture.captured_at.isoformat(), *request)
         key = "/".join(map(str, (*request, rejected.reason.value, rejected.sha256 or rejected.detail)))
         if len(key) > 200:  # the longest delivery key an ImageRejected takes
             key = f"serve/{hashlib.sha256(key.encode()).hexdigest()}"
-        await asyncio.wrap_future(self.recorder.submit([self.inspector.rejection(refused, capture, key)]))
+        await asyncio.wrap_future(self.recorder.submit([self.inspector.rejection(refused, capture, key, caller)]))
 
     def part_record(self, part_id: str) -> PartRecord | None:
         """What the log holds about the part, or None while the catalog cannot be reached: the decision then
@@ -155,3 +173,12 @@ class InspectionService:
                 self.cat.catch_up()
             except Exception as exc:  # noqa: BLE001 - the catalog went away: the recorder notices and spools
                 log.debug("projection catch-up failed: %s", exc)
+
+    def _token_refresh_loop(self) -> None:
+        while not self._stop.wait(self.config.token_refresh_seconds):
+            try:
+                self.tokens = load_view(self.cat)
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    log.exception("reading the stations' tokens failed; the last ones read stay in force")
+                # the catalog is away: the tokens last read stay in force (expiry is judged on the clock)

@@ -20,6 +20,7 @@ import numpy as np
 
 from catalog import Catalog, NewEvent, event_id_for
 from catalog.events import EngineBuilt, ImageIngested, OntologyPublished
+from identity.stations import issue
 from serving.engines import EngineRecord
 
 # -- processes -------------------------------------------------------------------------------------------------
@@ -100,6 +101,18 @@ def inspect_form(part: str, camera: str = "cam1", minutes: int = 0, **extra: str
     """The form fields of an inspection request, captured ``minutes`` after FORM_CAPTURED_AT."""
     return {"part_id": part, "station": "st1", "camera": camera,
             "captured_at": (FORM_CAPTURED_AT + timedelta(minutes=minutes)).isoformat(), **extra}
+
+
+def station_token(cat: Catalog, *, line: str = "line1", station: str = "st1", cameras: list[str] | None = None,
+                  expires_in: timedelta = timedelta(days=1)) -> str:
+    """A newly issued token of a station (inspect_form's by default). A server reads the tokens when it starts,
+    then every few seconds: issue before building the service."""
+    return issue(cat, line=line, station=station, cameras=cameras, expires_at=datetime.now(UTC) + expires_in,
+                 issued_by="test").token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 # -- labels and corrections ------------------------------------------------------------------------------------

@@ -9,6 +9,17 @@ from pathlib import Path
 import click
 
 from apps.cli.common import console, open_catalog, out, parse_day, progress_bar
+from serving import DEFAULT_RATE_LIMIT
+
+
+def _rate_limit(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a rate such as 100/second or 5000/minute") from None
+    return value
 
 
 @click.command()
@@ -16,8 +27,10 @@ from apps.cli.common import console, open_catalog, out, parse_day, progress_bar
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--engine", "engine_id", help="engine id (default: the engine in service)")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="part decision rules (YAML; default: the rule set published for --line, else the packaged rules)")
-@click.option("--line", default="line1", show_default=True, help="line of requests that do not name one")
+              help="part decision rules (YAML; default: the rule set published for --rules-line, else the "
+                   "packaged rules)")
+@click.option("--rules-line", default=None,
+              help="decide by the rule set published for this line (default: the plant-wide one)")
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1), help="tiles per engine run")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
               help="how long a tile waits for others to batch with")
@@ -28,17 +41,21 @@ from apps.cli.common import console, open_catalog, out, parse_day, progress_bar
               help="refuse (422) an image captured longer than this before the server received it")
 @click.option("--max-capture-lead-minutes", default=5.0, show_default=True, type=click.FloatRange(0),
               help="refuse (422) an image captured more than this after the server received it (clock drift)")
-def serve(host: str, port: int, engine_id: str | None, rules: Path | None, line: str, max_batch: int,
+@click.option("--rate-limit", default=DEFAULT_RATE_LIMIT, show_default=True, callback=_rate_limit,
+              help="requests per client address, e.g. 100/second, 5000/minute (a moving window)")
+@click.option("--docs", is_flag=True, help="serve the OpenAPI page (/docs) and schema (/openapi.json)")
+def serve(host: str, port: int, engine_id: str | None, rules: Path | None, rules_line: str | None, max_batch: int,
           max_wait_ms: float, threads: int | None, spool: Path | None, max_capture_age_hours: float,
-          max_capture_lead_minutes: float) -> None:
-    """Run the inspection HTTP API (OpenAPI at /docs). The engine's lineage is verified before it serves."""
+          max_capture_lead_minutes: float, rate_limit: str, docs: bool) -> None:
+    """Run the inspection HTTP API. Stations send their token (`visionledger tokens issue`); the engine's
+    lineage is verified before it serves."""
     import uvicorn
 
     from serving.api import create_app
     from serving.service import InspectionService, ServeConfig
 
-    config = ServeConfig(engine_id=engine_id, rules=rules, line=line, max_batch=max_batch,
-                         max_wait_ms=max_wait_ms, threads=threads, spool=spool,
+    config = ServeConfig(engine_id=engine_id, rules=rules, rules_line=rules_line, max_batch=max_batch,
+                         max_wait_ms=max_wait_ms, threads=threads, spool=spool, rate_limit=rate_limit,
                          max_capture_age=timedelta(hours=max_capture_age_hours),
                          max_capture_lead=timedelta(minutes=max_capture_lead_minutes))
     cat = open_catalog()
@@ -47,7 +64,7 @@ def serve(host: str, port: int, engine_id: str | None, rules: Path | None, line:
                   f"{service.engine.record.precision}) of model {service.engine.record.model_id}, "
                   f"rules {service.rules.rules_version}, on http://{host}:{port}")
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(service, docs=docs), host=host, port=port, log_level="warning")
     finally:
         cat.close()
 

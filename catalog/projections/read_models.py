@@ -1,7 +1,7 @@
 """The catalog's read models: images and their sightings, parts, current labels and their history,
 corrections, curation history, the review queue, ontology versions, latest predictions, part
-dispositions, dataset versions, models, regression replays, promotions, engines and the lines' time zones,
-each a set of fold functions over the events it cares about.
+dispositions, dataset versions, models, regression replays, promotions, engines, the lines' time zones and the
+stations' tokens (without their hashes), each a set of fold functions over the events it cares about.
 
 The current label of an image is the latest human verdict on it: a LabelRecorded, or a CorrectionRecorded
 of a label or of a prediction (a reviewer saying "this is a crack" is a label, whatever it corrected).
@@ -424,8 +424,34 @@ USERS = Projection(
     jsonb_columns=frozenset({"roles"}),
 )
 
+
+# -- stations -------------------------------------------------------------------------------------------------
+
+
+def _token_revoked(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row | None:
+    if row is None or row["revoked_at"] is not None:  # the first revocation stands
+        return None
+    return row | {"revoked_at": e.occurred_at, "revoked_by": p["revoked_by"], "revoke_reason": p["reason"],
+                  "position": e.position}
+
+
+STATION_TOKENS = Projection(
+    name="station_tokens",
+    table="station_tokens",
+    key=("token_id",),
+    columns=("token_id", "line", "station", "cameras", "expires_at", "issued_by", "issued_at", "revoked_at",
+             "revoked_by", "revoke_reason", "position"),
+    folds={"StationTokenIssued": lambda row, e, p: row or {
+        "token_id": p["token_id"], "line": p["line"], "station": p["station"], "cameras": p.get("cameras"),
+        "expires_at": _ts(p["expires_at"]), "issued_by": p["issued_by"], "issued_at": e.occurred_at,
+        "revoked_at": None, "revoked_by": None, "revoke_reason": None, "position": e.position,
+    }, "StationTokenRevoked": _token_revoked},
+    key_of=dict.fromkeys(("StationTokenIssued", "StationTokenRevoked"), lambda e, p: (p["token_id"],)),
+    jsonb_columns=frozenset({"cameras"}),
+)
+
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
     ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS, MODELS, REGRESSION_REPLAYS,
-    MODEL_PROMOTIONS, ENGINES, LINE_TIME_ZONES, USERS,
+    MODEL_PROMOTIONS, ENGINES, LINE_TIME_ZONES, USERS, STATION_TOKENS,
 )

@@ -117,6 +117,8 @@ EVERY_KIND = (
     ev.LineTimeZoneSet(line="line-a", time_zone="Europe/Berlin"),
     ev.UserCreated(username="ana", full_name="Ana"), ev.UserRoleGranted(username="ana", role="curator"),
     ev.UserPasswordSet(username="ana", credential_id=uuid.uuid4()),
+    ev.StationTokenIssued(token_id="a" * 16, line="line-a", station="st-1", expires_at=T0 + timedelta(days=1),
+                          issued_by="ops"),
 )
 
 
@@ -408,3 +410,19 @@ def test_users_count_failed_logins_in_a_row_until_a_success_or_a_new_password():
     assert rows[("ana",)]["failed_logins"] == 0
     rows = fold(rm.USERS, page(ev.UserLoginFailed(username="nobody", reason="wrong_password")))
     assert rows == {}  # events of an account that does not exist make no row
+
+
+def test_station_tokens_keep_the_scope_and_the_first_revocation() -> None:
+    later, expires = T0 + timedelta(hours=1), T0 + timedelta(days=90)
+    issued = ev.StationTokenIssued(token_id="a" * 16, line="line-a", station="st-1", cameras=["cam-1"],
+                                   expires_at=expires, issued_by="ops")
+    rows = fold(rm.STATION_TOKENS, page(
+        issued, ev.StationTokenIssued(token_id="b" * 16, line="line-a", station="st-2", expires_at=expires,
+                                      issued_by="ops"),
+        (ev.StationTokenRevoked(token_id="a" * 16, reason="leaked", revoked_by="sec"), later),
+        (ev.StationTokenRevoked(token_id="a" * 16, reason="again", revoked_by="other"), later + timedelta(hours=1))))
+    assert rows[("a" * 16,)] == {
+        "token_id": "a" * 16, "line": "line-a", "station": "st-1", "cameras": ["cam-1"], "expires_at": expires,
+        "issued_by": "ops", "issued_at": T0, "revoked_at": later, "revoked_by": "sec", "revoke_reason": "leaked",
+        "position": 3}
+    assert rows[("b" * 16,)]["cameras"] is None and rows[("b" * 16,)]["revoked_at"] is None

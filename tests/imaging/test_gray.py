@@ -16,7 +16,7 @@ from learning.drift import _decoder
 from learning.registry import load_image
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
-from tests.builders import FORM_CAPTURED_AT
+from tests.builders import FORM_CAPTURED_AT, bearer, station_token
 
 
 def test_sixteen_bits_keep_their_high_byte_in_gray_and_colour() -> None:
@@ -36,9 +36,10 @@ def test_a_sixteen_bit_image_is_the_same_gray_everywhere(built_engine, tmp_path:
     deep = rng.integers(0, 65_536, (128, 128), dtype=np.uint16)  # the tiny engine's input size
     expected = (deep >> 8).astype(np.uint8)
     sent = {"deep": cv2.imencode(".png", deep)[1].tobytes(), "shallow": cv2.imencode(".png", expected)[1].tobytes()}
+    token = station_token(cat)
     service = InspectionService(cat, ServeConfig(spool=tmp_path / "spool", max_wait_ms=2, retry_seconds=0.2))
     served = {}
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), headers=bearer(token)) as client:
         for n, (name, data) in enumerate(sent.items()):
             reply = client.post("/v1/inspect", files={"image": (f"{name}.png", data)},
                                 data={"part_id": f"P-{name}", "station": "st1", "camera": "cam1",

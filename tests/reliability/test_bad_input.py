@@ -25,7 +25,17 @@ from ingestion.ingest import ingest
 from ingestion.labels import import_corrections, import_labels
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
-from tests.builders import FORM_CAPTURED_AT, cli_env, png, png_bytes, run_cli, texture, write_manifest
+from tests.builders import (
+    FORM_CAPTURED_AT,
+    bearer,
+    cli_env,
+    png,
+    png_bytes,
+    run_cli,
+    station_token,
+    texture,
+    write_manifest,
+)
 from tests.reliability.stored import factory_catalog, snapshot
 
 INJECTIONS = [
@@ -333,8 +343,9 @@ def test_a_manifest_uri_cannot_lead_outside_the_lake(stored, uri: str):
 @pytest.fixture
 def api(built_engine, tmp_path: Path) -> Iterator[tuple[TestClient, catalog.Catalog]]:
     cat, _ = built_engine
+    token = station_token(cat)
     service = InspectionService(cat, ServeConfig(spool=tmp_path / "spool", max_image_bytes=2_000_000, max_wait_ms=2))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), headers=bearer(token)) as client:
         yield client, cat
 
 

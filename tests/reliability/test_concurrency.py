@@ -18,7 +18,16 @@ from catalog.queries import ImageFilter, count_images, query_images
 from ingestion.labels import record_correction
 from serving.api import create_app
 from serving.service import InspectionService, ServeConfig
-from tests.builders import cli_env, inspect_form, png, png_bytes, texture, write_manifest
+from tests.builders import (
+    bearer,
+    cli_env,
+    inspect_form,
+    png,
+    png_bytes,
+    station_token,
+    texture,
+    write_manifest,
+)
 from tests.reliability.stored import with_readers
 
 DELIVERED = 60  # images of the CLI ingest, appended 10 per transaction
@@ -55,8 +64,9 @@ def test_writers_and_readers_at_once_leave_a_gap_free_log_and_sound_projections(
     tail_reader.start()
     errors: list[BaseException] = []
     writing = threading.Event()
+    token = station_token(cat)
     service = InspectionService(cat, ServeConfig(spool=tmp_path / "spool", max_wait_ms=2, retry_seconds=0.2))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), headers=bearer(token)) as client:
         def inspect(thread: int) -> None:
             for n in range(REQUESTS):
                 image = png_bytes(5000 + thread * 100 + n)

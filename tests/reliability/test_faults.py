@@ -26,7 +26,7 @@ from catalog.lake import Lake, parquet_bytes
 from catalog.store import NewEvent, event_id_for
 from ingestion.ingest import ingest
 from serving.spool import Spool
-from tests.builders import cli_env, free_port, inspect_form, png_bytes, run_cli
+from tests.builders import bearer, cli_env, free_port, inspect_form, png_bytes, run_cli, station_token
 from tests.conftest import TEMPLATE
 from tests.engine_fixtures import copy_database, drop_database
 
@@ -167,6 +167,7 @@ def test_spool_sync_killed_midway_then_rerun_appends_every_event_once(database, 
 
 def test_postgres_restarted_while_the_served_api_answers(built_engine, pg_server, tmp_path):
     cat, engine_id = built_engine
+    token = station_token(cat)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--port", str(port), "--max-wait-ms", "2",
@@ -179,14 +180,15 @@ def test_postgres_restarted_while_the_served_api_answers(built_engine, pg_server
         deadline = time.monotonic() + 60
         while True:
             try:
-                assert httpx.get(f"{url}/healthz", timeout=2).json()["engine_id"] == engine_id
+                status = httpx.get(f"{url}/v1/status", headers=bearer(token), timeout=2).json()
+                assert status["engine_id"] == engine_id
                 break
             except httpx.TransportError:
                 assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.3)
 
         def send() -> None:
-            with httpx.Client(base_url=url, timeout=30) as client:
+            with httpx.Client(base_url=url, timeout=30, headers=bearer(token)) as client:
                 for i in range(requests):
                     image = png_bytes(200 + i)
                     answers.append(client.post("/v1/inspect", files={"image": (f"{i}.png", image)},
@@ -206,9 +208,12 @@ def test_postgres_restarted_while_the_served_api_answers(built_engine, pg_server
         assert [a.status_code for a in answers] == [200] * requests, [a.text for a in answers if a.status_code != 200]
         assert "spool" in {a.json()["recorded_in"] for a in answers}  # some were answered while it was down
         deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/healthz", timeout=5).json()["spooled_events"] and time.monotonic() < deadline:
+        def spooled() -> int:
+            return httpx.get(f"{url}/v1/status", headers=bearer(token), timeout=5).json()["spooled_events"]
+
+        while spooled() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert httpx.get(f"{url}/healthz", timeout=5).json()["spooled_events"] == 0
+        assert spooled() == 0
     finally:
         if not postgres.running():
             postgres.start()

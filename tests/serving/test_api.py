@@ -16,7 +16,7 @@ from catalog.embedded_postgres import EmbeddedPostgres
 from serving.api import create_app
 from serving.engines import LineageError
 from serving.service import InspectionService, ServeConfig
-from tests.builders import FORM_CAPTURED_AT, inspect_form, png_bytes
+from tests.builders import FORM_CAPTURED_AT, bearer, inspect_form, png_bytes, station_token
 
 
 def _events(cat: catalog.Catalog, kind: str) -> list:
@@ -26,9 +26,10 @@ def _events(cat: catalog.Catalog, kind: str) -> list:
 @pytest.fixture
 def client(built_engine, tmp_path: Path):
     cat, engine_id = built_engine
+    token = station_token(cat)
     service = InspectionService(cat, ServeConfig(spool=tmp_path / "spool", max_image_bytes=2_000_000,
                                                  max_wait_ms=2, retry_seconds=0.2))
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service, docs=True), headers=bearer(token)) as c:
         c.service = service
         yield c
 
@@ -75,8 +76,8 @@ def test_a_high_resolution_image_is_tiled_at_native_resolution(client) -> None:
     for region in response.json()["regions"]:
         x0, y0, x1, y1 = region["bbox"]
         assert 0 <= x0 < x1 <= 520 + 16 and 0 <= y0 < y1 <= 300 + 16
-    health = client.get("/healthz").json()
-    assert health["batches"]["tiles"] == 3 * 5  # 300 x 520 on 128 px tiles: 3 rows of 5, edges flush
+    status = client.get("/v1/status").json()
+    assert status["batches"]["tiles"] == 3 * 5  # 300 x 520 on 128 px tiles: 3 rows of 5, edges flush
 
 
 def test_batch_inspects_each_image_and_reports_a_bad_one_in_place(client, built_engine) -> None:
@@ -133,8 +134,9 @@ def test_engines_health_and_openapi(client, built_engine) -> None:
     assert engines["serving"]["engine_id"] == engine_id
     assert [e["engine_id"] for e in engines["engines"]] == [engine_id]
     assert engines["serving"]["dataset_version_id"] and engines["serving"]["manifest_hash"]
-    health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["catalog"] == "reachable" and health["spooled_events"] == 0
+    status = client.get("/v1/status").json()
+    assert status["status"] == "ok" and status["catalog"] == "reachable" and status["spooled_events"] == 0
+    assert client.get("/healthz").json() == {"status": "ok"}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/inspect", "/v1/inspect/batch", "/v1/engines", "/healthz"} <= set(paths)
 
@@ -164,7 +166,7 @@ def test_requests_keep_being_answered_while_postgres_is_stopped(client, built_en
             sent.append(response.json())
         assert {r["recorded_in"] for r in sent[4:8]} == {"spool"}
         deadline = time.monotonic() + 30
-        while client.get("/healthz").json()["spooled_events"] and time.monotonic() < deadline:
+        while client.get("/v1/status").json()["spooled_events"] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert client.get("/healthz").json()["status"] == "ok"
     finally:

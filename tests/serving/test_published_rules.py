@@ -59,11 +59,11 @@ def test_bad_rules_are_refused_and_record_nothing(cat, tmp_path: Path):
 
 def test_the_server_decides_by_the_rule_set_published_for_its_line(built_engine, tmp_path: Path):
     cat, _ = built_engine
-    packaged = InspectionService(cat, ServeConfig(spool=tmp_path / "spool-1", line="line2")).rules.rules_version
+    packaged = InspectionService(cat, ServeConfig(spool=tmp_path / "spool-1", rules_line="line2")).rules.rules_version
     strict = tmp_path / "strict.yaml"
     strict.write_text(DEFAULT.read_text().replace('version: "1"', 'version: "2"'))
     publish_rules(cat, strict, reason="line 2 gets its own version", line="line2", signed=SIGNED)
-    served = InspectionService(cat, ServeConfig(spool=tmp_path / "spool-2", line="line2")).rules.rules_version
+    served = InspectionService(cat, ServeConfig(spool=tmp_path / "spool-2", rules_line="line2")).rules.rules_version
     assert packaged == load_rules(DEFAULT).rules_version and served == load_rules(strict).rules_version
-    given = InspectionService(cat, ServeConfig(spool=tmp_path / "spool-3", line="line2", rules=DEFAULT))
+    given = InspectionService(cat, ServeConfig(spool=tmp_path / "spool-3", rules_line="line2", rules=DEFAULT))
     assert given.rules.rules_version == packaged  # --rules FILE wins over what is published

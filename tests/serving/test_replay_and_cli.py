@@ -20,7 +20,7 @@ from catalog.events import PartDispositioned
 from catalog.store import NewEvent
 from serving.replay import replay
 from serving.spool import Spool
-from tests.builders import FORM_CAPTURED_AT, cli_env, free_port, run_cli
+from tests.builders import FORM_CAPTURED_AT, bearer, cli_env, free_port, run_cli, station_token
 
 
 def _count(cat: catalog.Catalog, kind: str) -> int:
@@ -54,8 +54,9 @@ def test_serve_answers_over_http_and_refuses_a_broken_engine(built_engine) -> No
     refused = run_cli("serve", "--engine", "0" * 64, env=env, check=False)
     assert refused.returncode != 0 and "0" * 64 in refused.stderr
 
+    token = station_token(cat)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--port", str(port)], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--port", str(port), "--docs"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -67,9 +68,14 @@ def test_serve_answers_over_http_and_refuses_a_broken_engine(built_engine) -> No
             except httpx.TransportError:
                 assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.poll() else ""
                 time.sleep(0.3)
-        assert health["engine_id"] == engine_id and health["catalog"] == "reachable"
+        assert health == {"status": "ok"}
+        assert httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200  # asked for with --docs
+        assert httpx.get(f"{url}/v1/status", timeout=2).status_code == 401
+        status = httpx.get(f"{url}/v1/status", headers=bearer(token), timeout=2).json()
+        assert status["engine_id"] == engine_id and status["catalog"] == "reachable"
         image = cv2.imencode(".png", np.full((128, 128), 120, np.uint8))[1].tobytes()
-        response = httpx.post(f"{url}/v1/inspect", files={"image": ("x.png", image)}, timeout=30, data={
+        response = httpx.post(f"{url}/v1/inspect", files={"image": ("x.png", image)}, timeout=30,
+                              headers=bearer(token), data={
             "part_id": "HTTP-1", "station": "st1", "camera": "cam1", "captured_at": FORM_CAPTURED_AT.isoformat()})
         assert response.status_code == 200, response.text
         assert response.json()["engine_id"] == engine_id
