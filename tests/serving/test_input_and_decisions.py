@@ -32,20 +32,22 @@ from serving.engines import load_engine
 from serving.engines.base import EngineOutput
 from serving.inspection import Capture, Inspection, Inspector, PartMemory
 from serving.service import InspectionService, ServeConfig
-from tests.builders import FORM_CAPTURED_AT, inspect_form, png_bytes
+from tests.builders import FORM_CAPTURED_AT, bearer, inspect_form, png_bytes, station_token
 from tests.reliability.stored import snapshot
 
 
 @pytest.fixture
 def serve(built_engine, tmp_path: Path):
-    """A function starting the API over a new service of the engine's catalog (as a restarted server would)."""
+    """A function starting the API over a new service of the engine's catalog (as a restarted server would),
+    with a client that sends inspect_form's station's token."""
     cat, _ = built_engine
+    token = station_token(cat)
 
     @contextmanager
     def start(**config) -> Iterator[TestClient]:
         service = InspectionService(cat, ServeConfig(spool=tmp_path / "spool", max_wait_ms=2, retry_seconds=0.2,
                                                      **config))
-        with TestClient(create_app(service)) as client:
+        with TestClient(create_app(service), headers=bearer(token)) as client:
             client.service = service
             yield client
 
@@ -285,9 +287,9 @@ def test_a_signed_human_accept_overturns_a_reject_and_the_trace_shows_its_signat
         assert reply.json()["part"]["decision"] == "accept" and reply.json()["part"]["rule"] == "human", reply.text
     audit = part_audit(cat, "K-2")
     assert audit.decision.decider == "human" and audit.decision.decision == "accept"
-    assert audit.decision.signature["signer"] == "ana" and audit.decision.signature["meaning"] == "approved"
+    assert audit.decision.signed.signer == "ana" and audit.decision.signed.meaning == "approved"
     page = trace_html(audit, cat.blobs.read)
-    assert "Signed by <b>ana</b>" in page and "meaning <b>approved</b>" in page
+    assert "<b>signed by ana (approved) at" in page
 
 
 def test_an_unsigned_human_accept_does_not_overturn_a_reject(serve, built_engine):
