@@ -32,6 +32,7 @@ def app(dev_as: str | None, port: int, host: str) -> None:
                "--client.toolbarMode", "viewer"]  # no "Deploy" button: this app is deployed already
     if dev_as:
         env[DEV_VIEWER] = dev_as
+        command += ["--client.showErrorDetails", "full"]  # apps/ui/.streamlit/config.toml hides them otherwise
         try:
             who = dev_viewer(env)
         except RoleError as exc:
@@ -40,6 +41,5 @@ def app(dev_as: str | None, port: int, host: str) -> None:
                       f"{who.name} ({who.role}), and their events name {who.actor}. Never run it this way where "
                       "anyone else can connect.[/]")
     else:
-        command += ["--client.showErrorDetails", "false"]  # a short message, no stack trace, SQL or paths
         console.print(f"visionledger app on http://{host}:{port} (log in with a `visionledger users` account)")
     raise SystemExit(subprocess.call(command, env=env))

@@ -97,8 +97,8 @@ def snap(page, name: str) -> None:
 
 def test_an_auditor_logs_in_and_traces_a_rejected_part_in_the_browser(served_app) -> None:
     url, cat, engine_id, streamlit_command = served_app
-    assert "--client.showErrorDetails" in streamlit_command  # a short message: no stack trace, SQL or paths
-    assert streamlit_command[streamlit_command.index("--client.showErrorDetails") + 1] == "false"
+    # A short message, no stack trace, SQL or paths: apps/ui/.streamlit/config.toml, which no flag overrides.
+    assert "--client.showErrorDetails" not in streamlit_command
     part_id, version_id, manifest_hash = lineage(cat, engine_id)
     ARTIFACTS.mkdir(exist_ok=True)
     expect = sync_api.expect
