@@ -1,5 +1,5 @@
 """People: accounts, roles, passwords, logging in and lock-out. Every change is an event on the person's stream
-(``user:<username>``); the password hash is kept apart from the log (`catalog.people`) and never leaves this
+(``user:<username>``); the password hash is kept apart from the log (`catalog.principals`) and never leaves this
 module. A failed login is an event too, so lock-out is a fact of the log that every process sees alike."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from catalog.events import (
     UserRoleGranted,
     UserRoleRevoked,
 )
-from catalog.people import UserRecord, password_hash, store_password_hash, user_record, user_records
+from catalog.principals import UserRecord, password_hash, store_password_hash, user_record, user_records
 from identity.roles import ROLES
 
 MAX_FAILED_LOGINS = 5  # in a row; the next attempt within LOCKOUT is refused, even with the right password

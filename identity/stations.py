@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from catalog import Catalog, CatalogError, EventValidationError
 from catalog.events import StationTokenIssued, StationTokenRevoked, describe_validation_error
+from catalog.principals import station_token_rows, store_token_hash, token_hashes
 
 TOKEN_PATTERN = re.compile(r"vl_([0-9a-f]{16})_([0-9a-f]{64})")
 SOURCE = "tokens"
@@ -138,14 +139,10 @@ class TokenView:
 
 def load_view(cat: Catalog) -> TokenView:
     """Every token of the catalog with its hash, for `TokenView.verify` (as a writer: readers cannot read hashes)."""
-    sql = """SELECT t.token_id, t.line, t.station, t.cameras, t.expires_at, t.revoked_at IS NOT NULL, h.sha256
-             FROM projections.station_tokens t JOIN catalog.station_token_hashes h USING (token_id)"""
-    with cat.read() as conn:
-        rows = conn.exec_driver_sql(sql).fetchall()
     return TokenView({
         token_id: _Entry(StationPrincipal(token_id, line, station, frozenset(cameras) if cameras else None),
                          sha256, expires_at, revoked)
-        for token_id, line, station, cameras, expires_at, revoked, sha256 in rows
+        for token_id, line, station, cameras, expires_at, revoked, sha256 in token_hashes(cat)
     })
 
 
@@ -169,9 +166,7 @@ def issue(cat: Catalog, *, line: str, station: str, cameras: list[str] | None = 
         raise EventValidationError(f"the token would expire at {data.expires_at.isoformat()}, which has passed")
     # The hash first: a hash whose event never got appended opens nothing (verification reads the issued
     # tokens), while an event without its hash would be a token nobody can use.
-    with cat.db.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO catalog.station_token_hashes (token_id, sha256) VALUES (%(t)s, %(h)s)",
-                             {"t": token_id, "h": _hash(secret)})
+    store_token_hash(cat, token_id, _hash(secret))
     cat.record(data, occurred_at=now, actor=issued_by, source=SOURCE)
     return IssuedToken(token=f"vl_{token_id}_{secret}", record=StationToken(
         token_id=token_id, line=data.line, station=data.station,
@@ -181,12 +176,8 @@ def issue(cat: Catalog, *, line: str, station: str, cameras: list[str] | None = 
 
 def list_tokens(cat: Catalog) -> list[StationToken]:
     """Every token ever issued, the newest first (no secret, no hash)."""
-    sql = """SELECT token_id, line, station, cameras, expires_at, issued_by, issued_at, revoked_at, revoked_by,
-                    revoke_reason FROM projections.station_tokens ORDER BY issued_at DESC, token_id"""
-    with cat.read() as conn:
-        rows = conn.exec_driver_sql(sql).fetchall()
     return [StationToken(token_id, line, station, tuple(cameras) if cameras else None, *rest)
-            for token_id, line, station, cameras, *rest in rows]
+            for token_id, line, station, cameras, *rest in station_token_rows(cat)]
 
 
 def revoke(cat: Catalog, token_id: str, *, reason: str, revoked_by: str) -> bool:

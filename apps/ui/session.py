@@ -21,7 +21,7 @@ import streamlit as st
 import catalog
 from apps.ui.common import VIEWER_KEY, catalog_as
 from apps.ui.roles import ROLES, Action, RoleError, Viewer, dev_viewer
-from catalog.people import user_record
+from catalog.principals import user_record
 from identity.people import LoginRefused, log_in
 from identity.signatures import Meaning, sign
 

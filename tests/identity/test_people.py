@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from catalog.events import ImageExcluded
-from catalog.people import user_record
+from catalog.principals import user_record
 from identity import people
 from identity.people import LoginRefused, PeopleError
 from identity.roles import Action

@@ -1,13 +1,14 @@
-"""People's records in the catalog: the users read model, and the password hashes kept beside the log (only
-the writers' group may read them; the lake never mirrors them). What the records mean, and every rule of
-logging in, is `identity.people`'s."""
+"""The records of who acts, as the catalog keeps them: people (the users read model, and the password hashes
+kept beside the log) and line stations (their tokens' read model, and the tokens' hashes). Only the writers'
+group may read a hash, and the lake never mirrors one. What the records mean, and every rule of logging in or
+verifying a token, is `identity`'s."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from catalog import Catalog
@@ -61,3 +62,31 @@ def password_hash(cat: Catalog, credential_id: uuid.UUID, username: str) -> str 
         return conn.exec_driver_sql(
             "SELECT password_hash FROM catalog.credentials WHERE credential_id = %(c)s AND username = %(u)s",
             {"c": credential_id, "u": username}).scalar()
+
+
+# -- line stations' tokens ---------------------------------------------------------------------------------------
+
+
+def store_token_hash(cat: Catalog, token_id: str, sha256: str) -> None:
+    """Keep a new token's hash; it opens nothing until a `StationTokenIssued` names its id."""
+    with cat.db.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO catalog.station_token_hashes (token_id, sha256) VALUES (%(t)s, %(h)s)",
+                             {"t": token_id, "h": sha256})
+
+
+def token_hashes(cat: Catalog) -> list[tuple[Any, ...]]:
+    """(token_id, line, station, cameras, expires_at, revoked, sha256) of every issued token (as a writer:
+    readers cannot read hashes)."""
+    with cat.read() as conn:
+        return [tuple(row) for row in conn.exec_driver_sql(
+            "SELECT t.token_id, t.line, t.station, t.cameras, t.expires_at, t.revoked_at IS NOT NULL, h.sha256"
+            " FROM projections.station_tokens t JOIN catalog.station_token_hashes h USING (token_id)").fetchall()]
+
+
+def station_token_rows(cat: Catalog) -> list[tuple[Any, ...]]:
+    """(token_id, line, station, cameras, expires_at, issued_by, issued_at, revoked_at, revoked_by,
+    revoke_reason) of every issued token, the newest first (no hash)."""
+    with cat.read() as conn:
+        return [tuple(row) for row in conn.exec_driver_sql(
+            "SELECT token_id, line, station, cameras, expires_at, issued_by, issued_at, revoked_at, revoked_by,"
+            " revoke_reason FROM projections.station_tokens ORDER BY issued_at DESC, token_id").fetchall()]
