@@ -3,10 +3,12 @@ nothing lost, doubled or left half-written. Used after crashes in tests and by `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from catalog.blobs import URI_PREFIX, LocalBlobStore
+from catalog.chain import ChainHead, ChainReport
 from catalog.events import image_of_stream
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ class CatalogReport:
     events: int
     lake_position: int
     blobs: ConsistencyReport
+    chain: ChainReport  # every event's hash recomputed from genesis (and against a head kept outside, if given)
     position_gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing positions
     duplicate_event_ids: list[str] = field(default_factory=list)
     stream_version_gaps: list[str] = field(default_factory=list)  # streams whose versions are not 1..n
@@ -67,7 +70,7 @@ class CatalogReport:
 
     @property
     def ok(self) -> bool:
-        return self.blobs.ok and not (
+        return self.blobs.ok and self.chain.ok and not (
             self.position_gaps or self.duplicate_event_ids or self.stream_version_gaps
             or self.projections_differing or self.lake_missing or self.lake_doubled or self.lake_mismatched
             or self.lake_beyond_checkpoint or self.lake_sync_interrupted
@@ -89,15 +92,21 @@ class CatalogReport:
             "positions mirrored past the lake checkpoint": self.lake_beyond_checkpoint,
         }
         lines = [f"{what}: {len(items)} (first: {items[:5]})" for what, items in found.items() if items]
+        if not self.chain.ok:
+            lines.insert(0, f"the hash chain breaks at position {self.chain.broken_at}: {self.chain.problem}")
         if self.lake_sync_interrupted:
             lines.append("a lake sync was interrupted: run `visionledger lake sync` to recover it")
         return lines
 
 
-def check_catalog(cat: Catalog) -> CatalogReport:
-    """Cross-check the whole catalog: the log (gap-free positions, unique ids, stream versions 1..n), its blobs,
-    its projections (against a rebuild from the log; needs the ``app`` role) and its lake mirror (each event
-    exactly once up to the lake's checkpoint, with the same content)."""
+def check_catalog(cat: Catalog, *, against: ChainHead | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> CatalogReport:
+    """Cross-check the whole catalog: the log (gap-free positions, unique ids, stream versions 1..n, every
+    event's hash in the chain, and, given ``against``, a head kept outside still in it), its blobs, its
+    projections (against a rebuild from the log; needs the ``app`` role) and its lake mirror (each event
+    exactly once up to the lake's checkpoint, with the same content). ``progress(done, total)`` follows the
+    chain's verification, the part that grows with the log."""
+    chain = cat.store.verify_chain(against=against, progress=progress)
     with cat.db.connect() as conn:
         events, head = conn.exec_driver_sql("SELECT count(*), coalesce(max(position), 0) FROM catalog.events").one()
         gaps = [(int(a), int(b)) for a, b in conn.exec_driver_sql(
@@ -123,7 +132,7 @@ def check_catalog(cat: Catalog) -> CatalogReport:
             " payload, metadata)) FROM events").fetchall():
         mirrored.setdefault(position, []).append((event_id, event_type, digest))
     return CatalogReport(
-        head=head, events=events, lake_position=lake_position, blobs=check_blobs(cat, cat.blobs),
+        head=head, events=events, lake_position=lake_position, blobs=check_blobs(cat, cat.blobs), chain=chain,
         position_gaps=gaps, duplicate_event_ids=duplicates, stream_version_gaps=version_gaps,
         projections_differing=[t.table for t in rebuilt.tables if not t.equal],
         lake_missing=sorted(logged.keys() - mirrored.keys()),

@@ -17,6 +17,16 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, NamedTuple
 
+import orjson
+
+from catalog.chain import (
+    EMPTY_HEAD,
+    GENESIS,
+    ChainHead,
+    ChainReport,
+    canonical_value,
+    event_hash,
+)
 from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
 from catalog.events import EventData, event_class, parse_event
 
@@ -53,7 +63,7 @@ class NewEvent:
 
 @dataclass(frozen=True)
 class RecordedEvent:
-    """An event as stored, with its global position and per-stream version."""
+    """An event as stored, with its global position, per-stream version and chain hash (catalog.chain)."""
 
     position: int
     event_id: uuid.UUID
@@ -65,6 +75,7 @@ class RecordedEvent:
     metadata: dict[str, Any]
     occurred_at: datetime
     recorded_at: datetime
+    hash: bytes
 
     @cached_property
     def data(self) -> EventData:
@@ -112,7 +123,7 @@ class StoredIdentity(NamedTuple):
     position: int
     stream_id: str
     type: str
-    payload: dict[str, Any]
+    payload: str  # JSON text as the store gives it back, compared by its canonical value (catalog.chain)
 
 
 class NumberedEvent(NamedTuple):
@@ -150,7 +161,8 @@ def prepare_events(events: Sequence[NewEvent]) -> list[PreparedEvent]:
             unknown = set(event.metadata) - METADATA_KEYS
             if unknown:
                 raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
-            metadata_json[key] = json.dumps({k: str(v) for k, v in key if v is not None})
+            metadata_json[key] = orjson.dumps({k: str(v) for k, v in key if v is not None},
+                                              option=orjson.OPT_SORT_KEYS).decode()
         prepared.append(PreparedEvent(data, event.event_id, data.stream_id, kind.__name__, kind.schema_version,
                                       metadata_json[key], event.occurred_at))
     if len({p.event_id for p in prepared}) != len(prepared):
@@ -172,7 +184,9 @@ def plan_append(prepared: Sequence[PreparedEvent], expected_versions: Mapping[st
     for p in prepared:
         if p.event_id in stored:
             known = stored[p.event_id]
-            if (known.stream_id, known.type, known.payload) != (p.stream_id, p.type, json.loads(p.data.model_dump_json())):
+            # canonical values: the store may print the same numbers otherwise (jsonb: 1e20 as 100000000000000000000)
+            if ((known.stream_id, known.type, canonical_value(known.payload))
+                    != (p.stream_id, p.type, canonical_value(p.data.model_dump_json()))):
                 raise EventIdConflict(
                     f"event {p.event_id} is already stored as a different {known.type} on {known.stream_id}; "
                     "give a new event a new id"
@@ -193,6 +207,47 @@ def plan_append(prepared: Sequence[PreparedEvent], expected_versions: Mapping[st
         positions=[stored[p.event_id].position if p.event_id in stored else next(new_positions) for p in prepared],
         duplicates=[p.event_id for p in prepared if p.event_id in stored],
     ))
+
+
+class ChainedRow(NamedTuple):
+    """A numbered event ready to store: its payload as JSON text, and its hash in the chain."""
+
+    row: NumberedEvent
+    payload: str  # JSON text (pydantic's), serialised once for the store and the hash
+    hash: bytes
+
+
+def chain_rows(rows: Sequence[NumberedEvent], previous: bytes, recorded_at: datetime) -> Iterator[ChainedRow]:
+    """Hash ``rows`` (an :class:`AppendPlan`'s, in position order) onto the chain whose head hash is
+    ``previous``, all recorded at ``recorded_at``. A generator, so that a backend serialises each row as it
+    streams it; it must run while the append lock is held, as the head it extends is the one read under it."""
+    metadata: dict[str, Any] = {}  # one batch usually shares one metadata text: parse it once
+    for row in rows:
+        p = row.event
+        payload = p.data.model_dump_json()  # pydantic's own encoder, several times cheaper than dict + json.dumps
+        if p.metadata not in metadata:
+            metadata[p.metadata] = canonical_value(p.metadata)
+        previous = event_hash(previous, row.position, p.event_id, p.stream_id, row.version, p.type,
+                              p.schema_version, canonical_value(payload),
+                              metadata[p.metadata], p.occurred_at, recorded_at)
+        yield ChainedRow(row, payload, previous)
+
+
+class StoredLink(NamedTuple):
+    """An event as stored, for verifying the chain: payload and metadata as the store's JSON text, to be parsed
+    as the writer parsed the text it sent (catalog.chain.canonical_value), and the hash stored with it."""
+
+    position: int
+    event_id: uuid.UUID | str
+    stream_id: str
+    version: int
+    type: str
+    schema_version: int
+    payload: str
+    metadata: str
+    occurred_at: datetime
+    recorded_at: datetime
+    hash: bytes
 
 
 WaitForAppend = Callable[[float | None], None]
@@ -216,6 +271,9 @@ class EventLog(ABC):
     - **Atomicity.** An append stores all of its new events or none; an invalid envelope raises
       :class:`EventValidationError` before anything is stored.
     - **Immutability.** Stored events are never changed or removed.
+    - **A hash chain.** Each event's hash covers its content and its predecessor's hash (``catalog.chain``),
+      computed under the append lock by :func:`chain_rows`, so every backend computes the same chain;
+      :meth:`verify_chain` recomputes it from what the store gives back.
     """
 
     # -- appending -------------------------------------------------------------------------------------
@@ -273,6 +331,58 @@ class EventLog(ABC):
     @abstractmethod
     def _last_position_recorded_by(self, moment: datetime) -> int:
         """:meth:`position_at` for a moment already checked and in UTC."""
+
+    # -- the hash chain (catalog.chain) ----------------------------------------------------------------
+
+    def chain_head(self) -> ChainHead:
+        """The head position and its event's hash: keep it outside the database, and :meth:`verify_chain`
+        against it later proves that nothing at or before it changed."""
+        last = self.read(max(self.head() - 1, 0), limit=1)
+        return ChainHead(last[0].position, last[0].hash) if last else EMPTY_HEAD
+
+    def verify_chain(self, *, against: ChainHead | None = None, page_size: int = 10_000,
+                     progress: Callable[[int, int], None] | None = None) -> ChainReport:
+        """Recompute every event's hash from its stored content and its predecessor's, in pages (memory stays
+        bounded whatever the log's size), and stop at the first position that breaks the chain: a missing
+        position, or an event whose stored hash does not follow (its content, or the hash itself, was
+        changed). With ``against`` (a head kept outside), the event at that position must still carry that
+        hash, and the log must reach it."""
+        total = self.head()
+        previous, position = GENESIS, 0
+        while page := self._links(position, page_size):
+            metadata: dict[str, Any] = {}  # the page's events mostly share a few metadata texts: parse each once
+            for link in page:
+                expected = position + 1
+                if link.position != expected:
+                    return ChainReport(ChainHead(position, previous), position, expected,
+                                       f"position {expected} is missing: the next event stored is at {link.position}")
+                if link.metadata not in metadata:
+                    metadata[link.metadata] = canonical_value(link.metadata)
+                if link.hash != event_hash(previous, link.position, link.event_id, link.stream_id, link.version,
+                                           link.type, link.schema_version, canonical_value(link.payload),
+                                           metadata[link.metadata], link.occurred_at, link.recorded_at):
+                    return ChainReport(ChainHead(position, previous), position, expected,
+                                       f"the event at position {expected} does not match its hash: its content, "
+                                       "its hash or its predecessor's was changed")
+                if against is not None and expected == against.position and link.hash != against.hash:
+                    return ChainReport(ChainHead(position, previous), position, expected,
+                                       f"the event at position {expected} no longer has the hash {against}: "
+                                       "the log at or before it was rewritten")
+                previous, position = link.hash, expected
+            if progress:
+                progress(position, max(total, position))
+        head = ChainHead(position, previous)
+        if against is not None and position < against.position:
+            return ChainReport(head, position, position + 1,
+                               f"the log ends at position {position}, before the head held outside ({against}): "
+                               "events were removed")
+        if against is not None and against.position == 0 and against.hash != GENESIS:
+            return ChainReport(head, position, 0, f"{against} is not the empty log's head")
+        return ChainReport(head, position)
+
+    @abstractmethod
+    def _links(self, after: int, limit: int) -> list[StoredLink]:
+        """Up to ``limit`` stored events after position ``after``, in position order, as :class:`StoredLink` s."""
 
     def tail(self, after: int = 0, *, idle_timeout: float = 1.0, page_size: int = 1_000) -> Iterator[RecordedEvent]:
         """Follow the log from ``after``: yield every event once, in order, waiting for new ones; stop after

@@ -19,15 +19,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from catalog.chain import GENESIS
 from catalog.event_log import (
     RECORDED_COLUMNS,
     AppendResult,
+    ChainedRow,
     EventLog,
     NewEvent,
-    NumberedEvent,
     RecordedEvent,
     StoredIdentity,
+    StoredLink,
     WaitForAppend,
+    chain_rows,
     plan_append,
     prepare_events,
     streams_involved,
@@ -48,6 +51,7 @@ CREATE TABLE IF NOT EXISTS events (
     metadata TEXT NOT NULL,
     occurred_at TEXT NOT NULL,
     recorded_at TEXT NOT NULL,
+    hash BLOB NOT NULL CHECK (length(hash) = 32),
     UNIQUE (stream_id, version)
 );
 CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at);
@@ -93,11 +97,11 @@ class SqliteEventStore(EventLog):
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")  # the write lock first, then the head: appends number in commit order
             try:
-                head, last_recorded = db.execute(
-                    "SELECT coalesce(max(position), 0), coalesce(max(recorded_at), '') FROM events"
-                ).fetchone()
+                head, head_hash, last_recorded = db.execute(
+                    "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+                ).fetchone() or (0, GENESIS, "")
                 stored = {
-                    uuid.UUID(event_id): StoredIdentity(position, stream_id, type_, json.loads(payload))
+                    uuid.UUID(event_id): StoredIdentity(position, stream_id, type_, payload)
                     for event_id, position, stream_id, type_, payload in db.execute(
                         "SELECT event_id, position, stream_id, type, payload FROM events"
                         " WHERE event_id IN (SELECT value FROM json_each(?))", (ids,))
@@ -108,8 +112,9 @@ class SqliteEventStore(EventLog):
                 plan = plan_append(prepared, expected, head=head, stored=stored, versions=versions)
                 # An edge station's clock may step back (NTP after boot): recorded_at must still never decrease.
                 recorded_at = max(_utc_text(datetime.now(UTC)), last_recorded)
-                db.executemany(f"INSERT INTO events ({RECORDED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               [_row(row, recorded_at) for row in plan.rows])
+                db.executemany(f"INSERT INTO events ({RECORDED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               [_row(row, recorded_at) for row in
+                                chain_rows(plan.rows, head_hash, datetime.fromisoformat(recorded_at))])
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite may have rolled back already (a full disk does)
@@ -157,22 +162,29 @@ class SqliteEventStore(EventLog):
 
         yield wait_for_append
 
+    def _links(self, after: int, limit: int) -> list[StoredLink]:
+        with self._connect() as db:
+            rows = db.execute(f"SELECT {RECORDED_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                              (after, limit)).fetchall()
+        return [StoredLink(*row[:8], datetime.fromisoformat(row[8]), datetime.fromisoformat(row[9]), row[10])
+                for row in rows]
+
     def _query(self, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
         with self._connect() as db:
             rows = db.execute(sql, params).fetchall()
         return [
             RecordedEvent(position, uuid.UUID(event_id), stream_id, version, type_, schema_version,
                           json.loads(payload), json.loads(metadata), datetime.fromisoformat(occurred_at),
-                          datetime.fromisoformat(recorded_at))
+                          datetime.fromisoformat(recorded_at), hash_)
             for position, event_id, stream_id, version, type_, schema_version, payload, metadata, occurred_at,
-            recorded_at in rows
+            recorded_at, hash_ in rows
         ]
 
 
-def _row(row: NumberedEvent, recorded_at: str) -> tuple:
-    p = row.event
+def _row(chained: ChainedRow, recorded_at: str) -> tuple:
+    row, p = chained.row, chained.row.event
     return (row.position, str(p.event_id), p.stream_id, row.version, p.type, p.schema_version,
-            p.data.model_dump_json(), p.metadata, _utc_text(p.occurred_at), recorded_at)
+            chained.payload, p.metadata, _utc_text(p.occurred_at), recorded_at, chained.hash)
 
 
 def _utc_text(moment: datetime) -> str:

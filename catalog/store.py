@@ -1,7 +1,7 @@
 """The event store on PostgreSQL (``catalog.events``): append (one event or a batch through COPY), read, tail.
 
 Ordering strategy. Every append takes one transaction-scoped advisory lock before it reads the head
-position, and holds it until commit. Positions are therefore assigned as ``head + 1 ...`` in commit order
+position (and the head's hash, which its events chain onto: catalog.chain), and holds it until commit. Positions are therefore assigned as ``head + 1 ...`` in commit order
 and with no holes (a rolled-back append assigns nothing), so a reader resuming after position N can never
 miss an event that commits later with a smaller position. Writers serialise only for the few statements
 of an append; the cost is measured in ``bench/bench_append.py``.
@@ -20,17 +20,20 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 
+from catalog.chain import GENESIS
 from catalog.errors import ImmutableEventError
 from catalog.event_log import (
     RECORDED_COLUMNS,
     AppendResult,
+    ChainedRow,
     EventLog,
     NewEvent,
-    NumberedEvent,
     PreparedEvent,
     RecordedEvent,
     StoredIdentity,
+    StoredLink,
     WaitForAppend,
+    chain_rows,
     event_id_for,
     plan_append,
     prepare_events,
@@ -51,11 +54,16 @@ class PermissionDenied(ImmutableEventError):
     """The connected role may not do this (read-only roles cannot append; no role may change events)."""
 
 
-def _row(row: NumberedEvent) -> tuple:
-    p = row.event
-    # model_dump_json: pydantic's own encoder, several times cheaper than a dict and json.dumps
+# The types of RECORDED_COLUMNS, which an append writes, for binary COPY: recorded_at too, not the column's
+# default, as the chain hashes it.
+RECORDED_TYPES = ["int8", "uuid", "text", "int8", "text", "int4", "jsonb", "jsonb", "timestamptz", "timestamptz",
+                  "bytea"]
+
+
+def _row(chained: ChainedRow, recorded_at: datetime) -> tuple:
+    row, p = chained.row, chained.row.event
     return (row.position, p.event_id, p.stream_id, row.version, p.type, p.schema_version,
-            _as_json(p.data.model_dump_json()), _as_json(p.metadata), p.occurred_at)
+            _as_json(chained.payload), _as_json(p.metadata), p.occurred_at, recorded_at, chained.hash)
 
 
 def _as_json(text: str) -> Jsonb:
@@ -67,10 +75,16 @@ def _unchanged(text: str) -> str:
     return text
 
 
+# Run once the append lock is held. The head's row gives the position to number from and the hash to chain
+# onto; recorded_at is this statement's clock, never before the head's (a clock stepped back by NTP), so it
+# never decreases along positions.
 PRE_CHECK = """
+    WITH head AS (SELECT position, hash, recorded_at FROM catalog.events ORDER BY position DESC LIMIT 1)
     SELECT
-      (SELECT coalesce(max(position), 0) FROM catalog.events),
-      (SELECT coalesce(json_agg(json_build_array(event_id, position, stream_id, type, payload)), '[]')
+      coalesce((SELECT position FROM head), 0),
+      (SELECT hash FROM head),
+      greatest(clock_timestamp(), (SELECT recorded_at FROM head)),
+      (SELECT coalesce(json_agg(json_build_array(event_id, position, stream_id, type, payload::text)), '[]')
          FROM catalog.events WHERE event_id = ANY(%(ids)b)),
       (SELECT coalesce(json_object_agg(stream_id, v), '{}')
          FROM (SELECT stream_id, max(version) AS v FROM catalog.events
@@ -117,26 +131,24 @@ class EventStore(EventLog):
             cur.execute(PRE_CHECK, {"ids": [p.event_id for p in prepared],
                                     "streams": streams_involved(prepared, expected_versions)},
                         prepare=len(prepared) < COPY_THRESHOLD)
-        head, existing, versions = cur.fetchone()
+        head, head_hash, recorded_at, existing, versions = cur.fetchone()
         plan = plan_append(prepared, expected_versions, head=head, versions=versions, stored={
             uuid.UUID(eid): StoredIdentity(pos, stream, typ, payload) for eid, pos, stream, typ, payload in existing
         })
+        chained = chain_rows(plan.rows, head_hash or GENESIS, recorded_at)
         if len(plan.rows) >= COPY_THRESHOLD:
-            with cur.copy(
-                "COPY catalog.events (position, event_id, stream_id, version, type, schema_version, payload,"
-                " metadata, occurred_at) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "uuid", "text", "int8", "text", "int4", "jsonb", "jsonb", "timestamptz"])
-                for row in plan.rows:  # serialised as they stream: the server is busy meanwhile
-                    copy.write_row(_row(row))
+            with cur.copy(f"COPY catalog.events ({RECORDED_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(RECORDED_TYPES)
+                for row in chained:  # serialised and hashed as they stream: the server is busy meanwhile
+                    copy.write_row(_row(row, recorded_at))
             conn.commit()
         else:
             with conn.pipeline():  # the rows and the commit in one round trip
                 if plan.rows:
                     cur.executemany(
-                        "INSERT INTO catalog.events (position, event_id, stream_id, version, type, schema_version,"
-                        " payload, metadata, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        [_row(row) for row in plan.rows],
+                        f"INSERT INTO catalog.events ({RECORDED_COLUMNS})"
+                        f" VALUES ({', '.join(['%s'] * len(RECORDED_TYPES))})",
+                        [_row(row, recorded_at) for row in chained],
                     )
                 conn.commit()
         return plan.result
@@ -179,6 +191,16 @@ class EventStore(EventLog):
             return conn.exec_driver_sql(
                 "SELECT coalesce(max(position), 0) FROM catalog.events WHERE recorded_at <= %(t)s", {"t": moment}
             ).scalar()
+
+    def _links(self, after: int, limit: int) -> list[StoredLink]:
+        with self.db.connect() as sa_conn:
+            conn: psycopg.Connection = sa_conn.connection.driver_connection
+            rows = conn.execute(  # JSON as the server prints it, not parsed: see StoredLink
+                "SELECT position, event_id, stream_id, version, type, schema_version, payload::text, metadata::text,"
+                " occurred_at, recorded_at, hash FROM catalog.events WHERE position > %s ORDER BY position LIMIT %s",
+                [after, limit]).fetchall()
+            sa_conn.rollback()
+        return [StoredLink(*row) for row in rows]
 
     @contextmanager
     def _waiting_for_appends(self) -> Iterator[WaitForAppend]:

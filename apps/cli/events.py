@@ -81,5 +81,5 @@ def _event_json(event: catalog.RecordedEvent) -> dict:
         "position": event.position, "event_id": str(event.event_id), "stream_id": event.stream_id,
         "version": event.version, "type": event.type, "schema_version": event.schema_version,
         "payload": event.payload, "metadata": event.metadata, "occurred_at": event.occurred_at.isoformat(),
-        "recorded_at": event.recorded_at.isoformat(),
+        "recorded_at": event.recorded_at.isoformat(), "hash": event.hash.hex(),
     }

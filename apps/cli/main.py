@@ -19,8 +19,9 @@ COMMANDS = {
     "corrections": "corrections:corrections", "ontology": "ontology:ontology", "lake": "lake:lake",
     "datasets": "datasets:datasets", "engines": "engines:engines", "demo": "demo:demo", "ingest": "ingest:ingest",
     "simulate": "simulate:simulate", "images": "images:images", "curate": "images:curate", "trace": "images:trace",
-    "check": "check:check", "lines": "lines:lines", "models": "models:models", "serve": "serve:serve", "spool": "serve:spool", "replay": "serve:replay", "app": "app:app",
-    "users": "users:users", "parts": "parts:parts", "rules": "rules:rules", "tokens": "tokens:tokens",
+    "check": "check:check", "log": "log:log", "lines": "lines:lines", "models": "models:models", "serve": "serve:serve",
+    "spool": "serve:spool", "replay": "serve:replay", "app": "app:app", "users": "users:users", "parts": "parts:parts",
+    "rules": "rules:rules", "tokens": "tokens:tokens",
 }
 
 

@@ -22,6 +22,7 @@ def test_a_clean_catalog_is_consistent(factory_cat, database) -> None:
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout) == {
         "ok": True, "head": report.head, "events": report.events, "lake_position": report.lake_position,
+        "chain_head": str(factory_cat.store.chain_head()), "chain_broken_at": None,
         "images": report.blobs.images, "blobs": report.blobs.blobs, "problems": []}
 
 

@@ -270,6 +270,27 @@ class EventStoreContract:
         assert head == ROUNDS + sum(len(p) for p in batches)
         assert [e.position for e in store.read(limit=None)] == list(range(1, head + 1))
 
+    def test_every_append_extends_the_hash_chain_over_what_the_store_gives_back(self, store: EventLog):
+        # Numbers PostgreSQL's jsonb rewrites (1e20 comes back as 100000000000000000000, -0.0 as 0.0), keys it
+        # reorders, text beyond ASCII: the hash computed from what was sent holds for what is read back.
+        selection = {"big": 1e20, "u64": 1e19, "digits": 1.2345678901234567e18, "huge": 1.2345678901234567e25,
+                     "negative_zero": -0.0, "small": 1e-7, "half": 1.50, "whole": 3.0, "int": 2**63, "third": 1 / 3,
+                     "text": "é ✓ 😀 \\ \" \n\t", "ñandú": {"b": [1.0, 2.5, {"z": 0.0}], "a": "ü"}}
+        tricky = NewEvent(ev.ImageExcluded(sha256=SHA_A, reason="numbers", selection=selection), T0,
+                          metadata={"actor": "zoë", "source": "test"})
+        store.append([tricky])
+        store.append(_batch(1, 1))  # large: COPY on PostgreSQL
+        store.append(_batch(1, 2))  # small: INSERT
+        store.append_one(NewEvent(label(), T0))
+        head = store.chain_head()
+        store.append([tricky])  # a duplicate appends nothing and leaves the chain as it was
+        assert store.chain_head() == head
+        report = store.verify_chain(page_size=7)
+        events = store.read()
+        assert report.ok and report.events == store.head() == len(events) and report.head == head
+        assert head.hash == events[-1].hash and len({e.hash for e in events}) == len(events)
+        assert events[0].payload["selection"]["ñandú"] == {"b": [1.0, 2.5, {"z": 0.0}], "a": "ü"}
+
 
 class TestPostgresEventStore(EventStoreContract):
     @pytest.fixture
