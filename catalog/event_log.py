@@ -28,7 +28,7 @@ from catalog.chain import (
     event_hash,
 )
 from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
-from catalog.events import EventData, event_class, parse_event
+from catalog.events import EventData, event_class, parse_event, text_problem
 
 # who and what caused an event; a signed act adds its signature (signer, signed_at, meaning: identity/), and a
 # served event the client's address and the server's own receive time.
@@ -161,6 +161,9 @@ def prepare_events(events: Sequence[NewEvent]) -> list[PreparedEvent]:
             unknown = set(event.metadata) - METADATA_KEYS
             if unknown:
                 raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
+            for name, value in key:  # an actor with a NUL could never be stored, and would jam a spool
+                if value is not None and (problem := text_problem(str(value))) is not None:
+                    raise EventValidationError(f"metadata {name}: {problem}")
             metadata_json[key] = orjson.dumps({k: str(v) for k, v in key if v is not None},
                                               option=orjson.OPT_SORT_KEYS).decode()
         prepared.append(PreparedEvent(data, event.event_id, data.stream_id, kind.__name__, kind.schema_version,

@@ -159,6 +159,8 @@ class EventStoreContract:
     @pytest.mark.parametrize("make, message", [
         (lambda: NewEvent(ingested(), datetime(2026, 3, 2, 8)), "occurred_at must be a timezone-aware"),
         (lambda: NewEvent(ingested(), T0, metadata={"user": "x"}), "unknown metadata keys"),
+        # jsonb cannot store a NUL: such an event would jam whatever queued behind it
+        (lambda: NewEvent(ingested(), T0, metadata={"actor": "user:ana\x00"}), "metadata actor: contains the control"),
         (lambda: NewEvent({"sha256": SHA_A}, T0), "must be one of the catalog's event types"),
         (lambda: NewEvent(ingested(), T0, event_id="not-a-uuid"), "event_id must be a UUID"),
     ])
@@ -378,3 +380,4 @@ def test_non_finite_numbers_are_refused_at_the_door():
     with pytest.raises(EventValidationError, match="scores.ok: Input should be a finite number"):
         ev.parse_event("PredictionRecorded", {"sha256": "a" * 64, "engine_id": "e", "scores": {"ok": float("nan")},
                                               "predicted_class": "ok"})
+
