@@ -18,22 +18,6 @@ from apps.ui.session import ROLE_KEY, current_viewer, log_out, login_form  # noq
 
 st.set_page_config(page_title="visionledger", page_icon=":material/precision_manufacturing:", layout="wide")
 
-try:
-    who = current_viewer()
-except RoleError as exc:  # logged in, but no role: nothing to show
-    st.error(str(exc))
-    st.button("Log out", key="logout", on_click=log_out)
-    st.stop()
-if who is None:
-    login_form()
-    st.stop()
-st.session_state[VIEWER_KEY] = who
-
-if who.dev:
-    st.error(f"**DEVELOPMENT MODE**: no login. Anyone reaching this port acts as **{who.name}** ({who.role}), "
-             f"and every event they cause names `{who.actor}`. Never run it this way on the line's network.",
-             icon=":material/warning:")
-
 # The pages live in views/, not pages/: Streamlit would also serve a folder named pages/ as pages of their own,
 # and a browser opening one of them directly would skip this file (the viewer, the navigation, the layout).
 PAGES = {
@@ -51,6 +35,26 @@ PAGES = {
         st.Page("views/lineage.py", title="Lineage", icon=":material/account_tree:"),
     ],
 }
+
+try:
+    who = current_viewer()
+except RoleError as exc:  # logged in, but no role: nothing to show
+    st.error(str(exc))
+    st.button("Log out", key="logout", on_click=log_out)
+    st.stop()
+if who is None:
+    # The navigation is declared, hidden and not run, so that the page the address asks for (a shared trace
+    # link, `/trace?part=…`) is the one shown once the person has logged in.
+    st.navigation(PAGES, position="hidden")
+    login_form()
+    st.stop()
+st.session_state[VIEWER_KEY] = who
+
+if who.dev:
+    st.error(f"**DEVELOPMENT MODE**: no login. Anyone reaching this port acts as **{who.name}** ({who.role}), "
+             f"and every event they cause names `{who.actor}`. Never run it this way on the line's network.",
+             icon=":material/warning:")
+
 if len(who.roles) > 1:
     st.session_state[ROLE_KEY] = who.role  # the one in force (a revoked choice falls back to another)
     st.sidebar.selectbox("Acting as", who.roles, key=ROLE_KEY)

@@ -60,27 +60,28 @@ def _events(cat: catalog.Catalog, kind: str, part_id: str) -> list:
 
 # -- capture times -----------------------------------------------------------------------------------------------
 
-NOW = datetime.now(UTC)
-BAD_TIMES = {
-    "year 1": "0001-01-01T00:00:00+00:00",
-    "year 1 ahead of UTC": "0001-01-01T00:30:00+01:00",  # before year 1 in UTC
-    "1970": "1970-01-01T00:00:00+00:00",
-    "2099": "2099-06-01T00:00:00+00:00",
-    "year 9999": "9999-12-31T23:59:59+00:00",
-    "year 9999 behind UTC": "9999-12-31T23:59:59-01:00",  # past year 9999 in UTC: answered 500 before
-    "a day and an hour ago": (NOW - timedelta(hours=25)).isoformat(),
-    "ten minutes ahead": (NOW + timedelta(minutes=10)).isoformat(),
-    "naive": NOW.replace(tzinfo=None).isoformat(),
-    "garbage": "next tuesday",
-    "empty": "",
-}
+def bad_times(now: datetime) -> dict[str, str]:
+    """Capture times to refuse, the window's relative to ``now`` (the test's, not the suite's start)."""
+    return {
+        "year 1": "0001-01-01T00:00:00+00:00",
+        "year 1 ahead of UTC": "0001-01-01T00:30:00+01:00",  # before year 1 in UTC
+        "1970": "1970-01-01T00:00:00+00:00",
+        "2099": "2099-06-01T00:00:00+00:00",
+        "year 9999": "9999-12-31T23:59:59+00:00",
+        "year 9999 behind UTC": "9999-12-31T23:59:59-01:00",  # past year 9999 in UTC: answered 500 before
+        "a day and an hour ago": (now - timedelta(hours=25)).isoformat(),
+        "ten minutes ahead": (now + timedelta(minutes=10)).isoformat(),
+        "naive": now.replace(tzinfo=None).isoformat(),
+        "garbage": "next tuesday",
+        "empty": "",
+    }
 
 
 def test_a_capture_time_outside_the_window_or_the_calendar_is_refused_and_records_nothing(serve, built_engine):
     cat, _ = built_engine
     before = snapshot(cat)
     with serve() as client:
-        for case, moment in BAD_TIMES.items():
+        for case, moment in bad_times(datetime.now(UTC)).items():
             single = client.post("/v1/inspect", files={"image": ("a.png", png_bytes(1))},
                                  data=inspect_form("T-1") | {"captured_at": moment})
             assert single.status_code == 422 and "captured_at" in single.text, (case, single.text)

@@ -118,7 +118,8 @@ def _spool_raw(folder: Path, event: NewEvent, *, payload: dict | None = None, me
 
 def _spool_with_bad_events_between_good_ones(cat: catalog.Catalog, folder: Path) -> tuple[list[NewEvent], NewEvent]:
     """Good events with three the catalog refuses between them: a part id with NUL (refused by the payload's
-    checks), an actor with NUL in the metadata (refused by PostgreSQL: UntranslatableCharacter), and an event id
+    checks), an actor with NUL in the metadata (refused by the append's metadata checks: PostgreSQL could not store
+it), and an event id
     the catalog holds with other content (EventIdConflict). Returns the good ones in order, and the
     NUL-part event."""
     stored = _decision("stored", 0)
@@ -155,7 +156,7 @@ def test_events_the_catalog_refuses_are_set_aside_and_the_rest_drains_in_order(c
     assert [e.event_id for e in set_aside][0] == str(nul_part.event_id)
     reasons = [e.error for e in set_aside]
     assert reasons[0].startswith("EventValidationError") and "part_id" in reasons[0] and "U+0000" in reasons[0]
-    assert reasons[1].startswith("UntranslatableCharacter")
+    assert reasons[1].startswith("EventValidationError") and "metadata actor" in reasons[1]
     assert reasons[2].startswith("EventIdConflict")
     assert all("SELECT" not in r and "INSERT" not in r for r in reasons)  # the error, not the statement
     assert all(e.set_aside_at for e in set_aside)
