@@ -21,20 +21,12 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from common import console, percentiles, report, temp_catalog
+from common import console, percentiles, report, small_served_classifier, temp_catalog
 
-from catalog.datasets import DatasetSpec, publish_dataset_version
-from catalog.lineage import CLASSIFIER
 from identity.stations import issue
-from ingestion.factory_delivery import deliver_factory
-from ingestion.simulated_factory import simulate_factory
-from learning.training import export_model, train_model
-from models.training import ClassifierParams
 from serving.api import create_app
 from serving.engines import build_engine
 from serving.service import InspectionService, ServeConfig
-
-SPEC = Path(__file__).resolve().parents[1] / "assets" / "dataset_specs" / "inspection_all.yaml"
 
 
 def _free_port() -> int:
@@ -62,13 +54,8 @@ def main() -> None:
     with temp_catalog() as cat, tempfile.TemporaryDirectory() as tmp:
         factory = Path(tmp) / "factory"
         with console.status("simulating, ingesting, training one epoch, exporting, building the engine…"):
-            simulate_factory(factory, days=1, seed=5, size="tiny", image_size=512)
-            deliver_factory(cat, factory, actor="bench")
-            publish_dataset_version(cat, DatasetSpec.from_yaml(SPEC), actor="bench")
-            params = replace(ClassifierParams(), epochs=1, samples_per_epoch=32, width=args.width)
-            trained = train_model(cat, CLASSIFIER, params, lambda _: None)
-            export_model(cat, CLASSIFIER, trained.model_id, lambda _: None)
-            engine_id = build_engine(cat, model_id=trained.model_id, actor="bench").record.engine_id
+            model_id = small_served_classifier(cat, factory, args.width)
+            engine_id = build_engine(cat, model_id=model_id, actor="bench").record.engine_id
         with (factory / "labels.csv").open(encoding="utf-8", newline="") as f:  # damaged files are never labelled
             images = [(factory / row["path"]).read_bytes() for row in csv.DictReader(f)]
         token = issue(cat, line="line1", station="st1", expires_at=datetime.now(UTC) + timedelta(days=1),

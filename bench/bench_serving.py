@@ -18,25 +18,18 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
-from common import console, percentiles, report, temp_catalog
+from common import console, percentiles, report, small_served_classifier, temp_catalog
 
-from catalog.datasets import DatasetSpec, publish_dataset_version
-from catalog.lineage import CLASSIFIER
 from identity.stations import issue
-from ingestion.factory_delivery import deliver_factory
-from ingestion.simulated_factory import simulate_factory
-from learning.training import export_model, train_model
 from models.training import ClassifierParams
 from serving.engines import build_engine, load_engine
 
-SPEC = Path(__file__).resolve().parents[1] / "assets" / "dataset_specs" / "inspection_all.yaml"
 FRAME = 2048
 
 
@@ -143,12 +136,7 @@ def main() -> None:
     with temp_catalog() as cat, tempfile.TemporaryDirectory() as tmp:
         factory = Path(tmp) / "factory"
         with console.status("simulating, ingesting, training one epoch, exporting…"):
-            simulate_factory(factory, days=1, seed=5, size="tiny", image_size=512)
-            deliver_factory(cat, factory, actor="bench")
-            publish_dataset_version(cat, DatasetSpec.from_yaml(SPEC), actor="bench")
-            params = replace(ClassifierParams(), epochs=1, samples_per_epoch=32, width=args.width)
-            trained = train_model(cat, CLASSIFIER, params, lambda _: None)
-            export_model(cat, CLASSIFIER, trained.model_id, lambda _: None)
+            model_id = small_served_classifier(cat, factory, args.width)
             frames = _frames(factory, 24)
         # The server process finds the embedded PostgreSQL of the same home already running, and serves the
         # newest engine (there is no champion): the one just built.
@@ -157,7 +145,7 @@ def main() -> None:
                       issued_by="bench").token
         for precision in args.precisions.split(","):
             with console.status(f"building the {precision} engine, then the engine alone…"):
-                engine_id = build_engine(cat, model_id=trained.model_id, precision=precision,
+                engine_id = build_engine(cat, model_id=model_id, precision=precision,
                                          actor="bench").record.engine_id
                 engine = load_engine(cat, engine_id)
                 engine_fps, decode_ms = _engine_alone(engine, frames, repeats=20)

@@ -164,3 +164,26 @@ def report(name: str, title: str, rows: Sequence[tuple[str, Any, str]], figures:
     path.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     console.print(f"figures written to {path}")
     return path
+
+
+def small_served_classifier(cat: Any, factory: Path, width: int) -> str:
+    """What the serving benchmarks serve: one tiny day of the simulated factory (512 px) simulated into
+    ``factory`` and delivered, a dataset version of it, a classifier of ``width`` trained for one epoch and
+    exported to ONNX; returns the model id. (Speed is what is measured, not quality.)"""
+    from dataclasses import replace
+
+    from catalog.datasets import DatasetSpec, publish_dataset_version
+    from catalog.lineage import CLASSIFIER
+    from ingestion.factory_delivery import deliver_factory
+    from ingestion.simulated_factory import simulate_factory
+    from learning.training import export_model, train_model
+    from models.training import ClassifierParams
+
+    spec = Path(__file__).resolve().parents[1] / "assets" / "dataset_specs" / "inspection_all.yaml"
+    simulate_factory(factory, days=1, seed=5, size="tiny", image_size=512)
+    deliver_factory(cat, factory, actor="bench")
+    publish_dataset_version(cat, DatasetSpec.from_yaml(spec), actor="bench")
+    trained = train_model(cat, CLASSIFIER, replace(ClassifierParams(), epochs=1, samples_per_epoch=32, width=width),
+                          lambda _: None)
+    export_model(cat, CLASSIFIER, trained.model_id, lambda _: None)
+    return trained.model_id
