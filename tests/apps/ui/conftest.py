@@ -13,6 +13,7 @@ so it is promoted (`RegressionReplayed`, `ModelPromoted`). Each role has a perso
 from __future__ import annotations
 
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -67,6 +68,15 @@ def _run_the_line(cat: catalog.Catalog, engine_id: str) -> None:
     replay_and_gate(cat, ReplayConfig(min_images=5, min_validation_recall=0.0, max_good_parts_rejected=1.0),
                     _quiet)
 
+
+
+@pytest.fixture(autouse=True)
+def main_module_restored() -> Iterator[None]:
+    """AppTest runs the app as ``__main__`` and leaves it in sys.modules; a later process pool (the ingester's,
+    the simulator's) would then start each worker by running the app. Put the real ``__main__`` back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 @pytest.fixture(scope="session")
 def ui_template(pg_server: TestServer, engine_template: tuple[TestDatabase, str]
