@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """How the server runs; every field has a command-line option of `visionledger serve`."""
+    """How the server runs (`visionledger serve` sets most fields; the rest keep their defaults there)."""
 
     engine_id: str | None = None  # default: the engine in service
     rules: Path | None = None  # default: the rule set published for `rules_line` (signed), else the packaged rules
