@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from catalog import Catalog
 from catalog.datasets import load_manifest
+from catalog.dispositions import HUMAN
 from catalog.errors import CatalogError
 from catalog.event_log import signature_of
 from catalog.events import IMAGE_STREAM_PREFIX, RULES_STREAM
@@ -479,7 +480,7 @@ def _standing(decisions: Sequence[Decision]) -> Decision | None:
     """The decision that stands, as the server takes it (serving.decision.decide_part): a person's latest
     signed one; else the engine's latest, which never turns a reject into an accept."""
     counting = [d for d in decisions if d.counts]
-    signed = [d for d in counting if d.decider == "human"]
+    signed = [d for d in counting if d.decider == HUMAN]
     return (signed or counting or [None])[-1]
 
 

@@ -17,13 +17,14 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from catalog.dispositions import HUMAN
 from catalog.event_log import signature_of
 
 Decision = Literal["accept", "reject"]
 Probability = Annotated[float, Field(ge=0, le=1)]
 FALLBACK_THRESHOLD = 0.5  # for an engine whose model was never evaluated on a validation split
 DEFAULT_RULE = "default"  # the `rule` of a decision that no rule made
-HUMAN_RULE = "human"  # the `rule` of a decision a person signed
+HUMAN_RULE = HUMAN  # the `rule` of a decision a person signed (catalog.dispositions records them)
 
 
 class RulesError(ValueError):
@@ -83,14 +84,14 @@ class Disposition:
     @property
     def rule_decided(self) -> str:
         """The rule a decision it stands for reports: a person's signed one reports HUMAN_RULE."""
-        return HUMAN_RULE if self.decider == "human" else self.rule
+        return HUMAN_RULE if self.decider == HUMAN else self.rule
 
     @classmethod
     def of(cls, payload: dict[str, Any], metadata: dict[str, Any]) -> Disposition:
         """From a recorded PartDispositioned's payload and metadata."""
         return cls(decision=payload["decision"], decider=payload["decider"], rule=payload["rule"],
                    reason=payload.get("reason", ""), rules_version=payload.get("rules_version"),
-                   signature=signature_of(metadata) if payload["decider"] == "human" else None)
+                   signature=signature_of(metadata) if payload["decider"] == HUMAN else None)
 
 
 def regions_from_map(defect_map: np.ndarray, *, cell_size: int, threshold: float) -> list[DefectRegion]:
@@ -308,7 +309,7 @@ def decide_part(rules: RuleSet, findings: list[Finding], dispositions: Sequence[
     images, except that a reject once decided stands, so a later clean image cannot un-reject a part."""
     image_sha256s = [finding.sha256 for finding in findings]
     counting = [d for d in dispositions if d.counts]
-    signed = [d for d in counting if d.decider == "human"]
+    signed = [d for d in counting if d.decider == HUMAN]
     if signed:
         person = signed[-1]
         s = person.signature or {}
