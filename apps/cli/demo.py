@@ -79,9 +79,10 @@ def demo(days: int, history_days: int, size: str, seed: int, image_size: int, ep
     table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in report.seconds.items())
                   + f"; {time.perf_counter() - started:.0f} in all")
     out.print(table)
-    out.print(f"next: {VISIONLEDGER} users add NAME --role analyst --password-stdin, then {VISIONLEDGER} app  "
+    out.print(f"next: {VISIONLEDGER} users add NAME --name 'Full Name' --role analyst, then {VISIONLEDGER} app  "
               "(the Streamlit app on what this built, logged in as NAME) | make dagster  "
-              f"(the Dagster UI on its assets) | {VISIONLEDGER} serve --engine {candidate['engine_in_service']} | "
+              f"(the Dagster UI on its assets) | {VISIONLEDGER} tokens issue --line line1 --station st1, then "
+              f"{VISIONLEDGER} serve --engine {candidate['engine_in_service']} | "
               f"{VISIONLEDGER} trace part {served['example_part'] or '<part id>'} --report trace.html", soft_wrap=True)
 
 
