@@ -30,8 +30,8 @@ class ConsistencyReport:
 
 
 def check_blobs(cat: Catalog, blobs: LocalBlobStore) -> ConsistencyReport:
-    """Compare the blobs the log names (images, and the masks and artifacts its payloads name by URI) with the
-    blobs on disk."""
+    """Compare the blobs the log names (images, and the masks and artifacts its payloads name by URI) and the
+    lake's heatmaps name with the blobs on disk."""
     with cat.db.connect() as conn:
         images = {image_of_stream(row[0]) for row in conn.exec_driver_sql(
             "SELECT DISTINCT stream_id FROM catalog.events WHERE type = 'ImageIngested'")}
@@ -39,7 +39,9 @@ def check_blobs(cat: Catalog, blobs: LocalBlobStore) -> ConsistencyReport:
         artifacts = {row[0].removeprefix(URI_PREFIX) for row in conn.exec_driver_sql(
             "SELECT DISTINCT f.value FROM catalog.events, jsonb_each_text(payload) f"
             " WHERE type <> 'ImageIngested' AND f.value LIKE %(prefix)s", {"prefix": URI_PREFIX + "%"})}
-    known = images | artifacts
+    # The heatmaps asset's overlays are kept as blobs and named by its lake tables, not by an event.
+    heatmaps = {uri.removeprefix(URI_PREFIX) for uri in cat.lake.heatmap_uris()}
+    known = images | artifacts | heatmaps
     stored = set(blobs.all())
     return ConsistencyReport(
         images=len(images), blobs=len(stored), artifacts=len(artifacts - images),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from catalog.filelock import FileLock
@@ -170,6 +171,11 @@ class Lake:
         """Where the `heatmaps` asset keeps a model's explanations, relative to the lake's root: one row per
         image and kind (sha256, model_id, kind, class, uri)."""
         return f"heatmaps/{model_id}/heatmaps.parquet"
+
+    def heatmap_uris(self) -> set[str]:
+        """The blob URIs every model's heatmaps name: blobs the lake keeps, which no event names."""
+        paths = sorted(self.root.glob(self.heatmaps_of("*")))
+        return {uri for path in paths for uri in pq.read_table(path, columns=["uri"]).column("uri").to_pylist()}
 
     def write_parquet(self, relative: str | Path, table: pa.Table) -> Path:
         """Write a derived table (a manifest, a breakdown, a report) at ``relative`` under the lake, atomically

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pyarrow as pa
+
 from catalog.consistency import check_catalog
 
 
@@ -54,3 +56,13 @@ def test_an_interrupted_lake_sync_is_reported_until_the_next_sync_recovers_it(fa
     assert report.lake_sync_interrupted and report.lake_position == 10 and not report.ok
     cat.sync_lake()
     assert check_catalog(cat).ok
+
+
+def test_a_heatmap_is_a_blob_its_lake_table_names(factory_cat) -> None:
+    cat = factory_cat
+    cat.sync_lake()
+    named, stray = cat.blobs.put(b"a heatmap overlay"), cat.blobs.put(b"a blob nothing names")
+    cat.lake.write_parquet(cat.lake.heatmaps_of("model-1"), pa.table({
+        "sha256": ["a" * 64], "model_id": ["model-1"], "kind": ["grad_cam"], "class": ["crack"], "uri": [named.uri]}))
+    report = check_catalog(cat)
+    assert report.blobs.blobs_without_event == [stray.sha256]
