@@ -44,22 +44,12 @@ def canonical_value(json_text: str) -> Any:
 def _normalised(value: Any) -> Any:
     """``value`` (just parsed, so changed in place) with each float that reads back otherwise made the value
     it reads back as."""
-    if type(value) is dict:
-        for key, item in value.items():
-            kind = type(item)
-            if kind is float:
-                value[key] = _number(item)
-            elif kind is dict or kind is list:
-                _normalised(item)
-    elif type(value) is list:
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind is float:
-                value[index] = _number(item)
-            elif kind is dict or kind is list:
-                _normalised(item)
-    elif type(value) is float:
+    kind = type(value)
+    if kind is float:
         return _number(value)
+    if kind is dict or kind is list:
+        for key, item in list(value.items() if kind is dict else enumerate(value)):
+            value[key] = _normalised(item)
     return value
 
 
