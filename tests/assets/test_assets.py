@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -141,22 +142,51 @@ def test_the_dagster_cli_materializes_a_dataset_version(factory_cat: catalog.Cat
     assert len(versions) == 1 and versions[0].metadata["actor"] == "dagster"
 
 
-def test_dagster_run_storage_in_the_catalogs_postgresql(factory_cat: catalog.Catalog, database, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture
+def dagster_database(database, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A `dagster` database on the catalog's server, as `dagster.postgres.yaml` reads it from
+    VISIONLEDGER_DAGSTER_DATABASE_URL (set here); its URL, for psycopg2."""
     with psycopg.connect(database.server.admin_dsn(), autocommit=True) as conn:  # an external server's DBA does this
         conn.execute(f"CREATE DATABASE {database.name}_dagster OWNER visionledger_owner")
     url = dagster_database_url(database.settings, database=f"{database.name}_dagster")
     assert url.startswith("postgresql+psycopg2://")
     monkeypatch.setenv("VISIONLEDGER_DAGSTER_DATABASE_URL", url)
-    home = dagster_home(tmp_path, "dagster.postgres.yaml")
     try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            result = dg.materialize([lake_snapshot], partition_key=DAY, resources=resources(factory_cat),
-                                    instance=instance)
-            assert result.success
-        with psycopg.connect(url.replace("+psycopg2", "")) as conn:
-            runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()[0]
-        assert runs == 1
+        yield url
     finally:
         with psycopg.connect(database.server.admin_dsn(), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database.name}_dagster WITH (FORCE)")
+
+
+def test_dagster_run_storage_in_the_catalogs_postgresql(factory_cat: catalog.Catalog, dagster_database: str,
+                                                        tmp_path: Path):
+    home = dagster_home(tmp_path, "dagster.postgres.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = dg.materialize([lake_snapshot], partition_key=DAY, resources=resources(factory_cat),
+                                instance=instance)
+        assert result.success
+    with psycopg.connect(dagster_database.replace("+psycopg2", "")) as conn:
+        runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()[0]
+    assert runs == 1
+
+
+def test_the_multiprocess_executor_on_postgresql_storage(factory_cat: catalog.Catalog, database,
+                                                        dagster_database: str, tmp_path: Path):
+    """What `make dagster` (with dagster.postgres.yaml) runs: the CLI's asset job, whose default executor gives
+    each step a process of its own, with the run and its events kept in the catalog's server."""
+    env = database.env() | {"DAGSTER_HOME": str(dagster_home(tmp_path, "dagster.postgres.yaml")),
+                            "VISIONLEDGER_DAGSTER_DATABASE_URL": dagster_database}
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "assets.definitions",
+         "--select", "dataset_inspection_all,dataset_defects_balanced"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with psycopg.connect(dagster_database.replace("+psycopg2", "")) as conn:
+        runs = conn.execute("SELECT status FROM runs").fetchall()
+        kinds = dict(conn.execute("SELECT dagster_event_type, count(*) FROM event_logs"
+                                  " WHERE dagster_event_type IS NOT NULL GROUP BY 1").fetchall())
+    assert runs == [("SUCCESS",)]
+    # The multiprocess executor starts a worker process per step; the in-process one starts none.
+    assert kinds.get("STEP_WORKER_STARTED") == 2 and kinds.get("ASSET_MATERIALIZATION") == 2, kinds
+    assert {e.stream_id for e in factory_cat.store.read(0, types=["DatasetVersionPublished"])} == {
+        "dataset:inspection-all", "dataset:defects-balanced"}
