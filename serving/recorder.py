@@ -82,6 +82,11 @@ class EventRecorder:
         self._queue.put((list(events), future))
         return future
 
+    @property
+    def catalog_reachable(self) -> bool:
+        """Whether the last append or sync reached the catalog (no spool to count: cheap enough for each request)."""
+        return self._reachable
+
     def status(self) -> RecorderStatus:
         return RecorderStatus(self._reachable, self.spool.pending(), self._last_error, self._last_sync,
                               self.spool.set_aside_count())

@@ -140,7 +140,7 @@ class InspectionService:
     def part_record(self, part_id: str) -> PartRecord | None:
         """What the log holds about the part, or None while the catalog cannot be reached: the decision then
         stands on what this process judged and spooled."""
-        if not self.recorder.status().catalog_reachable:
+        if not self.recorder.catalog_reachable:
             return None
         try:
             return PartRecord.of(part_events(self.cat, part_id), self.engine.engine_id)
@@ -167,7 +167,7 @@ class InspectionService:
     def _catch_up_loop(self) -> None:
         # The server appends without waiting for the read models; they follow here, a second behind.
         while not self._stop.wait(self.config.catch_up_seconds):
-            if not self.recorder.status().catalog_reachable:
+            if not self.recorder.catalog_reachable:
                 continue
             try:
                 self.cat.catch_up()
