@@ -398,29 +398,28 @@ def _user_change(change):
     return fold
 
 
+_USER_FOLDS = {
+    "UserCreated": _user_created,
+    "UserRoleGranted": _user_change(lambda row, e, p: {"roles": sorted(set(row["roles"]) | {p["role"]})}),
+    "UserRoleRevoked": _user_change(lambda row, e, p: {"roles": sorted(set(row["roles"]) - {p["role"]})}),
+    "UserDisabled": _user_change(lambda row, e, p: {"disabled": True}),
+    "UserEnabled": _user_change(lambda row, e, p: {"disabled": False, "failed_logins": 0}),
+    # A new password ends a lock-out: whoever set it vouched for the person.
+    "UserPasswordSet": _user_change(lambda row, e, p: {
+        "credential_id": uuid.UUID(p["credential_id"]), "password_set_at": e.occurred_at, "failed_logins": 0}),
+    "UserLoggedIn": _user_change(lambda row, e, p: {"last_login_at": e.occurred_at, "failed_logins": 0}),
+    "UserLoginFailed": _user_change(lambda row, e, p: {
+        "failed_logins": row["failed_logins"] + 1, "last_failure_at": e.occurred_at}),
+}
+
 USERS = Projection(
     name="users",
     table="users",
     key=("username",),
     columns=("username", "full_name", "roles", "disabled", "credential_id", "password_set_at", "created_at",
              "last_login_at", "failed_logins", "last_failure_at", "position"),
-    folds={
-        "UserCreated": _user_created,
-        "UserRoleGranted": _user_change(lambda row, e, p: {"roles": sorted(set(row["roles"]) | {p["role"]})}),
-        "UserRoleRevoked": _user_change(lambda row, e, p: {"roles": sorted(set(row["roles"]) - {p["role"]})}),
-        "UserDisabled": _user_change(lambda row, e, p: {"disabled": True}),
-        "UserEnabled": _user_change(lambda row, e, p: {"disabled": False, "failed_logins": 0}),
-        # A new password ends a lock-out: whoever set it vouched for the person.
-        "UserPasswordSet": _user_change(lambda row, e, p: {
-            "credential_id": uuid.UUID(p["credential_id"]), "password_set_at": e.occurred_at, "failed_logins": 0}),
-        "UserLoggedIn": _user_change(lambda row, e, p: {"last_login_at": e.occurred_at, "failed_logins": 0}),
-        "UserLoginFailed": _user_change(lambda row, e, p: {
-            "failed_logins": row["failed_logins"] + 1, "last_failure_at": e.occurred_at}),
-    },
-    key_of=dict.fromkeys(
-        ("UserCreated", "UserRoleGranted", "UserRoleRevoked", "UserDisabled", "UserEnabled", "UserPasswordSet",
-         "UserLoggedIn", "UserLoginFailed"),
-        lambda e, p: (p["username"],)),
+    folds=_USER_FOLDS,
+    key_of=dict.fromkeys(_USER_FOLDS, lambda e, p: (p["username"],)),
     jsonb_columns=frozenset({"roles"}),
 )
 
