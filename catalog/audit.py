@@ -25,7 +25,7 @@ from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.dispositions import HUMAN
 from catalog.errors import CatalogError
-from catalog.event_log import signature_of
+from catalog.event_log import Signature, signature_of
 from catalog.events import IMAGE_STREAM_PREFIX, RULES_STREAM
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class, trace_part
@@ -36,18 +36,6 @@ TRAIN = "train"
 
 
 @dataclass(frozen=True)
-class Signed:
-    """A signature an event records (`identity.signatures` signs): who, when, and what it means."""
-
-    signer: str
-    signed_at: datetime
-    meaning: str  # "reviewed" | "approved"
-
-    def __str__(self) -> str:
-        return f"signed by {self.signer} ({self.meaning}) at {self.signed_at.isoformat(sep=' ', timespec='seconds')}"
-
-
-@dataclass(frozen=True)
 class SignedAct:
     """An act a person signed with their password, behind this part: what it was, what it concerns."""
 
@@ -55,7 +43,7 @@ class SignedAct:
     subject: str  # "image <sha256>", "part <id>", "model <id>", "rules <version>"
     summary: str
     position: int
-    signed: Signed
+    signed: Signature
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,7 @@ class Decision:
     decided_at: datetime
     position: int
     actor: str | None
-    signed: Signed | None = None  # a person's disposition is signed
+    signed: Signature | None = None  # a person's disposition is signed
 
     @property
     def counts(self) -> bool:
@@ -134,7 +122,7 @@ class TimelineEvent:
     stream_id: str
     actor: str | None
     summary: str
-    signed: Signed | None = None
+    signed: Signature | None = None
 
 
 @dataclass(frozen=True)
@@ -453,18 +441,11 @@ def _decision(e: RecordedEvent) -> Decision:
                     rules_version=p.get("rules_version"), decided_by=p["decided_by"], decider=p["decider"],
                     engine_id=p.get("engine_id"), image_sha256s=list(p.get("image_sha256s", [])),
                     decided_at=e.occurred_at, position=e.position, actor=e.metadata.get("actor"),
-                    signed=signed_of(e.metadata))
-
-
-def signed_of(metadata: dict[str, Any]) -> Signed | None:
-    """The signature an event's metadata records, or None for an unsigned event."""
-    found = signature_of(metadata)
-    return found and Signed(signer=found["signer"], signed_at=datetime.fromisoformat(found["signed_at"]),
-                            meaning=found["meaning"])
+                    signed=signature_of(e.metadata))
 
 
 def _signed_act(e: RecordedEvent, subject: str) -> SignedAct | None:
-    signed = signed_of(e.metadata)
+    signed = signature_of(e.metadata)
     return signed and SignedAct(type=e.type, subject=subject, summary=event_summary(e.type, e.payload),
                                 position=e.position, signed=signed)
 
@@ -559,7 +540,7 @@ def _broken(engine_id: str, problem: str, *, engine: dict[str, Any] | None = Non
 def _timeline_event(e: RecordedEvent) -> TimelineEvent:
     return TimelineEvent(position=e.position, occurred_at=e.occurred_at, recorded_at=e.recorded_at, type=e.type,
                          stream_id=e.stream_id, actor=e.metadata.get("actor"), summary=event_summary(e.type, e.payload),
-                         signed=signed_of(e.metadata))
+                         signed=signature_of(e.metadata))
 
 
 def _jsonable(value: Any) -> Any:

@@ -36,11 +36,34 @@ SIGNATURE_KEYS = ("signer", "signed_at", "meaning")
 METADATA_KEYS = {"actor", "source", "causation_id", "correlation_id", *SIGNATURE_KEYS, "client_addr", "received_at"}
 
 
-def signature_of(metadata: Mapping[str, Any]) -> dict[str, str] | None:
-    """The signature an event's metadata carries (signer, signed_at, meaning), or None unless it has all three."""
+@dataclass(frozen=True)
+class Signature:
+    """A signed act's signature, as its event's metadata records it (`identity.signatures.sign` makes one when the
+    signer has re-entered their password): who signed, when, and what the signature means."""
+
+    signer: str  # a username
+    signed_at: datetime
+    meaning: str  # "reviewed" | "approved" (`identity.signatures.Meaning`)
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.signer}"
+
+    def metadata(self) -> dict[str, str]:
+        """The event metadata that records this signature, with the signer as the actor."""
+        return {"actor": self.actor, "signer": self.signer, "signed_at": self.signed_at.isoformat(),
+                "meaning": str(self.meaning)}
+
+    def __str__(self) -> str:
+        return f"signed by {self.signer} ({self.meaning}) at {self.signed_at.isoformat(sep=' ', timespec='seconds')}"
+
+
+def signature_of(metadata: Mapping[str, Any]) -> Signature | None:
+    """The signature an event's metadata records, or None unless it has all of signer, signed_at and meaning."""
     if not all(metadata.get(key) for key in SIGNATURE_KEYS):
         return None
-    return {key: str(metadata[key]) for key in SIGNATURE_KEYS}
+    return Signature(signer=str(metadata["signer"]), signed_at=datetime.fromisoformat(str(metadata["signed_at"])),
+                     meaning=str(metadata["meaning"]))
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,16 @@ chain like any other, so a signature cannot be edited afterwards without `vision
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from catalog import Catalog
-from catalog.event_log import signature_of as recorded_signature
+from catalog.event_log import Signature, signature_of
 from identity.people import LoginRefused, verify_password
 from identity.roles import ROLES, Action
+
+# A signature as events record it is the catalog's (it reads them back for the trace); signing is this module's.
+__all__ = ["Meaning", "Signature", "sign", "signature_of"]
 
 
 class Meaning(StrEnum):
@@ -21,22 +22,6 @@ class Meaning(StrEnum):
 
     REVIEWED = "reviewed"  # I looked at the evidence and this is right (a correction, a disposition)
     APPROVED = "approved"  # I approve this change (an exclusion, a promotion, a rule set)
-
-
-@dataclass(frozen=True)
-class Signature:
-    signer: str  # username
-    signed_at: datetime
-    meaning: Meaning
-
-    @property
-    def actor(self) -> str:
-        return f"user:{self.signer}"
-
-    def metadata(self) -> dict[str, str]:
-        """The event metadata that records this signature (with the signer as the actor)."""
-        return {"actor": self.actor, "signer": self.signer, "signed_at": self.signed_at.isoformat(),
-                "meaning": self.meaning.value}
 
 
 def sign(cat: Catalog, username: str, password: str, meaning: Meaning, *, action: Action,
@@ -47,10 +32,3 @@ def sign(cat: Catalog, username: str, password: str, meaning: Meaning, *, action
     if not any(action in ROLES.get(role, ()) for role in person.roles):
         raise LoginRefused("not_allowed", f"{username} holds no role that may {action.value.replace('_', ' ')}")
     return Signature(signer=person.username, signed_at=datetime.now(UTC), meaning=Meaning(meaning))
-
-
-def signature_of(metadata: dict[str, Any]) -> Signature | None:
-    """The signature an event's metadata records, or None for an unsigned event."""
-    found = recorded_signature(metadata)
-    return found and Signature(signer=found["signer"], signed_at=datetime.fromisoformat(found["signed_at"]),
-                               meaning=Meaning(found["meaning"]))

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from catalog.dispositions import HUMAN
-from catalog.event_log import signature_of
+from catalog.event_log import Signature, signature_of
 
 Decision = Literal["accept", "reject"]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -73,7 +73,7 @@ class Disposition:
     rule: str
     reason: str
     rules_version: str | None
-    signature: dict[str, str] | None = None
+    signature: Signature | None = None
 
     @property
     def counts(self) -> bool:
@@ -312,8 +312,8 @@ def decide_part(rules: RuleSet, findings: list[Finding], dispositions: Sequence[
     signed = [d for d in counting if d.decider == HUMAN]
     if signed:
         person = signed[-1]
-        s = person.signature or {}
-        reason = f"signed by {s.get('signer')} at {s.get('signed_at')}, meaning {s.get('meaning')!r}"
+        s = person.signature
+        reason = f"signed by {s.signer} at {s.signed_at.isoformat()}, meaning {s.meaning!r}"
         return PartDecision(decision=person.decision, rule=HUMAN_RULE,
                             reason=f"{reason}: {person.reason}" if person.reason else reason,
                             rules_version=person.rules_version or rules.rules_version, image_sha256s=image_sha256s)

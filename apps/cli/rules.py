@@ -51,7 +51,7 @@ def rules_list(as_json: bool) -> None:
         signature = signature_of(p.event.metadata)
         rows.append({"position": p.event.position, "rules_version": p.rules.rules_version, "line": p.line,
                      "published_at": p.event.occurred_at, "signer": signature.signer if signature else None,
-                     "meaning": signature.meaning.value if signature else None,
+                     "meaning": signature.meaning if signature else None,
                      "signed_at": signature.signed_at if signature else None,
                      "reason": p.event.payload["reason"]})
     if as_json:
