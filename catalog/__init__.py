@@ -42,7 +42,7 @@ __all__ = [
     "event_id_for", "open",
 ]
 
-HEAD_REVISION = "0013"
+HEAD_REVISION = "0017"
 Progress = Callable[[int, int], None]  # called with (done, total) as long work advances
 
 
