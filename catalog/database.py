@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from catalog.embedded_postgres import ADMIN_ROLE, LOGIN_ROLES, OWNER_ROLE, EmbeddedPostgres
 from catalog.errors import CatalogError
+from catalog.partitions import ensure_partitions_at
 from catalog.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,10 +96,12 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(owner_url: str, revision: str = "head") -> None:
-    """Apply the migrations as the schema owner."""
+    """Apply the migrations as the schema owner; at the head, keep the event table's partitions ready ahead."""
     from alembic import command
 
     command.upgrade(alembic_config(owner_url), revision)
+    if revision == "head":
+        ensure_partitions_at(libpq_dsn(owner_url))
 
 
 def current_revision(url: str) -> str | None:
