@@ -33,6 +33,7 @@ from catalog.database import libpq_dsn
 from catalog.errors import CatalogError
 from catalog.event_log import NewEvent, RecordedEvent, StoredLink, event_id_for, follow_chain
 from catalog.events import ArchiveFile, LogRangeArchived
+from catalog.filelock import FileLock
 from catalog.lake import fsync_dir, fsync_file
 from catalog.lookups import PART_EVENT_TYPES_SQL
 from catalog.partitions import Partition, ensure_partitions, partitions
@@ -62,7 +63,7 @@ ARCHIVE_SCHEMA = pa.schema([
     ("hash", pa.binary()),
     ("part_id", pa.string()),
 ])
-LINK_COLUMNS = ", ".join(ARCHIVE_SCHEMA.names[:-1])  # in StoredLink's order, as RecordedEvent's
+LINK_COLUMNS = ", ".join(StoredLink._fields)  # what the chain's verifier reads; RecordedEvent's order too
 TABLE_COLUMNS = ("position, event_id::text, stream_id, version, type, schema_version, payload::text,"
                  " metadata::text, occurred_at, recorded_at, hash, payload->>'part_id'")
 # The count and digest (catalog.events.LogRangeArchived) of a range of the table, computed by the server itself.
@@ -311,7 +312,8 @@ def archive_log(cat: Catalog, *, before: int, actor: str) -> list[ArchivedRange]
     lake (`Lake.sync`), which an archived range must already be in. Safe to re-run after a crash at any step."""
     cat.sync_lake()
     archived = []
-    with psycopg.connect(libpq_dsn(cat.urls.owner)) as conn:
+    # One run at a time: two would write the same files.
+    with FileLock(cat.archive.root / ".lock"), psycopg.connect(libpq_dsn(cat.urls.owner)) as conn:
         ensure_partitions(conn)
         conn.commit()
         head = cat.head()

@@ -89,7 +89,8 @@ def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int
         if archive is None:
             raise CatalogError("the log's oldest positions are archived in the lake: give the projections its archive")
         archived = archive.events(after, horizon if upto is None else min(upto, horizon), limit=limit)
-        return Page.of([PageEvent(e.position, e.type, e.schema_version, e.payload, e.occurred_at) for e in archived])
+        pages = [PageEvent(e.position, e.type, e.schema_version, e.payload, e.occurred_at) for e in archived]
+        return Page.of(pages) if pages else None
     bound = "" if upto is None else " AND position <= %(upto)s"
     rows = conn.execute(
         "SELECT position, type, schema_version, payload, occurred_at FROM catalog.events"
