@@ -16,6 +16,7 @@ import pytest
 
 import catalog
 from catalog.consistency import check_catalog
+from catalog.database import libpq_dsn
 from catalog.embedded_postgres import ADMIN_ROLE, EmbeddedPostgres
 from catalog.embedded_replica import EmbeddedReplica
 from catalog.settings import Settings
@@ -62,12 +63,12 @@ def pair() -> Iterator[Pair]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def delivery(folder: Path, seeds: range) -> Path:
-    """A manifest of one small image per seed."""
+def delivery(folder: Path, seeds: range, *, prefix: str = "") -> Path:
+    """A manifest of one small image per seed (the same seed, the same bytes, whatever the file's name)."""
     folder.mkdir()
     for seed in seeds:
-        png(folder / f"{seed}.png", texture(seed))
-    return write_manifest(folder, [{"path": f"{seed}.png"} for seed in seeds])
+        png(folder / f"{prefix}{seed}.png", texture(seed))
+    return write_manifest(folder, [{"path": f"{prefix}{seed}.png"} for seed in seeds])
 
 
 def answer(cat: catalog.Catalog, **read: object) -> tuple[int, int]:
@@ -112,6 +113,23 @@ def test_a_replica_held_behind_an_ingest_slows_neither_side(pair: Pair, tmp_path
 
             standby.execute("SELECT pg_wal_replay_resume()")
         assert answer(writer) == (replica_port, 13)
+
+
+def test_a_long_read_on_the_replica_is_neither_cancelled_nor_holding_replay_back(pair: Pair, tmp_path: Path):
+    replica_port = pair.replica.info().port
+    with pair.open() as writer, pair.open("analyst") as analyst:
+        ingest(writer, delivery(tmp_path / "first", range(4)), workers=1)
+        with analyst.read(at_least=writer.head()) as long_read:  # a dataset build's snapshot, held open
+            long_read.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            sightings = "SELECT sum(sightings) FROM projections.images"
+            before = long_read.exec_driver_sql(sightings).scalar()
+            # The same images under other names: each row of projections.images is updated, its old version dead.
+            ingest(writer, delivery(tmp_path / "again", range(4), prefix="copy-"), workers=1)
+            with psycopg.connect(libpq_dsn(writer.urls.owner), autocommit=True) as owner:
+                owner.execute("VACUUM projections.images")  # keeps what the standby's snapshot sees (feedback)
+            ingest(writer, delivery(tmp_path / "after", range(4, 5)), workers=1)
+            assert answer(writer)[0] == replica_port  # replay went past the VACUUM within the bounded wait
+            assert long_read.exec_driver_sql(sightings).scalar() == before  # the snapshot still stands
 
 
 def test_a_stopped_replica_sends_reads_to_the_primary_without_an_error(pair: Pair, tmp_path: Path):
