@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from catalog.embedded_postgres import ADMIN_ROLE, LOGIN_ROLES, OWNER_ROLE, EmbeddedPostgres
+from catalog.embedded_replica import EmbeddedReplica
 from catalog.errors import CatalogError
 from catalog.settings import Settings
 
@@ -34,6 +35,15 @@ class ConnectionUrls:
     owner: str
     admin: str | None = None
     readers: dict[str, str] = field(default_factory=dict)
+    replica: tuple[str, int] | None = None  # host and port of a hot standby of this server, for reads
+
+    def on_replica(self, url: str) -> str | None:
+        """``url``'s login on the standby (None without one): a physical standby holds the primary's roles,
+        passwords and databases, so only the address differs."""
+        if self.replica is None:
+            return None
+        host, port = self.replica
+        return make_url(url).set(host=host, port=port).render_as_string(hide_password=False)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -54,10 +64,14 @@ def connection_urls(settings: Settings, *, start: bool = True, database: str | N
     """Resolve the URLs: the configured server, or the embedded one (started unless ``start`` is False)."""
     if not settings.embedded:
         app = sqlalchemy_url(settings.database_url)
+        replica = make_url(sqlalchemy_url(settings.replica_database_url)) if settings.replica_database_url else None
         return ConnectionUrls(app=app, owner=sqlalchemy_url(settings.admin_database_url or settings.database_url),
-                              readers={role: sqlalchemy_url(url) for role, url in settings.reader_urls})
+                              readers={role: sqlalchemy_url(url) for role, url in settings.reader_urls},
+                              replica=(replica.host, replica.port or 5432) if replica else None)
     server = EmbeddedPostgres(settings.home, pg_bin=settings.pg_bin)
     info = server.start() if start else server.info()
+    # The standby is started by `visionledger db replica start` alone; while it is down, reads go to the primary.
+    standby = EmbeddedReplica(settings.home, pg_bin=settings.pg_bin)
     db = {"database": database} if database else {}
     return ConnectionUrls(
         app=info.url("visionledger_app", **db),
@@ -65,6 +79,7 @@ def connection_urls(settings: Settings, *, start: bool = True, database: str | N
         admin=info.url(ADMIN_ROLE, database="postgres"),
         readers={role.removeprefix("visionledger_"): info.url(role, **db) for role, group in LOGIN_ROLES.items()
                  if group == "visionledger_reader"},
+        replica=(info.host, standby.info().port) if standby.state_file.exists() else None,
     )
 
 
