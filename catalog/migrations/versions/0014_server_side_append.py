@@ -1,17 +1,179 @@
-"""Reserved for the server-side append (issue 17): a no-op until that work lands, so that parallel branches keep one revision chain.
+"""The append as one server-side function, ``catalog.append_events``: under the append lock it dedups the batch
+against the stored ids, checks the expected stream versions, numbers positions and versions, links each event
+into the hash chain (``catalog.chain_link``, the SQL spelling of ``catalog.chain.chain_link``) and inserts the
+batch with one INSERT … SELECT. The stored events are re-hashed under the chain's new definition (a content
+digest the writer computes, linked under the lock).
+
+The function checks ids and versions itself, rather than trusting the unique indexes to fail: once the table
+is partitioned by position range those indexes hold within a partition only. It is SECURITY INVOKER: it acts
+with the caller's privileges, and only the writers' group may call it.
 
 Revision ID: 0014
 """
+
+from alembic import op
+
+from catalog.migrations.stored_chain import rehash_stored_events
 
 revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
 
+# Any 64-bit constant, the same for every writer: this one spells "vledger".
+APPEND_LOCK_KEY = 0x766C6564676572
+
+# catalog.chain.chain_link, byte for byte (tests/catalog/test_append_function.py compares the two).
+CHAIN_LINK = """
+CREATE FUNCTION catalog.chain_link(previous bytea, event_position bigint, stream_version bigint,
+                                   recorded_micros bigint, digest bytea) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN sha256(previous || int8send(event_position) || int8send(stream_version) || int8send(recorded_micros) || digest)
+"""
+
+# The arrays describe one event each, in the order given (all of one length); expected_streams[i] must be at
+# expected_versions[i]. Returns each given event's position (its stored one for an id already stored) and
+# whether it was already stored. Errors, by SQLSTATE: VL001 an id stored with other content, VL002 a stream not
+# at its expected version (DETAIL: its id, the expected and the actual version, as JSON), VL003 an id given
+# twice. Nothing is appended when any is raised.
+APPEND_EVENTS = f"""
+CREATE FUNCTION catalog.append_events(
+    event_ids uuid[], stream_ids text[], event_types text[], schema_versions integer[], payloads jsonb[],
+    metadatas jsonb[], occurred_times timestamptz[], digests bytea[], expected_streams text[],
+    expected_versions bigint[], OUT positions bigint[], OUT duplicates boolean[])
+LANGUAGE plpgsql SECURITY INVOKER AS $fn$
+DECLARE
+    batch integer := coalesce(cardinality(event_ids), 0);
+    stored bigint[];  -- each given event's stored position; 0 for a new one
+    conflict_at integer;  -- the first given event whose id is stored with other content
+    fresh integer;  -- how many are new
+    head_position bigint;
+    previous bytea;  -- the hash the next event links to
+    recorded timestamptz;
+    recorded_micros bigint;
+    streams text[];  -- every stream involved, and its version before this append
+    stream_versions bigint[];
+    behind record;
+    fresh_rank integer[];  -- each given event's rank among the new ones (1, 2 …); 0 for a stored one
+    fresh_versions bigint[];  -- by rank
+    fresh_digests bytea[];
+    hashes bytea[] := '{{}}';
+    digest bytea;
+    linked integer := 0;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- A snapshot taken before the lock would miss the appends committed while it waited.
+        RAISE EXCEPTION 'catalog.append_events must run at READ COMMITTED, not %',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(ARRAY[cardinality(stream_ids), cardinality(event_types),
+                   cardinality(schema_versions), cardinality(payloads), cardinality(metadatas),
+                   cardinality(occurred_times), cardinality(digests)]) length WHERE length IS DISTINCT FROM batch)
+       OR cardinality(expected_streams) IS DISTINCT FROM cardinality(expected_versions) THEN
+        RAISE EXCEPTION 'catalog.append_events: the arrays of one batch differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch = 0 THEN
+        positions := '{{}}';
+        duplicates := '{{}}';
+        RETURN;
+    END IF;
+    IF (SELECT count(DISTINCT i) FROM unnest(event_ids) i) <> batch THEN
+        RAISE EXCEPTION 'the same event_id appears twice in one append' USING ERRCODE = 'VL003';
+    END IF;
+
+    PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});
+    -- Each statement from here takes a new snapshot, which sees every append committed before the lock was
+    -- granted: positions follow commit order with no holes. recorded_at is this moment, never before the
+    -- head's (a clock stepped back by NTP), so it never decreases along positions.
+    SELECT e.position, e.hash, greatest(clock_timestamp(), e.recorded_at) INTO head_position, previous, recorded
+      FROM catalog.events e ORDER BY e.position DESC LIMIT 1;
+    IF NOT FOUND THEN
+        head_position := 0;
+        previous := decode(repeat('00', 32), 'hex');  -- catalog.chain.GENESIS
+        recorded := clock_timestamp();
+    END IF;
+
+    -- The same id with the same stream, type and payload (jsonb equality: numbers by value, keys in any
+    -- order) is a duplicate, reported at its stored position; with other content it is refused.
+    SELECT array_agg(coalesce(e.position, 0) ORDER BY g.n),
+           min(g.n) FILTER (WHERE e.position IS NOT NULL AND (e.stream_id, e.type, e.payload)
+                                  IS DISTINCT FROM (g.stream_id, g.event_type, g.payload)),
+           count(*) FILTER (WHERE e.position IS NULL)
+      INTO stored, conflict_at, fresh
+      FROM unnest(event_ids, stream_ids, event_types, payloads) WITH ORDINALITY g(event_id, stream_id, event_type, payload, n)
+      LEFT JOIN (SELECT s.event_id, s.position, s.stream_id, s.type, s.payload FROM catalog.events s
+                  WHERE s.event_id = ANY(event_ids)) e ON e.event_id = g.event_id;
+    IF conflict_at IS NOT NULL THEN
+        SELECT e.type, e.stream_id INTO behind FROM catalog.events e WHERE e.event_id = event_ids[conflict_at];
+        RAISE EXCEPTION 'event % is already stored as a different % on %; give a new event a new id',
+            event_ids[conflict_at], behind.type, behind.stream_id USING ERRCODE = 'VL001';
+    END IF;
+    duplicates := ARRAY(SELECT x.at > 0 FROM unnest(stored) WITH ORDINALITY x(at, n) ORDER BY x.n);
+    IF fresh = 0 THEN  -- a retry of an append that went through: its expectations held back then
+        positions := stored;
+        RETURN;
+    END IF;
+
+    SELECT array_agg(s.stream_id), array_agg(coalesce(v.version, 0)) INTO streams, stream_versions
+      FROM (SELECT DISTINCT unnest(stream_ids || expected_streams) AS stream_id) s
+      LEFT JOIN LATERAL (SELECT e.version FROM catalog.events e WHERE e.stream_id = s.stream_id
+                          ORDER BY e.version DESC LIMIT 1) v ON true;
+    SELECT x.stream_id, x.expected, c.version AS actual INTO behind
+      FROM unnest(expected_streams, expected_versions) WITH ORDINALITY x(stream_id, expected, n)
+      JOIN unnest(streams, stream_versions) c(stream_id, version) ON c.stream_id = x.stream_id
+     WHERE c.version IS DISTINCT FROM x.expected ORDER BY x.n LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'stream % is at version %, not the expected %', behind.stream_id, behind.actual,
+            behind.expected USING ERRCODE = 'VL002', DETAIL = json_build_object(
+                'stream_id', behind.stream_id, 'expected', behind.expected, 'actual', behind.actual)::text;
+    END IF;
+
+    -- The new events take head + 1 … in the given order, and each its stream's next version.
+    SELECT array_agg(f.new_rank ORDER BY f.n), array_agg(f.version ORDER BY f.n) FILTER (WHERE f.new_rank > 0),
+           array_agg(f.digest ORDER BY f.n) FILTER (WHERE f.new_rank > 0)
+      INTO fresh_rank, fresh_versions, fresh_digests
+      FROM (SELECT g.n, g.digest,
+                   CASE WHEN g.at = 0 THEN count(*) FILTER (WHERE g.at = 0)
+                                           OVER (ORDER BY g.n ROWS UNBOUNDED PRECEDING) ELSE 0 END AS new_rank,
+                   c.version + count(*) FILTER (WHERE g.at = 0)
+                                 OVER (PARTITION BY g.stream_id ORDER BY g.n ROWS UNBOUNDED PRECEDING) AS version
+              FROM unnest(stream_ids, digests, stored) WITH ORDINALITY g(stream_id, digest, at, n)
+              JOIN unnest(streams, stream_versions) c(stream_id, version) ON c.stream_id = g.stream_id) f;
+
+    -- Each link needs its predecessor's: one sha256 a new event, in position order.
+    recorded_micros := (extract(epoch FROM recorded) * 1000000)::bigint;
+    FOREACH digest IN ARRAY fresh_digests LOOP
+        linked := linked + 1;
+        previous := catalog.chain_link(previous, head_position + linked, fresh_versions[linked], recorded_micros,
+                                       digest);
+        hashes[linked] := previous;
+    END LOOP;
+
+    INSERT INTO catalog.events (position, event_id, stream_id, version, type, schema_version, payload, metadata,
+                                occurred_at, recorded_at, hash)
+    SELECT head_position + g.new_rank, g.event_id, g.stream_id, fresh_versions[g.new_rank], g.event_type,
+           g.schema_version, g.payload, g.metadata, g.occurred_at, recorded, hashes[g.new_rank]
+      FROM unnest(event_ids, stream_ids, event_types, schema_versions, payloads, metadatas, occurred_times, fresh_rank)
+           AS g(event_id, stream_id, event_type, schema_version, payload, metadata, occurred_at, new_rank)
+     WHERE g.new_rank > 0;
+    positions := ARRAY(SELECT CASE WHEN x.new_rank > 0 THEN head_position + x.new_rank ELSE x.at END
+                         FROM unnest(stored, fresh_rank) WITH ORDINALITY x(at, new_rank, n) ORDER BY x.n);
+END
+$fn$
+"""
+
 
 def upgrade() -> None:
-    pass
+    op.execute(CHAIN_LINK)
+    op.execute(APPEND_EVENTS)
+    for function in ("catalog.chain_link(bytea, bigint, bigint, bigint, bytea)",
+                     "catalog.append_events(uuid[], text[], text[], integer[], jsonb[], jsonb[], timestamptz[],"
+                     " bytea[], text[], bigint[])"):
+        op.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
+        op.execute(f"GRANT EXECUTE ON FUNCTION {function} TO visionledger_writer")
+    rehash_stored_events()
 
 
 def downgrade() -> None:
-    pass
+    raise NotImplementedError("the event store is never downgraded: its history is the system of record")
