@@ -143,41 +143,47 @@ class PreparedEvent(NamedTuple):
 
 
 def prepare_events(events: Sequence[NewEvent]) -> list[PreparedEvent]:
-    """Check and serialise every event (its payload was validated when its model was built), or raise an
-    EventValidationError saying what is wrong."""
-    prepared = []
-    metadata_json: dict[tuple, str] = {}  # a batch usually shares one metadata: check and serialise it once
-    for event in events:
-        data = event.data
-        if not isinstance(data, EventData):
-            raise EventValidationError(f"event data must be one of the catalog's event types, not {type(data).__name__}")
-        kind = event_class(data.type_name())  # refuses unregistered subclasses
-        if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
-            raise EventValidationError(
-                f"{kind.__name__}.occurred_at must be a timezone-aware datetime, got {event.occurred_at!r}"
-            )
-        if not isinstance(event.event_id, uuid.UUID):
-            raise EventValidationError(f"event_id must be a UUID, got {event.event_id!r}")
-        key = tuple(event.metadata.items())
-        if key not in metadata_json:
-            unknown = set(event.metadata) - METADATA_KEYS
-            if unknown:
-                raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
-            for name, value in key:  # an actor with a NUL could never be stored, and would jam a spool
-                if value is not None and (problem := text_problem(str(value))) is not None:
-                    raise EventValidationError(f"metadata {name}: {problem}")
-            metadata_json[key] = orjson.dumps({k: str(v) for k, v in key if v is not None},
-                                              option=orjson.OPT_SORT_KEYS).decode()
-        # pydantic's own encoder, several times cheaper than model_dump + a JSON library; the canonical form
-        # then sorts its keys (jsonb would not keep them in any order)
-        payload = canonical_text(data.model_dump_json())
-        prepared.append(PreparedEvent(
-            event.event_id, data.stream_id, kind.__name__, kind.schema_version, payload, metadata_json[key],
-            event.occurred_at, content_digest(event.event_id, data.stream_id, kind.__name__, kind.schema_version,
-                                              payload, metadata_json[key], event.occurred_at)))
+    """Check and serialise every event (:func:`prepare_event`), or raise an EventValidationError saying what
+    is wrong."""
+    metadata_json: dict[tuple, str] = {}
+    prepared = [prepare_event(event, metadata_json) for event in events]
     if len({p.event_id for p in prepared}) != len(prepared):
         raise EventValidationError("the same event_id appears twice in one append")
     return prepared
+
+
+def prepare_event(event: NewEvent, metadata_json: dict[tuple, str]) -> PreparedEvent:
+    """Check and serialise one event (its payload was validated when its model was built), or raise an
+    EventValidationError saying what is wrong. ``metadata_json`` keeps the metadata already checked and
+    serialised: a batch usually shares one, done once."""
+    data = event.data
+    if not isinstance(data, EventData):
+        raise EventValidationError(f"event data must be one of the catalog's event types, not {type(data).__name__}")
+    kind = event_class(data.type_name())  # refuses unregistered subclasses
+    if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
+        raise EventValidationError(
+            f"{kind.__name__}.occurred_at must be a timezone-aware datetime, got {event.occurred_at!r}"
+        )
+    if not isinstance(event.event_id, uuid.UUID):
+        raise EventValidationError(f"event_id must be a UUID, got {event.event_id!r}")
+    key = tuple(event.metadata.items())
+    metadata = metadata_json.get(key)
+    if metadata is None:
+        unknown = set(event.metadata) - METADATA_KEYS
+        if unknown:
+            raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
+        for name, value in key:  # an actor with a NUL could never be stored, and would jam a spool
+            if value is not None and (problem := text_problem(str(value))) is not None:
+                raise EventValidationError(f"metadata {name}: {problem}")
+        metadata = metadata_json[key] = orjson.dumps({k: str(v) for k, v in key if v is not None},
+                                                     option=orjson.OPT_SORT_KEYS).decode()
+    # pydantic's own encoder, several times cheaper than model_dump + a JSON library; the canonical form then
+    # sorts its keys (jsonb keeps them in no order the verifier could rebuild otherwise)
+    payload = canonical_text(data.model_dump_json())
+    stream_id, type_name, schema_version = data.stream_id, kind.__name__, kind.schema_version
+    return PreparedEvent(event.event_id, stream_id, type_name, schema_version, payload, metadata, event.occurred_at,
+                         content_digest(event.event_id, stream_id, type_name, schema_version, payload, metadata,
+                                        event.occurred_at))
 
 
 class StoredLink(NamedTuple):

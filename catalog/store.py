@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import select
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,6 +34,7 @@ from catalog.event_log import (
     StoredLink,
     WaitForAppend,
     event_id_for,
+    prepare_event,
     prepare_events,
 )
 
@@ -40,11 +42,32 @@ from catalog.event_log import (
 # across the code base import them from this module, which stays their address.
 __all__ = ["AppendResult", "EventStore", "NewEvent", "PermissionDenied", "RecordedEvent", "event_id_for"]
 
+COPY_THRESHOLD = 16  # batches at least this large are staged by COPY rather than sent as array parameters
+
 # One event per element of each array, in the given order (the function's contract is in migration 0014).
 APPEND_EVENTS = """
     SELECT positions, duplicates FROM catalog.append_events(
       %b::uuid[], %b::text[], %b::text[], %b::int4[], %b::jsonb[], %b::jsonb[], %b::timestamptz[], %b::bytea[],
       %b::text[], %b::int8[])
+"""
+# A large batch is copied into a temporary table first, each event serialised as it streams (the client's work
+# overlaps the server's parsing), then handed to the same function as arrays built in the server. Array
+# parameters would cost Python per element to send; COPY's rows are formatted in C.
+STAGING_TABLE = """
+    CREATE TEMPORARY TABLE IF NOT EXISTS append_batch (
+      n int4, event_id uuid, stream_id text, type text, schema_version int4, payload jsonb, metadata jsonb,
+      occurred_at timestamptz, digest bytea) ON COMMIT DELETE ROWS
+"""
+STAGING_TYPES = ["int4", "uuid", "text", "text", "int4", "jsonb", "jsonb", "timestamptz", "bytea"]
+APPEND_STAGED = """
+    SELECT r.positions, r.duplicates
+      FROM (SELECT array_agg(event_id ORDER BY n) AS event_ids, array_agg(stream_id ORDER BY n) AS stream_ids,
+                   array_agg(type ORDER BY n) AS types, array_agg(schema_version ORDER BY n) AS schema_versions,
+                   array_agg(payload ORDER BY n) AS payloads, array_agg(metadata ORDER BY n) AS metadatas,
+                   array_agg(occurred_at ORDER BY n) AS occurred_times, array_agg(digest ORDER BY n) AS digests
+              FROM pg_temp.append_batch) b,
+           catalog.append_events(b.event_ids, b.stream_ids, b.types, b.schema_versions, b.payloads, b.metadatas,
+                                 b.occurred_times, b.digests, %b::text[], %b::int8[]) r
 """
 
 
@@ -74,7 +97,11 @@ def _append_parameters(prepared: Sequence[PreparedEvent], expected_versions: Map
         metadata.append(_as_json(p.metadata))
         occurred.append(p.occurred_at)
         digests.append(p.digest)
-    return [*columns, list(expected_versions), list(expected_versions.values())]
+    return [*columns, *_expected_parameters(expected_versions)]
+
+
+def _expected_parameters(expected_versions: Mapping[str, int]) -> list[list]:
+    return [list(expected_versions), list(expected_versions.values())]
 
 
 def _refusal(exc: psycopg.Error) -> Exception | None:
@@ -101,15 +128,21 @@ class EventStore(EventLog):
     def append(self, events: Sequence[NewEvent], *, expected_versions: Mapping[str, int] | None = None) -> AppendResult:
         if not events:
             return AppendResult(positions=[], duplicates=[])
-        prepared = prepare_events(events)
-        parameters = _append_parameters(prepared, expected_versions or {})
+        expected = expected_versions or {}
+        prepared = prepare_events(events) if len(events) < COPY_THRESHOLD else None
         # A raw pooled connection: the append manages its own transaction and pipelines its statements.
         raw = self.db.raw_connection()
         conn: psycopg.Connection = raw.driver_connection
         try:
             cur = conn.cursor()
+            if prepared is None:
+                ids = self._stage(raw, conn, events)
+                query, parameters = APPEND_STAGED, _expected_parameters(expected)
+            else:
+                ids = [p.event_id for p in prepared]
+                query, parameters = APPEND_EVENTS, _append_parameters(prepared, expected)
             with conn.pipeline():  # the call and the commit in one round trip
-                cur.execute(APPEND_EVENTS, parameters)
+                cur.execute(query, parameters)
                 conn.commit()
             positions, duplicates = cur.fetchone()
         except psycopg.Error as exc:
@@ -124,7 +157,27 @@ class EventStore(EventLog):
         finally:
             raw.close()  # back to the pool
         return AppendResult(positions=positions,
-                            duplicates=[p.event_id for p, duplicate in zip(prepared, duplicates, strict=True) if duplicate])
+                            duplicates=[event_id for event_id, duplicate in zip(ids, duplicates, strict=True) if duplicate])
+
+    @staticmethod
+    def _stage(raw: Any, conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[uuid.UUID]:
+        """COPY ``events`` into the connection's staging table, each checked and serialised as it streams (an
+        invalid one aborts the COPY: nothing is stored); returns their ids. The function refuses an id given
+        twice."""
+        if "append_batch" not in raw.info:  # a temporary table lives as long as its connection
+            conn.execute(STAGING_TABLE)
+            conn.commit()  # on its own: a rolled-back append must not take the table with it
+            raw.info["append_batch"] = True
+        ids = []
+        metadata_json: dict[tuple, str] = {}
+        with conn.cursor().copy("COPY pg_temp.append_batch FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(STAGING_TYPES)
+            for n, event in enumerate(events):
+                p = prepare_event(event, metadata_json)
+                ids.append(p.event_id)
+                copy.write_row((n, p.event_id, p.stream_id, p.type, p.schema_version, _as_json(p.payload),
+                                _as_json(p.metadata), p.occurred_at, p.digest))
+        return ids
 
     # -- reading ---------------------------------------------------------------------------------------
 

@@ -46,7 +46,6 @@ DECLARE
     batch integer := coalesce(cardinality(event_ids), 0);
     stored bigint[];  -- each given event's stored position; 0 for a new one
     conflict_at integer;  -- the first given event whose id is stored with other content
-    fresh integer;  -- how many are new
     head_position bigint;
     previous bytea;  -- the hash the next event links to
     recorded timestamptz;
@@ -54,11 +53,10 @@ DECLARE
     streams text[];  -- every stream involved, and its version before this append
     stream_versions bigint[];
     behind record;
-    fresh_rank integer[];  -- each given event's rank among the new ones (1, 2 …); 0 for a stored one
-    fresh_versions bigint[];  -- by rank
-    fresh_digests bytea[];
-    hashes bytea[] := '{{}}';
+    versions bigint[];  -- each given event's stream version; 0 for a stored one
+    hashes bytea[] := '{{}}';  -- each given event's hash; null for a stored one
     digest bytea;
+    i integer := 0;
     linked integer := 0;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -78,7 +76,7 @@ BEGIN
         duplicates := '{{}}';
         RETURN;
     END IF;
-    IF (SELECT count(DISTINCT i) FROM unnest(event_ids) i) <> batch THEN
+    IF (SELECT count(*) FROM (SELECT DISTINCT unnest(event_ids)) ids) <> batch THEN
         RAISE EXCEPTION 'the same event_id appears twice in one append' USING ERRCODE = 'VL003';
     END IF;
 
@@ -95,22 +93,26 @@ BEGIN
     END IF;
 
     -- The same id with the same stream, type and payload (jsonb equality: numbers by value, keys in any
-    -- order) is a duplicate, reported at its stored position; with other content it is refused.
-    SELECT array_agg(coalesce(e.position, 0) ORDER BY g.n),
-           min(g.n) FILTER (WHERE e.position IS NOT NULL AND (e.stream_id, e.type, e.payload)
-                                  IS DISTINCT FROM (g.stream_id, g.event_type, g.payload)),
-           count(*) FILTER (WHERE e.position IS NULL)
-      INTO stored, conflict_at, fresh
-      FROM unnest(event_ids, stream_ids, event_types, payloads) WITH ORDINALITY g(event_id, stream_id, event_type, payload, n)
-      LEFT JOIN (SELECT s.event_id, s.position, s.stream_id, s.type, s.payload FROM catalog.events s
-                  WHERE s.event_id = ANY(event_ids)) e ON e.event_id = g.event_id;
-    IF conflict_at IS NOT NULL THEN
-        SELECT e.type, e.stream_id INTO behind FROM catalog.events e WHERE e.event_id = event_ids[conflict_at];
-        RAISE EXCEPTION 'event % is already stored as a different % on %; give a new event a new id',
-            event_ids[conflict_at], behind.type, behind.stream_id USING ERRCODE = 'VL001';
+    -- order) is a duplicate, reported at its stored position; with other content it is refused. Most
+    -- batches hold no stored id: one index probe each tells.
+    IF EXISTS (SELECT FROM catalog.events e WHERE e.event_id = ANY(event_ids)) THEN
+        SELECT array_agg(coalesce(e.position, 0) ORDER BY g.n),
+               min(g.n) FILTER (WHERE e.position IS NOT NULL AND (e.stream_id, e.type, e.payload)
+                                      IS DISTINCT FROM (g.stream_id, g.event_type, g.payload))
+          INTO stored, conflict_at
+          FROM unnest(event_ids, stream_ids, event_types, payloads) WITH ORDINALITY
+               g(event_id, stream_id, event_type, payload, n)
+          LEFT JOIN catalog.events e ON e.event_id = g.event_id;
+        IF conflict_at IS NOT NULL THEN
+            SELECT e.type, e.stream_id INTO behind FROM catalog.events e WHERE e.event_id = event_ids[conflict_at];
+            RAISE EXCEPTION 'event % is already stored as a different % on %; give a new event a new id',
+                event_ids[conflict_at], behind.type, behind.stream_id USING ERRCODE = 'VL001';
+        END IF;
+    ELSE
+        stored := array_fill(0::bigint, ARRAY[batch]);
     END IF;
-    duplicates := ARRAY(SELECT x.at > 0 FROM unnest(stored) WITH ORDINALITY x(at, n) ORDER BY x.n);
-    IF fresh = 0 THEN  -- a retry of an append that went through: its expectations held back then
+    duplicates := ARRAY(SELECT unnest(stored) > 0);
+    IF NOT (0 = ANY(stored)) THEN  -- a retry of an append that went through: its expectations held back then
         positions := stored;
         RETURN;
     END IF;
@@ -129,36 +131,39 @@ BEGIN
                 'stream_id', behind.stream_id, 'expected', behind.expected, 'actual', behind.actual)::text;
     END IF;
 
-    -- The new events take head + 1 … in the given order, and each its stream's next version.
-    SELECT array_agg(f.new_rank ORDER BY f.n), array_agg(f.version ORDER BY f.n) FILTER (WHERE f.new_rank > 0),
-           array_agg(f.digest ORDER BY f.n) FILTER (WHERE f.new_rank > 0)
-      INTO fresh_rank, fresh_versions, fresh_digests
-      FROM (SELECT g.n, g.digest,
-                   CASE WHEN g.at = 0 THEN count(*) FILTER (WHERE g.at = 0)
-                                           OVER (ORDER BY g.n ROWS UNBOUNDED PRECEDING) ELSE 0 END AS new_rank,
-                   c.version + count(*) FILTER (WHERE g.at = 0)
-                                 OVER (PARTITION BY g.stream_id ORDER BY g.n ROWS UNBOUNDED PRECEDING) AS version
-              FROM unnest(stream_ids, digests, stored) WITH ORDINALITY g(stream_id, digest, at, n)
+    -- Each new event takes its stream's next version, in the given order.
+    SELECT array_agg(f.version ORDER BY f.n) INTO versions
+      FROM (SELECT g.n, CASE WHEN g.at = 0 THEN c.version + count(*) FILTER (WHERE g.at = 0) OVER (
+                               PARTITION BY g.stream_id ORDER BY g.n ROWS UNBOUNDED PRECEDING) ELSE 0 END AS version
+              FROM (SELECT unnest(stream_ids) AS stream_id, unnest(stored) AS at, generate_series(1, batch) AS n) g
               JOIN unnest(streams, stream_versions) c(stream_id, version) ON c.stream_id = g.stream_id) f;
 
-    -- Each link needs its predecessor's: one sha256 a new event, in position order.
+    -- The new events take head + 1 … in the given order; each link needs its predecessor's hash, so this is
+    -- one sha256 a new event, in position order.
     recorded_micros := (extract(epoch FROM recorded) * 1000000)::bigint;
-    FOREACH digest IN ARRAY fresh_digests LOOP
-        linked := linked + 1;
-        previous := catalog.chain_link(previous, head_position + linked, fresh_versions[linked], recorded_micros,
-                                       digest);
-        hashes[linked] := previous;
+    positions := stored;
+    FOREACH digest IN ARRAY digests LOOP
+        i := i + 1;
+        IF stored[i] = 0 THEN
+            linked := linked + 1;
+            positions[i] := head_position + linked;
+            previous := catalog.chain_link(previous, head_position + linked, versions[i], recorded_micros, digest);
+            hashes[i] := previous;
+        ELSE
+            hashes[i] := NULL;
+        END IF;
     END LOOP;
 
+    -- unnest in the select list walks the arrays in step without materialising them (in FROM it would)
     INSERT INTO catalog.events (position, event_id, stream_id, version, type, schema_version, payload, metadata,
                                 occurred_at, recorded_at, hash)
-    SELECT head_position + g.new_rank, g.event_id, g.stream_id, fresh_versions[g.new_rank], g.event_type,
-           g.schema_version, g.payload, g.metadata, g.occurred_at, recorded, hashes[g.new_rank]
-      FROM unnest(event_ids, stream_ids, event_types, schema_versions, payloads, metadatas, occurred_times, fresh_rank)
-           AS g(event_id, stream_id, event_type, schema_version, payload, metadata, occurred_at, new_rank)
-     WHERE g.new_rank > 0;
-    positions := ARRAY(SELECT CASE WHEN x.new_rank > 0 THEN head_position + x.new_rank ELSE x.at END
-                         FROM unnest(stored, fresh_rank) WITH ORDINALITY x(at, new_rank, n) ORDER BY x.n);
+    SELECT g.position, g.event_id, g.stream_id, g.version, g.event_type, g.schema_version, g.payload, g.metadata,
+           g.occurred_at, recorded, g.hash
+      FROM (SELECT unnest(positions) AS position, unnest(event_ids) AS event_id, unnest(stream_ids) AS stream_id,
+                   unnest(versions) AS version, unnest(event_types) AS event_type,
+                   unnest(schema_versions) AS schema_version, unnest(payloads) AS payload,
+                   unnest(metadatas) AS metadata, unnest(occurred_times) AS occurred_at, unnest(hashes) AS hash) g
+     WHERE g.hash IS NOT NULL;
 END
 $fn$
 """
