@@ -41,7 +41,11 @@ CREATE FUNCTION catalog.append_events(
     event_ids uuid[], stream_ids text[], event_types text[], schema_versions integer[], payloads jsonb[],
     metadatas jsonb[], occurred_times timestamptz[], digests bytea[], expected_streams text[],
     expected_versions bigint[], OUT positions bigint[], OUT duplicates boolean[])
-LANGUAGE plpgsql SECURITY INVOKER AS $fn$
+LANGUAGE plpgsql SECURITY INVOKER
+-- A session plans each statement once and keeps the plan: one made while the log was small (a sequential scan
+-- comparing every row with every given id) would be kept as it grows. Every lookup here has an index.
+SET enable_seqscan = off
+AS $fn$
 DECLARE
     batch integer := coalesce(cardinality(event_ids), 0);
     stored bigint[];  -- each given event's stored position; 0 for a new one
@@ -50,8 +54,9 @@ DECLARE
     previous bytea;  -- the hash the next event links to
     recorded timestamptz;
     recorded_micros bigint;
-    streams text[];  -- every stream involved, and its version before this append
-    stream_versions bigint[];
+    -- every stream involved and its version before this append: a map rather than a table to join, as plans
+    -- cached for one-event appends would join a large batch row by row
+    stream_versions jsonb;
     behind record;
     versions bigint[];  -- each given event's stream version; 0 for a stored one
     hashes bytea[] := '{{}}';  -- each given event's hash; null for a stored one
@@ -102,7 +107,8 @@ BEGIN
           INTO stored, conflict_at
           FROM unnest(event_ids, stream_ids, event_types, payloads) WITH ORDINALITY
                g(event_id, stream_id, event_type, payload, n)
-          LEFT JOIN catalog.events e ON e.event_id = g.event_id;
+          LEFT JOIN (SELECT s.event_id, s.position, s.stream_id, s.type, s.payload FROM catalog.events s
+                      WHERE s.event_id = ANY(event_ids)) e ON e.event_id = g.event_id;
         IF conflict_at IS NOT NULL THEN
             SELECT e.type, e.stream_id INTO behind FROM catalog.events e WHERE e.event_id = event_ids[conflict_at];
             RAISE EXCEPTION 'event % is already stored as a different % on %; give a new event a new id',
@@ -117,14 +123,13 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT array_agg(s.stream_id), array_agg(coalesce(v.version, 0)) INTO streams, stream_versions
+    SELECT jsonb_object_agg(s.stream_id, coalesce(v.version, 0)) INTO stream_versions
       FROM (SELECT DISTINCT unnest(stream_ids || expected_streams) AS stream_id) s
       LEFT JOIN LATERAL (SELECT e.version FROM catalog.events e WHERE e.stream_id = s.stream_id
                           ORDER BY e.version DESC LIMIT 1) v ON true;
-    SELECT x.stream_id, x.expected, c.version AS actual INTO behind
+    SELECT x.stream_id, x.expected, (stream_versions ->> x.stream_id)::bigint AS actual INTO behind
       FROM unnest(expected_streams, expected_versions) WITH ORDINALITY x(stream_id, expected, n)
-      JOIN unnest(streams, stream_versions) c(stream_id, version) ON c.stream_id = x.stream_id
-     WHERE c.version IS DISTINCT FROM x.expected ORDER BY x.n LIMIT 1;
+     WHERE (stream_versions ->> x.stream_id)::bigint IS DISTINCT FROM x.expected ORDER BY x.n LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'stream % is at version %, not the expected %', behind.stream_id, behind.actual,
             behind.expected USING ERRCODE = 'VL002', DETAIL = json_build_object(
@@ -133,10 +138,10 @@ BEGIN
 
     -- Each new event takes its stream's next version, in the given order.
     SELECT array_agg(f.version ORDER BY f.n) INTO versions
-      FROM (SELECT g.n, CASE WHEN g.at = 0 THEN c.version + count(*) FILTER (WHERE g.at = 0) OVER (
-                               PARTITION BY g.stream_id ORDER BY g.n ROWS UNBOUNDED PRECEDING) ELSE 0 END AS version
-              FROM (SELECT unnest(stream_ids) AS stream_id, unnest(stored) AS at, generate_series(1, batch) AS n) g
-              JOIN unnest(streams, stream_versions) c(stream_id, version) ON c.stream_id = g.stream_id) f;
+      FROM (SELECT g.n, CASE WHEN g.at = 0 THEN (stream_versions ->> g.stream_id)::bigint + count(*)
+                                 FILTER (WHERE g.at = 0) OVER (PARTITION BY g.stream_id ORDER BY g.n
+                                                               ROWS UNBOUNDED PRECEDING) ELSE 0 END AS version
+              FROM (SELECT unnest(stream_ids) AS stream_id, unnest(stored) AS at, generate_series(1, batch) AS n) g) f;
 
     -- The new events take head + 1 … in the given order; each link needs its predecessor's hash, so this is
     -- one sha256 a new event, in position order.
