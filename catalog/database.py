@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import select
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from catalog.embedded_postgres import ADMIN_ROLE, LOGIN_ROLES, OWNER_ROLE, EmbeddedPostgres
 from catalog.embedded_replica import EmbeddedReplica
@@ -85,12 +87,11 @@ def connection_urls(settings: Settings, *, start: bool = True, database: str | N
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine whose sessions speak UTC, never JIT-compile, and survive a server restart (stale connections
-    are re-opened)."""
-    return create_engine(
+    are re-opened: :func:`_refuse_closed_connection`)."""
+    engine = create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=10,
-        pool_pre_ping=True,
         # A server that cannot be reached is reported within seconds, not after the OS's TCP timeout: the
         # inspection server spools its events then, and must notice quickly.
         # JIT compilation pays off for scans of many millions of rows, never for the catalog's questions; but
@@ -98,6 +99,18 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         # a large class's labels pass its cost threshold, and compiling then takes 0.7-2 s, more than the query.
         connect_args={"options": "-c timezone=UTC -c jit=off", "connect_timeout": 5},
     )
+    event.listen(engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: psycopg.Connection, record: Any, proxy: Any) -> None:
+    """Pessimistic disconnect handling without a round trip (SQLAlchemy's pre-ping costs two: BEGIN and SELECT 1,
+    more than a one-event append itself): an idle connection between transactions has nothing to read, so a
+    readable socket means the server has closed it (a restart, a terminated backend: PostgreSQL sends its
+    FATAL message and hangs up). DisconnectionError makes the pool discard it and connect anew. A server that
+    vanished without a word is found by the next statement, as it would be between a ping and that statement."""
+    if dbapi_connection.closed or select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def alembic_config(url: str) -> Config:
