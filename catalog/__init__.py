@@ -42,6 +42,7 @@ from catalog.events import EventData
 from catalog.lake import Lake, SyncReport
 from catalog.partitions import ensure_partitions_at
 from catalog.projections import ProjectionRunner, RebuildReport, labels_as_of, rebuild
+from catalog.replica import ReplicaReads
 from catalog.settings import Settings
 from catalog.store import AppendResult, EventStore, NewEvent, PermissionDenied, RecordedEvent, event_id_for
 
@@ -66,6 +67,10 @@ class Catalog:
         if url is None:
             raise CatalogError(f"unknown role {role!r}: use 'app' or one of {sorted(urls.readers)}")
         self.db: Engine = make_engine(url)  # SQLAlchemy's pool; `serving.engines` are inference engines
+        replica_url = urls.on_replica(url)
+        self.replica = None if replica_url is None else ReplicaReads(
+            make_engine(replica_url), wait=settings.replica_wait, max_lag=settings.replica_max_lag)
+        self._appended: int | None = None  # the last position this catalog appended: its reads must see it
         self.lake = Lake(settings.lake_root)
         self.archive = LogArchive(settings.lake_root)  # the log's archived partitions, read below its horizon
         self.store = EventStore(self.db, self.archive)
@@ -79,6 +84,8 @@ class Catalog:
         """Append events atomically (see :meth:`EventStore.append`), then bring the projections up to date
         unless ``catch_up`` is False (bulk loaders catch up once at the end)."""
         result = self.store.append(events, expected_versions=expected_versions)
+        if result.positions:
+            self._appended = max(self._appended or 0, *result.positions)
         if catch_up and result.appended:
             self.projections.catch_up()
         return result
@@ -108,10 +115,10 @@ class Catalog:
         return self.projections.catch_up()
 
     def refresh(self, *, at_least: int | None = None, wait: float = 10.0) -> None:
-        """Make the read models as fresh as this role can: a writer folds every event appended so far; a
-        read-only role, which cannot fold, waits up to ``wait`` seconds for the writers to reach ``at_least``
-        (a position it knows was appended) and raises `CatalogError` if they do not. The one freshness rule
-        every reader follows, through `read`."""
+        """Make the primary's read models as fresh as this role can: a writer folds every event appended so
+        far; a read-only role, which cannot fold, waits up to ``wait`` seconds for the writers to reach
+        ``at_least`` (a position it knows was appended) and raises `CatalogError` if they do not. The one
+        freshness rule every reader follows, through `reader`."""
         if self.role == "app":
             self.projections.catch_up()
             return
@@ -124,13 +131,28 @@ class Catalog:
                                    " is a writer (the server, an ingest, `visionledger projections catch-up`) running?")
             time.sleep(0.05)
 
+    def reader(self, *, at_least: int | None = None, latest: bool = False, wait: float = 10.0) -> Engine:
+        """The server a read goes to, the one place that decides it. A writer first folds on the primary (the
+        replica receives the folds). Then the replica, when there is one that keeps up (`ReplicaReads`) and has
+        folded what this reader must see: ``at_least`` and everything this catalog appended. Else the primary,
+        made fresh there (`refresh`). ``latest``: the primary always, for a decision that must not rest on a
+        replica's lag (what to append next, who may act)."""
+        if self.role == "app":
+            self.projections.catch_up()
+        needed = max((p for p in (at_least, self._appended) if p is not None), default=None)
+        if not latest and self.replica is not None and self.replica.serves(needed):
+            return self.replica.engine
+        if self.role != "app":
+            self.refresh(at_least=at_least, wait=wait)
+        return self.db
+
     @contextmanager
-    def read(self, *, at_least: int | None = None, settings: Mapping[str, str] | None = None,
+    def read(self, *, at_least: int | None = None, latest: bool = False, settings: Mapping[str, str] | None = None,
              wait: float = 10.0) -> Iterator[Connection]:
-        """A connection to read the read models through, fresh (`refresh`), with PostgreSQL ``settings`` for
-        this read alone (e.g. ``{"work_mem": "64MB"}``); rolled back when the block ends: reads write nothing."""
-        self.refresh(at_least=at_least, wait=wait)
-        with self.db.connect() as conn:
+        """A connection to read the read models through, on the server `reader` chooses, with PostgreSQL
+        ``settings`` for this read alone (e.g. ``{"work_mem": "64MB"}``); rolled back when the block ends:
+        reads write nothing."""
+        with self.reader(at_least=at_least, latest=latest, wait=wait).connect() as conn:
             for name, value in (settings or {}).items():
                 conn.exec_driver_sql("SELECT set_config(%(n)s, %(v)s, true)", {"n": name, "v": value})
             try:
@@ -149,8 +171,7 @@ class Catalog:
             raise CatalogError("give exactly one of position= or at=")
         if at is not None:
             position = self.position_at(at)
-        self.refresh()
-        return labels_as_of(self.db, position, sha256s=sha256s)
+        return labels_as_of(self.reader(at_least=position), position, sha256s=sha256s)
 
     def rebuild_projections(self, *, check_only: bool = False, progress: Progress | None = None) -> RebuildReport:
         """Replay the log into fresh tables; compare with the live ones, and replace them unless ``check_only``."""
@@ -166,6 +187,8 @@ class Catalog:
 
     def close(self) -> None:
         self.db.dispose()
+        if self.replica is not None:
+            self.replica.engine.dispose()
 
     def __enter__(self) -> Catalog:
         return self

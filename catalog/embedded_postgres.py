@@ -85,21 +85,25 @@ def find_pg_bin(explicit: Path | None = None) -> Path:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 class EmbeddedPostgres:
-    """One PostgreSQL cluster under ``home/pg``, with its credentials in ``home/postgres.json`` (mode 0600)."""
+    """One PostgreSQL cluster under ``home/pg``, with its credentials in ``home/postgres.json`` (mode 0600); a
+    subclass names other places (`catalog.embedded_replica`)."""
+
+    CLUSTER = "pg"  # the cluster's folder under the home (or its link), and its relocated folder's prefix
+    STATE_FILE = "postgres.json"
 
     def __init__(self, home: Path, *, pg_bin: Path | None = None, server_user: str | None = None):
         self.home = Path(home)
-        link = self.home / "pg"
+        link = self.home / self.CLUSTER
         # A cluster relocated because the server user cannot reach the home (`_initdb`) is found by its link.
         self._place(link.resolve() if link.is_symlink() else link)
-        self.state_file = self.home / "postgres.json"
+        self.state_file = self.home / self.STATE_FILE
         self._pg_bin = pg_bin
         self._server_user = server_user or os.environ.get("VISIONLEDGER_PG_USER") or "postgres"
 
@@ -163,11 +167,15 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"VISIONLEDGER_PG_USER={self._server_user!r} is root; name an unprivileged user")
         return account
 
-    def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(self, args: list[str], *, check: bool = True,
+             password: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a server program as the server user; ``password`` is the one its connection logs in with."""
         account = self._server_account()
         kwargs: dict = {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C.UTF-8"
+        if password is not None:
+            env["PGPASSWORD"] = password  # not on the command line, where `ps` shows it
         if account is not None:
             kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
             env["HOME"] = account.pw_dir
@@ -201,8 +209,9 @@ class EmbeddedPostgres:
             self._check_reachable(account)
             return
         except EmbeddedPostgresError as unreachable:
-            target = RELOCATED_ROOT / f"pg-{hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]}"
-            link, root = self.home / "pg", self.root
+            home_hash = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
+            target = RELOCATED_ROOT / f"{self.CLUSTER}-{home_hash}"
+            link, root = self.home / self.CLUSTER, self.root
             self._place(target)
             try:
                 self._check_reachable(account)
@@ -237,7 +246,9 @@ class EmbeddedPostgres:
 
     # -- initialisation ---------------------------------------------------------------------------------
 
-    def _initdb(self) -> None:
+    def _make_root(self) -> pwd.struct_passwd | None:
+        """The cluster's folder, empty, where the server user reaches it, theirs and 0700 as PostgreSQL wants;
+        returns that user (None: ourselves)."""
         account = self._server_account()
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise EmbeddedPostgresError(f"{self.data_dir} exists but holds no cluster; move it away and retry")
@@ -247,6 +258,23 @@ class EmbeddedPostgres:
         if account is not None:
             os.chown(self.root, account.pw_uid, account.pw_gid)
         os.chmod(self.root, 0o700)
+        return account
+
+    def _write_state(self, state: dict) -> None:
+        """``state`` as the state file, readable by us alone: it holds passwords."""
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.state_file)
+
+    def _configure(self, settings: dict[str, str]) -> None:
+        """Append ``settings`` to the cluster's postgresql.conf (the last line of a setting wins)."""
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write("\n# written by visionledger\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+    def _initdb(self) -> None:
+        account = self._make_root()
         passwords = {ADMIN_ROLE: secrets.token_urlsafe(18), OWNER_ROLE: secrets.token_urlsafe(18)}
         passwords |= {role: secrets.token_urlsafe(18) for role in LOGIN_ROLES}
         pwfile = self.root / "initdb.pw"
@@ -260,7 +288,7 @@ class EmbeddedPostgres:
             ])
         finally:
             pwfile.unlink(missing_ok=True)
-        port = _free_port()
+        port = free_port()
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(port),
@@ -271,14 +299,8 @@ class EmbeddedPostgres:
             "timezone": "'UTC'",
             "log_timezone": "'UTC'",
         }
-        with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write("\n# written by visionledger\n")
-            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-        state = {"host": "127.0.0.1", "port": port, "passwords": passwords}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.state_file)
+        self._configure(settings)
+        self._write_state({"host": "127.0.0.1", "port": port, "passwords": passwords})
 
     def _load_state(self) -> ServerInfo:
         state = json.loads(self.state_file.read_text())

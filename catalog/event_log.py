@@ -1,6 +1,6 @@
 """What an event store is, whatever it keeps its events in: the event envelope, the interface every backend
-implements (``EventLog``), and the checks and numbering that decide what an append writes, so that the backends
-(PostgreSQL in ``catalog.store``, SQLite in ``catalog.sqlite_store``) differ only in how they lock and store.
+implements (``EventLog``: PostgreSQL in ``catalog.store``, SQLite in ``catalog.sqlite_store``), and the checks
+and serialisation every append does before it takes its backend's lock (``prepare_events``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from catalog.chain import (
     GENESIS,
     ChainHead,
     ChainReport,
-    canonical_value,
-    event_hash,
+    canonical_text,
+    content_digest,
+    stored_event_hash,
 )
-from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError
+from catalog.errors import EventValidationError
 from catalog.events import EventData, event_class, parse_event, text_problem
 
 # who and what caused an event; a signed act adds its signature (signer, signed_at, meaning: identity/), and a
@@ -128,140 +129,66 @@ RECORDED_COLUMNS = ", ".join(f.name for f in fields(RecordedEvent))
 
 
 class PreparedEvent(NamedTuple):
-    """One event checked and ready for a backend, its facts computed once. The payload is serialised later, as
-    the backend writes its row, so that the PostgreSQL store overlaps that work with the server's."""
+    """One event checked and serialised for a backend, outside its append lock: its payload in canonical form
+    (the text the store keeps) and its content digest (what the chain links under the lock)."""
 
-    data: EventData
     event_id: uuid.UUID
     stream_id: str
     type: str
     schema_version: int
-    metadata: str  # JSON text
+    payload: str  # JSON text, catalog.chain.canonical_text
+    metadata: str  # JSON text, canonical too
     occurred_at: datetime
-
-
-class StoredIdentity(NamedTuple):
-    """What an append needs to know of an event id that is already stored: where, and what it names."""
-
-    position: int
-    stream_id: str
-    type: str
-    payload: str  # JSON text as the store gives it back, compared by its canonical value (catalog.chain)
-
-
-class NumberedEvent(NamedTuple):
-    """A new event with the position and stream version it will be stored at."""
-
-    event: PreparedEvent
-    position: int
-    version: int
-
-
-@dataclass(frozen=True)
-class AppendPlan:
-    rows: list[NumberedEvent]  # what to store, in position order
-    result: AppendResult  # what to tell the caller once it is committed
+    digest: bytes  # catalog.chain.content_digest
 
 
 def prepare_events(events: Sequence[NewEvent]) -> list[PreparedEvent]:
-    """Check every event (its payload was validated when its model was built) or raise an
-    EventValidationError saying what is wrong."""
-    prepared = []
-    metadata_json: dict[tuple, str] = {}  # a batch usually shares one metadata: check and serialise it once
-    for event in events:
-        data = event.data
-        if not isinstance(data, EventData):
-            raise EventValidationError(f"event data must be one of the catalog's event types, not {type(data).__name__}")
-        kind = event_class(data.type_name())  # refuses unregistered subclasses
-        if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
-            raise EventValidationError(
-                f"{kind.__name__}.occurred_at must be a timezone-aware datetime, got {event.occurred_at!r}"
-            )
-        if not isinstance(event.event_id, uuid.UUID):
-            raise EventValidationError(f"event_id must be a UUID, got {event.event_id!r}")
-        key = tuple(event.metadata.items())
-        if key not in metadata_json:
-            unknown = set(event.metadata) - METADATA_KEYS
-            if unknown:
-                raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
-            for name, value in key:  # an actor with a NUL could never be stored, and would jam a spool
-                if value is not None and (problem := text_problem(str(value))) is not None:
-                    raise EventValidationError(f"metadata {name}: {problem}")
-            metadata_json[key] = orjson.dumps({k: str(v) for k, v in key if v is not None},
-                                              option=orjson.OPT_SORT_KEYS).decode()
-        prepared.append(PreparedEvent(data, event.event_id, data.stream_id, kind.__name__, kind.schema_version,
-                                      metadata_json[key], event.occurred_at))
+    """Check and serialise every event (:func:`prepare_event`), or raise an EventValidationError saying what
+    is wrong."""
+    metadata_json: dict[tuple, str] = {}
+    prepared = [prepare_event(event, metadata_json) for event in events]
     if len({p.event_id for p in prepared}) != len(prepared):
         raise EventValidationError("the same event_id appears twice in one append")
     return prepared
 
 
-def streams_involved(prepared: Sequence[PreparedEvent], expected_versions: Mapping[str, int]) -> list[str]:
-    """The streams whose current version an append must know: those it writes to and those it expects."""
-    return sorted({p.stream_id for p in prepared} | set(expected_versions))
-
-
-def plan_append(prepared: Sequence[PreparedEvent], expected_versions: Mapping[str, int], *, head: int,
-                stored: Mapping[uuid.UUID, StoredIdentity], versions: Mapping[str, int]) -> AppendPlan:
-    """Decide what an append writes, given the log as the backend read it while holding its append lock: the
-    ``head`` position, the ``stored`` events among the given ids, and the current ``versions`` of the
-    :func:`streams_involved` (a stream absent from it has none). Raises :class:`EventIdConflict` when a stored
-    id names other content, :class:`ConcurrencyError` when a stream is not at its expected version."""
-    for p in prepared:
-        if p.event_id in stored:
-            known = stored[p.event_id]
-            # canonical values: the store may print the same numbers otherwise (jsonb: 1e20 as 100000000000000000000)
-            if ((known.stream_id, known.type, canonical_value(known.payload))
-                    != (p.stream_id, p.type, canonical_value(p.data.model_dump_json()))):
-                raise EventIdConflict(
-                    f"event {p.event_id} is already stored as a different {known.type} on {known.stream_id}; "
-                    "give a new event a new id"
-                )
-    fresh = [p for p in prepared if p.event_id not in stored]
-    if fresh:  # a retry of an append that went through is all duplicates: its expectations held back then
-        for stream, expected in expected_versions.items():
-            actual = versions.get(stream, 0)
-            if actual != expected:
-                raise ConcurrencyError(stream, expected, actual)
-    next_version = dict(versions)
-    rows = []
-    for position, p in enumerate(fresh, start=head + 1):
-        next_version[p.stream_id] = next_version.get(p.stream_id, 0) + 1
-        rows.append(NumberedEvent(p, position, next_version[p.stream_id]))
-    new_positions = iter(row.position for row in rows)
-    return AppendPlan(rows, AppendResult(
-        positions=[stored[p.event_id].position if p.event_id in stored else next(new_positions) for p in prepared],
-        duplicates=[p.event_id for p in prepared if p.event_id in stored],
-    ))
-
-
-class ChainedRow(NamedTuple):
-    """A numbered event ready to store: its payload as JSON text, and its hash in the chain."""
-
-    row: NumberedEvent
-    payload: str  # JSON text (pydantic's), serialised once for the store and the hash
-    hash: bytes
-
-
-def chain_rows(rows: Sequence[NumberedEvent], previous: bytes, recorded_at: datetime) -> Iterator[ChainedRow]:
-    """Hash ``rows`` (an :class:`AppendPlan`'s, in position order) onto the chain whose head hash is
-    ``previous``, all recorded at ``recorded_at``. A generator, so that a backend serialises each row as it
-    streams it; it must run while the append lock is held, as the head it extends is the one read under it."""
-    metadata: dict[str, Any] = {}  # one batch usually shares one metadata text: parse it once
-    for row in rows:
-        p = row.event
-        payload = p.data.model_dump_json()  # pydantic's own encoder, several times cheaper than dict + json.dumps
-        if p.metadata not in metadata:
-            metadata[p.metadata] = canonical_value(p.metadata)
-        previous = event_hash(previous, row.position, p.event_id, p.stream_id, row.version, p.type,
-                              p.schema_version, canonical_value(payload),
-                              metadata[p.metadata], p.occurred_at, recorded_at)
-        yield ChainedRow(row, payload, previous)
+def prepare_event(event: NewEvent, metadata_json: dict[tuple, str]) -> PreparedEvent:
+    """Check and serialise one event (its payload was validated when its model was built), or raise an
+    EventValidationError saying what is wrong. ``metadata_json`` keeps the metadata already checked and
+    serialised: a batch usually shares one, done once."""
+    data = event.data
+    if not isinstance(data, EventData):
+        raise EventValidationError(f"event data must be one of the catalog's event types, not {type(data).__name__}")
+    kind = event_class(data.type_name())  # refuses unregistered subclasses
+    if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
+        raise EventValidationError(
+            f"{kind.__name__}.occurred_at must be a timezone-aware datetime, got {event.occurred_at!r}"
+        )
+    if not isinstance(event.event_id, uuid.UUID):
+        raise EventValidationError(f"event_id must be a UUID, got {event.event_id!r}")
+    key = tuple(event.metadata.items())
+    metadata = metadata_json.get(key)
+    if metadata is None:
+        unknown = set(event.metadata) - METADATA_KEYS
+        if unknown:
+            raise EventValidationError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
+        for name, value in key:  # an actor with a NUL could never be stored, and would jam a spool
+            if value is not None and (problem := text_problem(str(value))) is not None:
+                raise EventValidationError(f"metadata {name}: {problem}")
+        metadata = metadata_json[key] = orjson.dumps({k: str(v) for k, v in key if v is not None},
+                                                     option=orjson.OPT_SORT_KEYS).decode()
+    # pydantic's own encoder, several times cheaper than model_dump + a JSON library; the canonical form then
+    # sorts its keys (jsonb keeps them in no order the verifier could rebuild otherwise)
+    payload = canonical_text(data.model_dump_json())
+    stream_id, type_name, schema_version = data.stream_id, kind.__name__, kind.schema_version
+    return PreparedEvent(event.event_id, stream_id, type_name, schema_version, payload, metadata, event.occurred_at,
+                         content_digest(event.event_id, stream_id, type_name, schema_version, payload, metadata,
+                                        event.occurred_at))
 
 
 class StoredLink(NamedTuple):
-    """An event as stored, for verifying the chain: payload and metadata as the store's JSON text, to be parsed
-    as the writer parsed the text it sent (catalog.chain.canonical_value), and the hash stored with it."""
+    """An event as stored, for verifying the chain: payload and metadata as the store's JSON text, to be put in
+    canonical form again (catalog.chain.canonical_text), and the hash stored with it."""
 
     position: int
     event_id: uuid.UUID | str
@@ -282,17 +209,12 @@ def follow_chain(links: Iterable[StoredLink], head: ChainHead, *, against: Chain
     that breaks it: a missing position, or an event whose stored hash does not follow (its content, or the hash
     itself, was changed). With ``against`` (a head kept outside), the event at its position must carry its hash."""
     previous, position = head.hash, head.position
-    metadata: dict[str, Any] = {}  # the events mostly share a few metadata texts: parse each once
     for link in links:
         expected = position + 1
         if link.position != expected:
             return ChainReport(ChainHead(position, previous), position, expected,
                                f"position {expected} is missing: the next event stored is at {link.position}")
-        if link.metadata not in metadata:
-            metadata[link.metadata] = canonical_value(link.metadata)
-        if link.hash != event_hash(previous, link.position, link.event_id, link.stream_id, link.version,
-                                   link.type, link.schema_version, canonical_value(link.payload),
-                                   metadata[link.metadata], link.occurred_at, link.recorded_at):
+        if link.hash != stored_event_hash(previous, *link[:-1]):  # every column but the hash
             return ChainReport(ChainHead(position, previous), position, expected,
                                f"the event at position {expected} does not match its hash: its content, "
                                "its hash or its predecessor's was changed")
@@ -325,8 +247,8 @@ class EventLog(ABC):
     - **Atomicity.** An append stores all of its new events or none; an invalid envelope raises
       :class:`EventValidationError` before anything is stored.
     - **Immutability.** Stored events are never changed or removed.
-    - **A hash chain.** Each event's hash covers its content and its predecessor's hash (``catalog.chain``),
-      computed under the append lock by :func:`chain_rows`, so every backend computes the same chain;
+    - **A hash chain.** Each event's hash links its content digest (computed by :func:`prepare_events`) to its
+      predecessor's hash, under the append lock (``catalog.chain``), so every backend computes the same chain;
       :meth:`verify_chain` recomputes it from what the store gives back.
     """
 

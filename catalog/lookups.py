@@ -18,7 +18,7 @@ def _rows(cat: Catalog, sql: str, values: Collection[Any], **more: Any) -> list[
     """Rows of ``sql`` whose ``%(v)s`` is the array of ``values`` (nothing asked, nothing read)."""
     if not values:
         return []
-    with cat.read() as conn:
+    with cat.read(latest=True) as conn:  # what to append rests on what the primary holds now
         return [tuple(r) for r in conn.exec_driver_sql(sql, {"v": list(values), **more}).fetchall()]
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from catalog.store import APPEND_LOCK_KEY
-
 DEFAULT_PARTITION_SIZE = 1_000_000  # positions per partition until `log partitions --size` says otherwise
 PARTITIONS_AHEAD = 2  # empty partitions kept ready beyond the head
+# catalog.append_events's lock (migration 0014): partitions are replaced only while no append runs.
+APPEND_LOCK_KEY = 0x766C6564676572
 _BOUND = re.compile(r"FROM \('?(\d+)'?\) TO \('?(\d+)'?\)")
 
 
@@ -66,13 +66,16 @@ def create_partition(conn: psycopg.Connection, first: int, end: int) -> Partitio
     """A new partition for ``first <= position < end``, with its per-partition unique constraints (see the
     module's docstring) and its own append-only trigger (the parent's statement triggers do not fire for a
     statement that names the partition)."""
-    table = sql.Identifier("catalog", partition_name(first))
+    table_name = partition_name(first)
+    table = sql.Identifier("catalog", table_name)  # its constraints named as the first partition's (0017)
     conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF catalog.events FOR VALUES FROM ({}) TO ({})").format(
         table, sql.Literal(first), sql.Literal(end)))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD UNIQUE (event_id), ADD UNIQUE (stream_id, version)").format(table))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE (event_id), ADD CONSTRAINT {} UNIQUE (stream_id, version)")
+                 .format(table, sql.Identifier(f"{table_name}_event_id_key"),
+                         sql.Identifier(f"{table_name}_stream_version_key")))
     conn.execute(sql.SQL("CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {}"
                          " FOR EACH STATEMENT EXECUTE FUNCTION catalog.refuse_event_change()").format(table))
-    return Partition(partition_name(first), first, end)
+    return Partition(table_name, first, end)
 
 
 def ensure_partitions(conn: psycopg.Connection, *, ahead: int = PARTITIONS_AHEAD,

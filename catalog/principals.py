@@ -34,7 +34,9 @@ class UserRecord:
 
 
 def user_record(cat: Catalog, username: str) -> UserRecord | None:
-    with cat.read() as conn:
+    """The account as the primary holds it now: logins, lock-outs and role checks must not rest on a replica's
+    lag."""
+    with cat.read(latest=True) as conn:
         row = conn.exec_driver_sql(f"SELECT {USER_COLUMNS} FROM projections.users WHERE username = %(u)s",
                                    {"u": username}).first()
     return UserRecord(*row) if row else None
@@ -76,8 +78,8 @@ def store_token_hash(cat: Catalog, token_id: str, sha256: str) -> None:
 
 def token_hashes(cat: Catalog) -> list[tuple[Any, ...]]:
     """(token_id, line, station, cameras, expires_at, revoked, sha256) of every issued token (as a writer:
-    readers cannot read hashes)."""
-    with cat.read() as conn:
+    readers cannot read hashes), as the primary holds them now: a revoked token opens nothing."""
+    with cat.read(latest=True) as conn:
         return [tuple(row) for row in conn.exec_driver_sql(
             "SELECT t.token_id, t.line, t.station, t.cameras, t.expires_at, t.revoked_at IS NOT NULL, h.sha256"
             " FROM projections.station_tokens t JOIN catalog.station_token_hashes h USING (token_id)").fetchall()]

@@ -24,6 +24,13 @@ class Settings:
     # With ``database_url``: the read-only logins (analyst, auditor) as (role, URL) pairs; the embedded server
     # knows its own.
     reader_urls: tuple[tuple[str, str], ...] = ()
+    # A hot standby of ``database_url``'s server, for reads (its host and port; the logins are the primary's).
+    # The embedded server's own standby (`visionledger db replica start`) is found in the home.
+    replica_database_url: str | None = None
+    # A read that must see a position waits this long for the standby to replay it, then reads the primary;
+    # any read goes to the primary while the standby is more than `replica_max_lag` seconds behind.
+    replica_wait: float = 1.0
+    replica_max_lag: float = 30.0
 
     @property
     def lake_root(self) -> Path:
@@ -44,7 +51,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Read ``VISIONLEDGER_HOME``, ``VISIONLEDGER_DATABASE_URL``, ``VISIONLEDGER_ADMIN_DATABASE_URL``,
-        ``VISIONLEDGER_ANALYST_DATABASE_URL``, ``VISIONLEDGER_AUDITOR_DATABASE_URL`` and ``PG_BIN``."""
+        ``VISIONLEDGER_ANALYST_DATABASE_URL``, ``VISIONLEDGER_AUDITOR_DATABASE_URL``,
+        ``VISIONLEDGER_REPLICA_DATABASE_URL``, ``VISIONLEDGER_REPLICA_WAIT_SECONDS``,
+        ``VISIONLEDGER_REPLICA_MAX_LAG_SECONDS`` and ``PG_BIN``."""
         env = dict(os.environ if env is None else env)
         home = Path(env.get("VISIONLEDGER_HOME") or ".visionledger").expanduser().resolve()
         pg_bin = env.get("PG_BIN")
@@ -55,4 +64,7 @@ class Settings:
             pg_bin=Path(pg_bin) if pg_bin else None,
             reader_urls=tuple((role, env[f"VISIONLEDGER_{role.upper()}_DATABASE_URL"]) for role in READER_ROLES
                               if env.get(f"VISIONLEDGER_{role.upper()}_DATABASE_URL")),
+            replica_database_url=env.get("VISIONLEDGER_REPLICA_DATABASE_URL") or None,
+            replica_wait=float(env.get("VISIONLEDGER_REPLICA_WAIT_SECONDS") or cls.replica_wait),
+            replica_max_lag=float(env.get("VISIONLEDGER_REPLICA_MAX_LAG_SECONDS") or cls.replica_max_lag),
         )

@@ -2,7 +2,9 @@
 
 Ordering strategy. Every append opens its transaction with ``BEGIN IMMEDIATE``, which takes SQLite's single
 write lock before the head position is read; threads and processes sharing the file therefore append one at a
-time, and each numbers its events ``head + 1 ...`` in commit order. A reader's statement sees only whole
+time, and each numbers its events ``head + 1 ...`` in commit order (:func:`plan_append`, the rules PostgreSQL's
+``catalog.append_events`` keeps in SQL; the contract suite holds both to them), and links them into the hash
+chain with ``catalog.chain.chain_link``. A reader's statement sees only whole
 committed appends, so it never sees a hole (a rolled-back append assigns nothing). WAL mode lets readers go on
 while an append holds the lock; synchronous=FULL makes a returned append survive a power cut.
 """
@@ -15,25 +17,23 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from catalog.chain import GENESIS
+from catalog.chain import GENESIS, canonical_value, chain_link
+from catalog.errors import ConcurrencyError, EventIdConflict
 from catalog.event_log import (
     RECORDED_COLUMNS,
     AppendResult,
-    ChainedRow,
     EventLog,
     NewEvent,
+    PreparedEvent,
     RecordedEvent,
-    StoredIdentity,
     StoredLink,
     WaitForAppend,
-    chain_rows,
-    plan_append,
     prepare_events,
-    streams_involved,
 )
 
 BUSY_TIMEOUT_S = 60.0  # how long an append waits for another writer's lock before giving up
@@ -97,7 +97,7 @@ class SqliteEventStore(EventLog):
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")  # the write lock first, then the head: appends number in commit order
             try:
-                head, head_hash, last_recorded = db.execute(
+                head, previous, last_recorded = db.execute(
                     "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
                 ).fetchone() or (0, GENESIS, "")
                 stored = {
@@ -112,9 +112,13 @@ class SqliteEventStore(EventLog):
                 plan = plan_append(prepared, expected, head=head, stored=stored, versions=versions)
                 # An edge station's clock may step back (NTP after boot): recorded_at must still never decrease.
                 recorded_at = max(_utc_text(datetime.now(UTC)), last_recorded)
+                rows = []
+                for row in plan.rows:
+                    previous = chain_link(previous, row.position, row.version, datetime.fromisoformat(recorded_at),
+                                          row.event.digest)
+                    rows.append(_row(row, recorded_at, previous))
                 db.executemany(f"INSERT INTO events ({RECORDED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               [_row(row, recorded_at) for row in
-                                chain_rows(plan.rows, head_hash, datetime.fromisoformat(recorded_at))])
+                               rows)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite may have rolled back already (a full disk does)
@@ -181,12 +185,73 @@ class SqliteEventStore(EventLog):
         ]
 
 
-def _row(chained: ChainedRow, recorded_at: str) -> tuple:
-    row, p = chained.row, chained.row.event
-    return (row.position, str(p.event_id), p.stream_id, row.version, p.type, p.schema_version,
-            chained.payload, p.metadata, _utc_text(p.occurred_at), recorded_at, chained.hash)
+def _row(row: NumberedEvent, recorded_at: str, hash_: bytes) -> tuple:
+    p = row.event
+    return (row.position, str(p.event_id), p.stream_id, row.version, p.type, p.schema_version, p.payload,
+            p.metadata, _utc_text(p.occurred_at), recorded_at, hash_)
 
 
 def _utc_text(moment: datetime) -> str:
     """A time as fixed-width ISO text in UTC, so that comparing the texts compares the times."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def streams_involved(prepared: Sequence[PreparedEvent], expected_versions: Mapping[str, int]) -> list[str]:
+    """The streams whose current version an append must know: those it writes to and those it expects."""
+    return sorted({p.stream_id for p in prepared} | set(expected_versions))
+
+
+class StoredIdentity(NamedTuple):
+    """What an append needs to know of an event id that is already stored: where, and what it names."""
+
+    position: int
+    stream_id: str
+    type: str
+    payload: str  # JSON text as stored, compared by its canonical value (catalog.chain)
+
+
+class NumberedEvent(NamedTuple):
+    """A new event with the position and stream version it will be stored at."""
+
+    event: PreparedEvent
+    position: int
+    version: int
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    rows: list[NumberedEvent]  # what to store, in position order
+    result: AppendResult  # what to tell the caller once it is committed
+
+
+def plan_append(prepared: Sequence[PreparedEvent], expected_versions: Mapping[str, int], *, head: int,
+                stored: Mapping[uuid.UUID, StoredIdentity], versions: Mapping[str, int]) -> AppendPlan:
+    """Decide what an append writes, given the log as read under the write lock: the ``head`` position, the
+    ``stored`` events among the given ids, and the current ``versions`` of the :func:`streams_involved` (a
+    stream absent from it has none). Raises :class:`EventIdConflict` when a stored id names other content,
+    :class:`ConcurrencyError` when a stream is not at its expected version."""
+    for p in prepared:
+        if p.event_id in stored:
+            known = stored[p.event_id]
+            if (known.stream_id, known.type, canonical_value(known.payload)) != (p.stream_id, p.type,
+                                                                                 canonical_value(p.payload)):
+                raise EventIdConflict(
+                    f"event {p.event_id} is already stored as a different {known.type} on {known.stream_id}; "
+                    "give a new event a new id"
+                )
+    fresh = [p for p in prepared if p.event_id not in stored]
+    if fresh:  # a retry of an append that went through is all duplicates: its expectations held back then
+        for stream, expected in expected_versions.items():
+            actual = versions.get(stream, 0)
+            if actual != expected:
+                raise ConcurrencyError(stream, expected, actual)
+    next_version = dict(versions)
+    rows = []
+    for position, p in enumerate(fresh, start=head + 1):
+        next_version[p.stream_id] = next_version.get(p.stream_id, 0) + 1
+        rows.append(NumberedEvent(p, position, next_version[p.stream_id]))
+    new_positions = iter(row.position for row in rows)
+    return AppendPlan(rows, AppendResult(
+        positions=[stored[p.event_id].position if p.event_id in stored else next(new_positions) for p in prepared],
+        duplicates=[p.event_id for p in prepared if p.event_id in stored],
+    ))

@@ -1,20 +1,24 @@
-"""The event store on PostgreSQL (``catalog.events``): append (one event or a batch through COPY), read, tail.
+"""The event store on PostgreSQL (``catalog.events``): append (one server-side function call), read, tail.
 
-Ordering strategy. Every append takes one transaction-scoped advisory lock before it reads the head
-position (and the head's hash, which its events chain onto: catalog.chain), and holds it until commit. Positions are therefore assigned as ``head + 1 ...`` in commit order
-and with no holes (a rolled-back append assigns nothing), so a reader resuming after position N can never
-miss an event that commits later with a smaller position. Writers serialise only for the few statements
-of an append; the cost is measured in ``bench/bench_append.py``.
+Ordering strategy. Every append is one call of ``catalog.append_events`` (migration 0014), which takes one
+transaction-scoped advisory lock before it reads the head position (and the head's hash, which its events chain
+onto: catalog.chain), and holds it until commit. Positions are therefore assigned as ``head + 1 ...`` in commit
+order and with no holes (a rolled-back append assigns nothing), so a reader resuming after position N can never
+miss an event that commits later with a smaller position. The client does the work that grows with the events
+(checks, serialisation, content digests) before the call; under the lock the server only looks up ids and
+stream versions, links and inserts. Its cost is measured in ``bench/bench_append.py``.
 
 Archived ranges. The table is partitioned by position (catalog.partitions) and its oldest partitions may be
 archived to the lake and dropped (catalog.archive). Every read below the table's first position (the horizon)
-is made from the archive through DuckDB, so readers see one log from position 1. An append checks its streams'
-versions against the archive's index (``catalog.archived_streams``) too, but its event ids only against the
-table: the idempotency window is the live partitions (see docs/architecture.md).
+is made from the archive through DuckDB, so readers see one log from position 1. An append (``catalog.append_events``
+as migration 0017 left it) checks its streams' versions against the archive's index (``catalog.archived_streams``)
+too, but its event ids only against the table: the idempotency window is the live partitions (see
+docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import json
 import select
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -26,24 +30,25 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 
-from catalog.chain import GENESIS
-from catalog.errors import CatalogError, ImmutableEventError
+from catalog.errors import (
+    CatalogError,
+    ConcurrencyError,
+    EventIdConflict,
+    EventValidationError,
+    ImmutableEventError,
+)
 from catalog.event_log import (
     RECORDED_COLUMNS,
     AppendResult,
-    ChainedRow,
     EventLog,
     NewEvent,
     PreparedEvent,
     RecordedEvent,
-    StoredIdentity,
     StoredLink,
     WaitForAppend,
-    chain_rows,
     event_id_for,
-    plan_append,
+    prepare_event,
     prepare_events,
-    streams_involved,
 )
 
 if TYPE_CHECKING:
@@ -53,26 +58,37 @@ if TYPE_CHECKING:
 # across the code base import them from this module, which stays their address.
 __all__ = ["AppendResult", "EventStore", "NewEvent", "PermissionDenied", "RecordedEvent", "event_id_for"]
 
-# Key of the advisory lock that serialises appends (any 64-bit constant; this one spells "vledger").
-APPEND_LOCK_KEY = 0x766C6564676572
-COPY_THRESHOLD = 16  # batches at least this large go through COPY instead of INSERT
-_prepare = prepare_events  # bench/bench_append.py times the checks alone under this name
+COPY_THRESHOLD = 16  # batches at least this large are staged by COPY rather than sent as array parameters
+
+# One event per element of each array, in the given order (the function's contract is in migration 0014).
+APPEND_EVENTS = """
+    SELECT positions, duplicates FROM catalog.append_events(
+      %b::uuid[], %b::text[], %b::text[], %b::int4[], %b::jsonb[], %b::jsonb[], %b::timestamptz[], %b::bytea[],
+      %b::text[], %b::int8[])
+"""
+# A large batch is copied into a temporary table first, each event serialised as it streams (the client's work
+# overlaps the server's parsing), then handed to the same function as arrays built in the server. Array
+# parameters would cost Python per element to send; COPY's rows are formatted in C.
+STAGING_TABLE = """
+    CREATE TEMPORARY TABLE IF NOT EXISTS append_batch (
+      n int4, event_id uuid, stream_id text, type text, schema_version int4, payload jsonb, metadata jsonb,
+      occurred_at timestamptz, digest bytea) ON COMMIT DELETE ROWS
+"""
+STAGING_TYPES = ["int4", "uuid", "text", "text", "int4", "jsonb", "jsonb", "timestamptz", "bytea"]
+APPEND_STAGED = """
+    SELECT r.positions, r.duplicates
+      FROM (SELECT array_agg(event_id ORDER BY n) AS event_ids, array_agg(stream_id ORDER BY n) AS stream_ids,
+                   array_agg(type ORDER BY n) AS types, array_agg(schema_version ORDER BY n) AS schema_versions,
+                   array_agg(payload ORDER BY n) AS payloads, array_agg(metadata ORDER BY n) AS metadatas,
+                   array_agg(occurred_at ORDER BY n) AS occurred_times, array_agg(digest ORDER BY n) AS digests
+              FROM pg_temp.append_batch) b,
+           catalog.append_events(b.event_ids, b.stream_ids, b.types, b.schema_versions, b.payloads, b.metadatas,
+                                 b.occurred_times, b.digests, %b::text[], %b::int8[]) r
+"""
 
 
 class PermissionDenied(ImmutableEventError):
     """The connected role may not do this (read-only roles cannot append; no role may change events)."""
-
-
-# The types of RECORDED_COLUMNS, which an append writes, for binary COPY: recorded_at too, not the column's
-# default, as the chain hashes it.
-RECORDED_TYPES = ["int8", "uuid", "text", "int8", "text", "int4", "jsonb", "jsonb", "timestamptz", "timestamptz",
-                  "bytea"]
-
-
-def _row(chained: ChainedRow, recorded_at: datetime) -> tuple:
-    row, p = chained.row, chained.row.event
-    return (row.position, p.event_id, p.stream_id, row.version, p.type, p.schema_version,
-            _as_json(chained.payload), _as_json(p.metadata), p.occurred_at, recorded_at, chained.hash)
 
 
 def _as_json(text: str) -> Jsonb:
@@ -84,25 +100,40 @@ def _unchanged(text: str) -> str:
     return text
 
 
-# Run once the append lock is held. The head's row gives the position to number from and the hash to chain
-# onto; recorded_at is this statement's clock, never before the head's (a clock stepped back by NTP), so it
-# never decreases along positions.
-PRE_CHECK = """
-    WITH head AS (SELECT position, hash, recorded_at FROM catalog.events ORDER BY position DESC LIMIT 1)
-    SELECT
-      coalesce((SELECT position FROM head), 0),
-      (SELECT hash FROM head),
-      greatest(clock_timestamp(), (SELECT recorded_at FROM head)),
-      (SELECT coalesce(json_agg(json_build_array(event_id, position, stream_id, type, payload::text)), '[]')
-         FROM catalog.events WHERE event_id = ANY(%(ids)b)),
-      (SELECT coalesce(json_object_agg(stream_id, v), '{}')
-         FROM (SELECT stream_id, max(v) AS v
-                 FROM (SELECT stream_id, version AS v FROM catalog.events WHERE stream_id = ANY(%(streams)b)
-                       UNION ALL  -- a stream's events may be archived: its version goes on from there
-                       SELECT stream_id, last_version FROM catalog.archived_streams
-                        WHERE stream_id = ANY(%(streams)b)) versions
-                GROUP BY stream_id) s)
-"""
+def _append_parameters(prepared: Sequence[PreparedEvent], expected_versions: Mapping[str, int]) -> list[list]:
+    """APPEND_EVENTS's arrays: the events column by column, then the expected versions."""
+    columns: list[list] = [[], [], [], [], [], [], [], []]
+    ids, streams, types, schema_versions, payloads, metadata, occurred, digests = columns
+    for p in prepared:
+        ids.append(p.event_id)
+        streams.append(p.stream_id)
+        types.append(p.type)
+        schema_versions.append(p.schema_version)
+        payloads.append(_as_json(p.payload))
+        metadata.append(_as_json(p.metadata))
+        occurred.append(p.occurred_at)
+        digests.append(p.digest)
+    return [*columns, *_expected_parameters(expected_versions)]
+
+
+def _expected_parameters(expected_versions: Mapping[str, int]) -> list[list]:
+    return [list(expected_versions), list(expected_versions.values())]
+
+
+def _refusal(exc: psycopg.Error) -> Exception | None:
+    """The catalog's error for what catalog.append_events refused (its SQLSTATEs), or None for another error."""
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return PermissionDenied(f"this role may not append events: {exc.diag.message_primary}")
+    if exc.sqlstate == "VL001":
+        return EventIdConflict(exc.diag.message_primary)
+    if exc.sqlstate == "VL002":
+        return ConcurrencyError(**json.loads(exc.diag.message_detail))
+    if exc.sqlstate == "VL003":
+        return EventValidationError(exc.diag.message_primary)
+    if isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in (exc.diag.message_primary or ""):
+        return CatalogError("the event table has no partition for the next positions: run `visionledger log"
+                            " partitions` as the schema owner (catalog.partitions), and schedule it")
+    return None
 
 # The last archived position: every position below the table's first is in the lake's archive. Read in a
 # transaction before its other reads, it holds for all of them: the lock the statement takes on catalog.events
@@ -122,61 +153,56 @@ class EventStore(EventLog):
     def append(self, events: Sequence[NewEvent], *, expected_versions: Mapping[str, int] | None = None) -> AppendResult:
         if not events:
             return AppendResult(positions=[], duplicates=[])
-        prepared = prepare_events(events)
+        expected = expected_versions or {}
+        prepared = prepare_events(events) if len(events) < COPY_THRESHOLD else None
         # A raw pooled connection: the append manages its own transaction and pipelines its statements.
         raw = self.db.raw_connection()
         conn: psycopg.Connection = raw.driver_connection
         try:
-            result = self._append_locked(conn, prepared, expected_versions or {})
-        except psycopg.errors.InsufficientPrivilege as exc:
+            cur = conn.cursor()
+            if prepared is None:
+                ids = self._stage(raw, conn, events)
+                query, parameters = APPEND_STAGED, _expected_parameters(expected)
+            else:
+                ids = [p.event_id for p in prepared]
+                query, parameters = APPEND_EVENTS, _append_parameters(prepared, expected)
+            with conn.pipeline():  # the call and the commit in one round trip
+                cur.execute(query, parameters)
+                conn.commit()
+            positions, duplicates = cur.fetchone()
+        except psycopg.Error as exc:
             conn.rollback()
-            raise PermissionDenied(f"this role may not append events: {exc.diag.message_primary}") from exc
-        except psycopg.errors.CheckViolation as exc:
-            conn.rollback()
-            if "no partition" not in (exc.diag.message_primary or ""):
+            refusal = _refusal(exc)
+            if refusal is None:
                 raise
-            raise CatalogError("the event table has no partition for the next positions: run `visionledger log"
-                               " partitions` as the schema owner (catalog.partitions), and schedule it") from exc
+            raise refusal from exc
         except BaseException:
             conn.rollback()
             raise
         finally:
             raw.close()  # back to the pool
-        return result
+        return AppendResult(positions=positions,
+                            duplicates=[event_id for event_id, duplicate in zip(ids, duplicates, strict=True) if duplicate])
 
-    def _append_locked(self, conn: psycopg.Connection, prepared: list[PreparedEvent],
-                       expected_versions: Mapping[str, int]) -> AppendResult:
-        cur = conn.cursor()
-        with conn.pipeline():  # the lock and the pre-check travel in one round trip
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_KEY])
-            # A new statement, hence a new snapshot that sees every append committed before we got the lock.
-            # %b placeholders: thousands of ids and stream names travel binary, with no quoting. Small appends
-            # reuse one prepared plan (planning would cost them more than running); large ones are planned for
-            # their own arrays, as the generic plan made for one id is ruinous for 5,000.
-            cur.execute(PRE_CHECK, {"ids": [p.event_id for p in prepared],
-                                    "streams": streams_involved(prepared, expected_versions)},
-                        prepare=len(prepared) < COPY_THRESHOLD)
-        head, head_hash, recorded_at, existing, versions = cur.fetchone()
-        plan = plan_append(prepared, expected_versions, head=head, versions=versions, stored={
-            uuid.UUID(eid): StoredIdentity(pos, stream, typ, payload) for eid, pos, stream, typ, payload in existing
-        })
-        chained = chain_rows(plan.rows, head_hash or GENESIS, recorded_at)
-        if len(plan.rows) >= COPY_THRESHOLD:
-            with cur.copy(f"COPY catalog.events ({RECORDED_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(RECORDED_TYPES)
-                for row in chained:  # serialised and hashed as they stream: the server is busy meanwhile
-                    copy.write_row(_row(row, recorded_at))
-            conn.commit()
-        else:
-            with conn.pipeline():  # the rows and the commit in one round trip
-                if plan.rows:
-                    cur.executemany(
-                        f"INSERT INTO catalog.events ({RECORDED_COLUMNS})"
-                        f" VALUES ({', '.join(['%s'] * len(RECORDED_TYPES))})",
-                        [_row(row, recorded_at) for row in chained],
-                    )
-                conn.commit()
-        return plan.result
+    @staticmethod
+    def _stage(raw: Any, conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[uuid.UUID]:
+        """COPY ``events`` into the connection's staging table, each checked and serialised as it streams (an
+        invalid one aborts the COPY: nothing is stored); returns their ids. The function refuses an id given
+        twice."""
+        if "append_batch" not in raw.info:  # a temporary table lives as long as its connection
+            conn.execute(STAGING_TABLE)
+            conn.commit()  # on its own: a rolled-back append must not take the table with it
+            raw.info["append_batch"] = True
+        ids = []
+        metadata_json: dict[tuple, str] = {}
+        with conn.cursor().copy("COPY pg_temp.append_batch FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(STAGING_TYPES)
+            for n, event in enumerate(events):
+                p = prepare_event(event, metadata_json)
+                ids.append(p.event_id)
+                copy.write_row((n, p.event_id, p.stream_id, p.type, p.schema_version, _as_json(p.payload),
+                                _as_json(p.metadata), p.occurred_at, p.digest))
+        return ids
 
     # -- reading ---------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Commands for the catalog's PostgreSQL server: start, stop, status, url, dagster-url, upgrade."""
+"""Commands for the catalog's PostgreSQL server: start, stop, status, url, dagster-url, upgrade, and its hot
+standby for reads (replica start, status, stop, promote, remove)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from apps.cli.common import console, out
 from catalog.database import connection_urls, dagster_database_url, libpq_dsn, upgrade
 from catalog.embedded_postgres import EmbeddedPostgres
+from catalog.embedded_replica import EmbeddedReplica
 from catalog.settings import Settings
 
 
@@ -80,6 +82,63 @@ def db_upgrade() -> None:
     urls = connection_urls(Settings.from_env())
     upgrade(urls.owner)
     console.print("schema at head")
+
+
+@db.group()
+def replica() -> None:
+    """The embedded server's hot standby on this machine: reads go to it while it keeps up (else to the
+    primary). VISIONLEDGER_REPLICA_DATABASE_URL names an external one instead."""
+
+
+def _embedded_replica(action: str) -> EmbeddedReplica:
+    settings = _embedded_only(f"{action} a replica of")
+    return EmbeddedReplica(settings.home, pg_bin=settings.pg_bin)
+
+
+@replica.command("start")
+def replica_start() -> None:
+    """Clone the embedded server into a streaming hot standby (once), and start it."""
+    server = _embedded_replica("start")
+    info = server.start()
+    console.print(f"replica running at 127.0.0.1:{info.port}, data in {server.data_dir}")
+
+
+@replica.command("status")
+def replica_status() -> None:
+    """Say whether the standby streams from the primary, and how far behind it is (exit 3 if not running)."""
+    server = _embedded_replica("show")
+    if not server.running():
+        out.print(f"not running (home {server.home})")
+        sys.exit(3)
+    state = server.status()
+    if not state.in_recovery:
+        out.print(f"running at 127.0.0.1:{server.info().port} but not a standby: it was promoted")
+        return
+    streaming = "streaming" if state.streaming else "not streaming (is the primary running?)"
+    behind = "unknown bytes (primary down)" if state.lag_bytes is None else f"{state.lag_bytes} bytes"
+    paused = ", replay paused" if state.replay_paused else ""
+    out.print(f"running at 127.0.0.1:{server.info().port}: {streaming}{paused}; behind the primary by {behind}, "
+              f"{state.lag_seconds:.1f} s")
+
+
+@replica.command("stop")
+def replica_stop() -> None:
+    """Stop the standby (reads go to the primary); its slot keeps WAL for it until it starts again."""
+    console.print("stopped" if _embedded_replica("stop").stop() else "was not running")
+
+
+@replica.command("promote")
+def replica_promote() -> None:
+    """Fail over: make the standby the catalog's server, in the stopped primary's place and on its port."""
+    retired = _embedded_replica("promote").promote()
+    console.print(f"promoted: the replica is now the catalog's server; the old primary's cluster was kept at "
+                  f"{retired}: never start it again, delete it once you no longer need it")
+
+
+@replica.command("remove")
+def replica_remove() -> None:
+    """Stop the standby, drop its slot on the primary and delete its cluster."""
+    console.print("removed" if _embedded_replica("remove").remove() else "there was no replica")
 
 
 def _embedded_only(action: str) -> Settings:

@@ -1,24 +1,27 @@
 """The hash chain: `visionledger check` recomputes every event's hash and names the first position that breaks
 it, so an owner who lifts the append-only trigger and edits, removes or rewrites events is found; a head kept
 outside the database (`visionledger log head`) proves with `check --against` that nothing before it changed.
-Events stored before the chain are hashed by migration 0010."""
+Events stored before the chain are hashed by migration 0010, and re-hashed by 0014 when the chain's definition
+changed."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import psycopg
 import pytest
 
 import catalog
 from catalog import events as ev
-from catalog.chain import GENESIS, ChainHead, canonical_value, event_hash
+from catalog.chain import GENESIS, ChainHead, canonical_value, stored_event_hash
 from catalog.consistency import check_catalog
-from catalog.database import libpq_dsn, upgrade
+from catalog.database import libpq_dsn, make_engine, upgrade
 from catalog.embedded_postgres import OWNER_ROLE
 from catalog.settings import Settings
-from catalog.store import NewEvent
+from catalog.store import EventStore, NewEvent
 from tests.builders import run_cli
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -112,12 +115,9 @@ def _rehash_from(database, first: int) -> None:
                             ).fetchall()
         conn.execute("ALTER TABLE catalog.events DISABLE TRIGGER events_append_only")
         previous = GENESIS
-        for position, *content, recorded_at, stored in rows:
+        for position, *content, stored in rows:
             if position >= first:
-                event_id, stream_id, version, type_, schema_version, payload, metadata, occurred_at = content
-                stored = event_hash(previous, position, event_id, stream_id, version, type_, schema_version,
-                                    canonical_value(payload), canonical_value(metadata), occurred_at,
-                                    recorded_at)
+                stored = stored_event_hash(previous, position, *content)
                 conn.execute("UPDATE catalog.events SET hash = %s WHERE position = %s", (stored, position))
             previous = stored
         conn.execute("ALTER TABLE catalog.events ENABLE TRIGGER events_append_only")
@@ -158,6 +158,56 @@ def test_migration_0010_hashes_the_events_stored_before_the_chain(pre_chain_data
     with catalog.open(pre_chain_database) as cat:
         assert cat.store.verify_chain().ok and cat.store.chain_head().position == 5
         cat.store.append([excluded(5), excluded(6)])  # the chain goes on from the backfilled head
+        assert cat.store.verify_chain().ok and cat.store.chain_head().position == 7
+
+
+def _hash_as_before_0014(previous: bytes, position, event_id, stream_id, version, event_type, schema_version,
+                         payload: str, metadata: str, occurred_at: datetime, recorded_at: datetime) -> bytes:
+    """How 0010 and the append hashed an event until 0014: one sha256 over the predecessor's hash and the whole
+    canonical content, position and recording time included (a log written then holds these)."""
+    content = orjson.dumps([position, event_id, stream_id, version, event_type, schema_version,
+                            canonical_value(payload), canonical_value(metadata), occurred_at.astimezone(UTC),
+                            recorded_at.astimezone(UTC)], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(previous + content).digest()
+
+
+@pytest.fixture
+def database_at_0013(pg_server, tmp_path) -> Iterator[Settings]:
+    """A database migrated up to 0013, before the server-side append, holding events chained as then."""
+    name = f"vl_test_0013_{datetime.now().strftime('%H%M%S%f')}"
+    with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
+    try:
+        upgrade(pg_server.url(OWNER_ROLE, name), "0013")
+        yield Settings(home=tmp_path, database_url=pg_server.url("visionledger_app", name),
+                       admin_database_url=pg_server.url(OWNER_ROLE, name))
+    finally:
+        with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_migration_0014_rehashes_a_log_chained_by_the_previous_definition(database_at_0013):
+    owner_url = database_at_0013.admin_database_url
+    previous = GENESIS
+    with psycopg.connect(libpq_dsn(owner_url)) as conn:
+        for i in range(5):
+            event = excluded(i)
+            payload, metadata = event.data.model_dump_json(), '{"actor": "test:ana"}'
+            recorded_at = T0 + timedelta(hours=1, seconds=i)
+            previous = _hash_as_before_0014(previous, i + 1, event.event_id, event.stream_id, 1, "ImageExcluded", 1,
+                                            payload, metadata, event.occurred_at, recorded_at)
+            conn.execute(
+                "INSERT INTO catalog.events (position, event_id, stream_id, version, type, schema_version, payload,"
+                " metadata, occurred_at, recorded_at, hash) VALUES (%s, %s, %s, 1, 'ImageExcluded', 1, %s, %s, %s, %s,"
+                " %s)", (i + 1, event.event_id, event.stream_id, payload, metadata, event.occurred_at, recorded_at,
+                         previous))
+    before = EventStore(make_engine(owner_url))
+    assert before.verify_chain().broken_at == 1  # the new definition does not hold for the old hashes
+    before.db.dispose()
+    upgrade(owner_url)
+    with catalog.open(database_at_0013) as cat:
+        assert cat.store.verify_chain().ok and cat.store.chain_head().position == 5
+        cat.store.append([excluded(5), excluded(6)])  # the chain goes on from the re-hashed head
         assert cat.store.verify_chain().ok and cat.store.chain_head().position == 7
 
 

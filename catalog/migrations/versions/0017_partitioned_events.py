@@ -6,7 +6,8 @@ positions stored so far (an empty table: the first DEFAULT_PARTITION_SIZE positi
 constraints and append-only trigger; a new parent takes the old name with the same columns, checks, indexes,
 triggers and grants, so every reader and writer goes on naming ``catalog.events``. Partitions ahead of the head
 are created here too. ``archived_streams`` and ``archived_parts`` index what the archive holds, for the appends'
-stream versions and the reads that must look there (written only by the owner, as a partition is dropped).
+stream versions and the reads that must look there (written only by the owner, as a partition is dropped), and
+``catalog.append_events`` (0014) reads a stream's version from the first as well.
 
 Revision ID: 0017
 """
@@ -22,6 +23,18 @@ branch_labels = None
 depends_on = None
 
 FIRST = partition_name(1)
+
+# The one statement of catalog.append_events (0014) that reads the streams' versions, and what it becomes.
+STREAM_VERSIONS = """
+      LEFT JOIN LATERAL (SELECT e.version FROM catalog.events e WHERE e.stream_id = s.stream_id
+                          ORDER BY e.version DESC LIMIT 1) v ON true;"""
+STREAM_VERSIONS_ACROSS_ARCHIVE = """
+      LEFT JOIN LATERAL (SELECT greatest(
+                                  (SELECT e.version FROM catalog.events e WHERE e.stream_id = s.stream_id
+                                    ORDER BY e.version DESC LIMIT 1),
+                                  -- a stream whose events were archived goes on from its last archived version
+                                  (SELECT a.last_version FROM catalog.archived_streams a
+                                    WHERE a.stream_id = s.stream_id)) AS version) v ON true;"""
 
 
 def upgrade() -> None:
@@ -79,6 +92,12 @@ def upgrade() -> None:
     for table in ("archived_streams", "archived_parts"):
         op.execute(f"REVOKE ALL ON catalog.{table} FROM PUBLIC")
         op.execute(f"GRANT SELECT ON catalog.{table} TO visionledger_writer, visionledger_reader")
+    # The function as installed, with that one statement changed (CREATE OR REPLACE keeps its grants).
+    definition = conn.execute("SELECT pg_get_functiondef('catalog.append_events'::regproc)").fetchone()[0]
+    if STREAM_VERSIONS not in definition:
+        raise RuntimeError("catalog.append_events is not as migration 0014 wrote it: its stream versions cannot be"
+                           " made to read the archive")
+    conn.execute(definition.replace(STREAM_VERSIONS, STREAM_VERSIONS_ACROSS_ARCHIVE))
 
 
 def downgrade() -> None:
