@@ -21,8 +21,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from catalog.archive import LogArchive
 from catalog.blobs import BlobStore, LocalBlobStore
-from catalog.database import ConnectionUrls, connection_urls, current_revision, make_engine, upgrade
+from catalog.database import (
+    ConnectionUrls,
+    connection_urls,
+    current_revision,
+    libpq_dsn,
+    make_engine,
+    upgrade,
+)
 from catalog.errors import (
     CatalogError,
     ConcurrencyError,
@@ -32,6 +40,7 @@ from catalog.errors import (
 )
 from catalog.events import EventData
 from catalog.lake import Lake, SyncReport
+from catalog.partitions import ensure_partitions_at
 from catalog.projections import ProjectionRunner, RebuildReport, labels_as_of, rebuild
 from catalog.replica import ReplicaReads
 from catalog.settings import Settings
@@ -62,9 +71,10 @@ class Catalog:
         self.replica = None if replica_url is None else ReplicaReads(
             make_engine(replica_url), wait=settings.replica_wait, max_lag=settings.replica_max_lag)
         self._appended: int | None = None  # the last position this catalog appended: its reads must see it
-        self.store = EventStore(self.db)
-        self.projections = ProjectionRunner(self.db)
         self.lake = Lake(settings.lake_root)
+        self.archive = LogArchive(settings.lake_root)  # the log's archived partitions, read below its horizon
+        self.store = EventStore(self.db, self.archive)
+        self.projections = ProjectionRunner(self.db, archive=self.archive)
         self.blobs: BlobStore = LocalBlobStore(settings.blob_root)
 
     # -- writing -----------------------------------------------------------------------------------------
@@ -165,7 +175,7 @@ class Catalog:
 
     def rebuild_projections(self, *, check_only: bool = False, progress: Progress | None = None) -> RebuildReport:
         """Replay the log into fresh tables; compare with the live ones, and replace them unless ``check_only``."""
-        return rebuild(self.db, check_only=check_only, progress=progress)
+        return rebuild(self.db, check_only=check_only, progress=progress, archive=self.archive)
 
     def sync_lake(self, *, chunk: int = 100_000, progress: Progress | None = None) -> SyncReport:
         """Mirror new events into the lake's Parquet files (see :class:`catalog.lake.Lake`)."""
@@ -200,6 +210,8 @@ def open(settings: Settings | None = None, *, role: str = "app", database: str |
     if migrate:
         if current_revision(urls.owner) != HEAD_REVISION:
             upgrade(urls.owner)
+        else:  # the embedded server's start keeps partitions ahead, as `db upgrade` does
+            ensure_partitions_at(libpq_dsn(urls.owner))
     elif current_revision(urls.app) != HEAD_REVISION:
         raise CatalogError(
             f"the catalog schema at {settings.database_url or 'the embedded server'} is not at revision "

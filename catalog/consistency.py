@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from catalog.blobs import URI_PREFIX, LocalBlobStore
 from catalog.chain import ChainHead, ChainReport
-from catalog.events import image_of_stream
+from catalog.events import LogRangeArchived, image_of_stream
+from catalog.store import HORIZON
 
 if TYPE_CHECKING:
     from catalog import Catalog
@@ -33,12 +34,16 @@ def check_blobs(cat: Catalog, blobs: LocalBlobStore) -> ConsistencyReport:
     """Compare the blobs the log names (images, and the masks and artifacts its payloads name by URI) and the
     lake's heatmaps name with the blobs on disk."""
     with cat.db.connect() as conn:
-        images = {image_of_stream(row[0]) for row in conn.exec_driver_sql(
+        horizon = conn.exec_driver_sql(HORIZON).scalar()  # first: see catalog.store.HORIZON
+        image_streams = {row[0] for row in conn.exec_driver_sql(
             "SELECT DISTINCT stream_id FROM catalog.events WHERE type = 'ImageIngested'")}
         # Other blobs are named by URI in a payload field: label masks, checkpoints, ONNX files, engines.
-        artifacts = {row[0].removeprefix(URI_PREFIX) for row in conn.exec_driver_sql(
+        uris = {row[0] for row in conn.exec_driver_sql(
             "SELECT DISTINCT f.value FROM catalog.events, jsonb_each_text(payload) f"
             " WHERE type <> 'ImageIngested' AND f.value LIKE %(prefix)s", {"prefix": URI_PREFIX + "%"})}
+    archived_streams, archived_uris = cat.archive.blob_names(horizon, URI_PREFIX)
+    images = {image_of_stream(stream) for stream in image_streams | archived_streams}
+    artifacts = {uri.removeprefix(URI_PREFIX) for uri in uris | archived_uris}
     # The heatmaps asset's overlays are kept as blobs and named by its lake tables, not by an event.
     heatmaps = {uri.removeprefix(URI_PREFIX) for uri in cat.lake.heatmap_uris()}
     known = images | artifacts | heatmaps
@@ -69,13 +74,15 @@ class CatalogReport:
     lake_mismatched: list[int] = field(default_factory=list)  # mirrored with another id, type or content
     lake_beyond_checkpoint: list[int] = field(default_factory=list)  # mirrored past the checkpoint
     lake_sync_interrupted: bool = False  # an intent or staged files left by a killed sync, not yet recovered
+    archived_through: int = 0  # positions up to here are read from the lake's archive (catalog.archive)
+    archive_problems: list[str] = field(default_factory=list)  # archive files unlike their LogRangeArchived records
 
     @property
     def ok(self) -> bool:
         return self.blobs.ok and self.chain.ok and not (
             self.position_gaps or self.duplicate_event_ids or self.stream_version_gaps
             or self.projections_differing or self.lake_missing or self.lake_doubled or self.lake_mismatched
-            or self.lake_beyond_checkpoint or self.lake_sync_interrupted
+            or self.lake_beyond_checkpoint or self.lake_sync_interrupted or self.archive_problems
         )
 
     def problems(self) -> list[str]:
@@ -98,6 +105,7 @@ class CatalogReport:
             lines.insert(0, f"the hash chain breaks at position {self.chain.broken_at}: {self.chain.problem}")
         if self.lake_sync_interrupted:
             lines.append("a lake sync was interrupted: run `visionledger lake sync` to recover it")
+        lines += [f"archive: {problem}" for problem in self.archive_problems]
         return lines
 
 
@@ -110,16 +118,25 @@ def check_catalog(cat: Catalog, *, against: ChainHead | None = None,
     chain's verification, the part that grows with the log."""
     chain = cat.store.verify_chain(against=against, progress=progress)
     with cat.db.connect() as conn:
-        events, head = conn.exec_driver_sql("SELECT count(*), coalesce(max(position), 0) FROM catalog.events").one()
+        horizon = conn.exec_driver_sql(HORIZON).scalar()  # first: see catalog.store.HORIZON
+        live_events, head = conn.exec_driver_sql(
+            "SELECT count(*), coalesce(max(position), 0) FROM catalog.events").one()
         gaps = [(int(a), int(b)) for a, b in conn.exec_driver_sql(
-            "SELECT prev + 1, position - 1 FROM (SELECT position, coalesce(lag(position) OVER (ORDER BY position), 0)"
-            " AS prev FROM catalog.events) p WHERE position <> prev + 1")]
+            "SELECT prev + 1, position - 1 FROM (SELECT position, coalesce(lag(position) OVER (ORDER BY position),"
+            " %(h)s) AS prev FROM catalog.events) p WHERE position <> prev + 1", {"h": horizon})]
+        # Unique within the table and within the archive; across the two, the idempotency window (catalog.store).
         duplicates = [row[0] for row in conn.exec_driver_sql(
             "SELECT event_id::text FROM catalog.events GROUP BY event_id HAVING count(*) > 1 ORDER BY 1")]
+        duplicates += cat.archive.duplicate_event_ids(horizon)
+        # A stream's versions run 1..n across the archive (its index, archived_streams) and on in the table.
         version_gaps = [row[0] for row in conn.exec_driver_sql(
-            "SELECT stream_id FROM catalog.events GROUP BY stream_id"
-            " HAVING min(version) <> 1 OR max(version) <> count(*) OR count(DISTINCT version) <> count(*)"
-            " ORDER BY 1")]
+            "SELECT stream_id FROM (SELECT stream_id, min(version) AS lo, max(version) AS hi, count(*) AS n,"
+            "  count(DISTINCT version) AS d FROM catalog.events GROUP BY stream_id) t"
+            " FULL JOIN catalog.archived_streams a USING (stream_id)"
+            " WHERE coalesce(t.lo, a.last_version + 1) <> coalesce(a.last_version, 0) + 1"
+            "  OR t.hi - t.lo + 1 <> t.n OR t.n <> t.d OR a.events <> a.last_version ORDER BY 1")]
+        indexed = {row[0]: tuple(row[1:]) for row in conn.exec_driver_sql(
+            "SELECT stream_id, last_version, events, first_position, last_position FROM catalog.archived_streams")}
         lake_position = cat.lake.synced_position()
         # Each event's content is compared by digest as well: the lake is the log's second copy, so an event
         # altered in place (only the owner, by disabling the append-only trigger, could) shows as a mismatch.
@@ -128,13 +145,14 @@ def check_catalog(cat: Catalog, *, against: ChainHead | None = None,
             " (extract(epoch FROM occurred_at) * 1000000)::bigint, payload::text, metadata::text))"
             " FROM catalog.events WHERE position <= %(p)s", {"p": lake_position})}
     rebuilt = cat.rebuild_projections(check_only=True)
+    archive_problems = _archive_problems(cat, horizon, indexed)
     mirrored: dict[int, list[tuple[str, str, str]]] = {}
     for position, event_id, event_type, digest in cat.duckdb().execute(
             "SELECT position, event_id, type, md5(concat_ws('|', stream_id, version, epoch_us(occurred_at),"
             " payload, metadata)) FROM events").fetchall():
         mirrored.setdefault(position, []).append((event_id, event_type, digest))
     return CatalogReport(
-        head=head, events=events, lake_position=lake_position, blobs=check_blobs(cat, cat.blobs), chain=chain,
+        head=head, events=horizon + live_events, lake_position=lake_position, blobs=check_blobs(cat, cat.blobs), chain=chain,
         position_gaps=gaps, duplicate_event_ids=duplicates, stream_version_gaps=version_gaps,
         projections_differing=[t.table for t in rebuilt.tables if not t.equal],
         lake_missing=sorted(logged.keys() - mirrored.keys()),
@@ -143,4 +161,25 @@ def check_catalog(cat: Catalog, *, against: ChainHead | None = None,
                                if p in logged and any(c != logged[p] for c in copies)),
         lake_beyond_checkpoint=sorted(p for p in mirrored if p > lake_position),
         lake_sync_interrupted=cat.lake.sync_interrupted(),
+        archived_through=horizon, archive_problems=archive_problems,
     )
+
+
+def _archive_problems(cat: Catalog, horizon: int, indexed: dict[str, tuple]) -> list[str]:
+    """The archive against its records: each LogRangeArchived's files as recorded (size, sha256, count, digest;
+    the chain through them is verified with the rest), the records covering 1..horizon end to end, and the
+    table's index of archived streams equal to what the files hold."""
+    records = [e.data for e in cat.store.read(types=[LogRangeArchived.type_name()], limit=None)]
+    problems = [problem for record in records for problem in cat.archive.record_problems(record)]
+    covered = 0
+    for record in sorted(records, key=lambda r: r.first_position):
+        if record.first_position != covered + 1:
+            problems.append(f"positions {covered + 1}..{record.first_position - 1} have no LogRangeArchived record")
+        covered = max(covered, record.last_position)
+    if covered < horizon:
+        problems.append(f"positions {covered + 1}..{horizon} are gone from the table without a LogRangeArchived record")
+    held = cat.archive.stream_index(horizon)
+    if differing := {s for s in held.keys() | indexed.keys() if held.get(s) != indexed.get(s)}:
+        problems.append(f"catalog.archived_streams differs from the archive for {len(differing)} streams"
+                        f" (first: {sorted(differing)[:3]})")
+    return problems

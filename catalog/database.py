@@ -18,6 +18,7 @@ from sqlalchemy.exc import DisconnectionError
 from catalog.embedded_postgres import ADMIN_ROLE, LOGIN_ROLES, OWNER_ROLE, EmbeddedPostgres
 from catalog.embedded_replica import EmbeddedReplica
 from catalog.errors import CatalogError
+from catalog.partitions import ensure_partitions_at
 from catalog.settings import Settings
 
 if TYPE_CHECKING:
@@ -123,10 +124,12 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(owner_url: str, revision: str = "head") -> None:
-    """Apply the migrations as the schema owner."""
+    """Apply the migrations as the schema owner; at the head, keep the event table's partitions ready ahead."""
     from alembic import command
 
     command.upgrade(alembic_config(owner_url), revision)
+    if revision == "head":
+        ensure_partitions_at(libpq_dsn(owner_url))
 
 
 def current_revision(url: str) -> str | None:

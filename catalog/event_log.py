@@ -203,6 +203,29 @@ class StoredLink(NamedTuple):
     hash: bytes
 
 
+def follow_chain(links: Iterable[StoredLink], head: ChainHead, *, against: ChainHead | None = None) -> ChainReport:
+    """Recompute the hashes of ``links`` (stored events in position order, wherever they are kept: the table or
+    the lake's archive) onto the chain whose verified ``head`` precedes them, and stop at the first position
+    that breaks it: a missing position, or an event whose stored hash does not follow (its content, or the hash
+    itself, was changed). With ``against`` (a head kept outside), the event at its position must carry its hash."""
+    previous, position = head.hash, head.position
+    for link in links:
+        expected = position + 1
+        if link.position != expected:
+            return ChainReport(ChainHead(position, previous), position, expected,
+                               f"position {expected} is missing: the next event stored is at {link.position}")
+        if link.hash != stored_event_hash(previous, *link[:-1]):  # every column but the hash
+            return ChainReport(ChainHead(position, previous), position, expected,
+                               f"the event at position {expected} does not match its hash: its content, "
+                               "its hash or its predecessor's was changed")
+        if against is not None and expected == against.position and link.hash != against.hash:
+            return ChainReport(ChainHead(position, previous), position, expected,
+                               f"the event at position {expected} no longer has the hash {against}: "
+                               "the log at or before it was rewritten")
+        previous, position = link.hash, expected
+    return ChainReport(ChainHead(position, previous), position)
+
+
 WaitForAppend = Callable[[float | None], None]
 
 
@@ -301,32 +324,21 @@ class EventLog(ABC):
         changed). With ``against`` (a head kept outside), the event at that position must still carry that
         hash, and the log must reach it."""
         total = self.head()
-        previous, position = GENESIS, 0
-        while page := self._links(position, page_size):
-            for link in page:
-                expected = position + 1
-                if link.position != expected:
-                    return ChainReport(ChainHead(position, previous), position, expected,
-                                       f"position {expected} is missing: the next event stored is at {link.position}")
-                if link.hash != stored_event_hash(previous, *link[:-1]):  # every column but the hash
-                    return ChainReport(ChainHead(position, previous), position, expected,
-                                       f"the event at position {expected} does not match its hash: its content, "
-                                       "its hash or its predecessor's was changed")
-                if against is not None and expected == against.position and link.hash != against.hash:
-                    return ChainReport(ChainHead(position, previous), position, expected,
-                                       f"the event at position {expected} no longer has the hash {against}: "
-                                       "the log at or before it was rewritten")
-                previous, position = link.hash, expected
+        report = ChainReport(EMPTY_HEAD, 0)
+        while page := self._links(report.head.position, page_size):
+            report = follow_chain(page, report.head, against=against)
+            if not report.ok:
+                return report
             if progress:
-                progress(position, max(total, position))
-        head = ChainHead(position, previous)
+                progress(report.events, max(total, report.events))
+        head, position = report.head, report.events
         if against is not None and position < against.position:
             return ChainReport(head, position, position + 1,
                                f"the log ends at position {position}, before the head held outside ({against}): "
                                "events were removed")
         if against is not None and against.position == 0 and against.hash != GENESIS:
             return ChainReport(head, position, 0, f"{against} is not the empty log's head")
-        return ChainReport(head, position)
+        return report
 
     @abstractmethod
     def _links(self, after: int, limit: int) -> list[StoredLink]:

@@ -635,6 +635,37 @@ class EngineBuilt(EventData):
         return f"engine:{self.engine_id}"
 
 
+# -- the log itself --------------------------------------------------------------------------------------------
+
+LOG_STREAM = "log"  # events about the event log: its ranges archived to the lake
+
+
+class ArchiveFile(BaseModel):
+    """One file of an archived range, as written: its path under the lake's root, its size and its sha256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: Text
+    bytes: int = Field(ge=0)
+    sha256: Sha256
+
+
+class LogRangeArchived(EventData):
+    """A range of positions (one partition of the event table) written to the lake's archive, verified there (its
+    count, every event's hash recomputed and chained to its neighbours, its digest equal to the log's), then
+    detached and dropped from PostgreSQL (catalog.archive). ``digest``: the sha256 of the range's event
+    hashes, in position order."""
+
+    first_position: int = Field(ge=1)
+    last_position: int = Field(ge=1)
+    events: int = Field(ge=1)
+    digest: Sha256
+    files: list[ArchiveFile]
+
+    @property
+    def stream_id(self) -> str:
+        return LOG_STREAM
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     cls.type_name(): cls
     for cls in (
@@ -643,7 +674,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         ModelRegistered, ModelExported, ModelEvaluated, RegressionReplayed, ModelPromoted, EngineBuilt,
         LineTimeZoneSet, UserCreated, UserRoleGranted, UserRoleRevoked, UserDisabled, UserEnabled,
         UserPasswordSet, UserLoggedIn, UserLoginFailed, RuleSetPublished,
-        StationTokenIssued, StationTokenRevoked,
+        StationTokenIssued, StationTokenRevoked, LogRangeArchived,
     )
 }
 

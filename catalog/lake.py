@@ -138,7 +138,7 @@ class Lake:
             import pyarrow.parquet as pq  # noqa: PLC0415 - the writer pulls in much; only syncs need it
 
             pq.write_table(table, staged, compression="zstd")
-            _fsync_file(staged)
+            fsync_file(staged)
             renames.append((str(staged.relative_to(self.root)), str(Path("events") / relative)))
         _write_atomically(self._pending, {"after": after, "end": end, "renames": renames})
         self._roll_forward()
@@ -157,7 +157,7 @@ class Lake:
             if source.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
             elif not target.exists():
                 raise RuntimeError(f"lake sync intent names {staged}, which is neither staged nor placed")
         _write_atomically(self._state, {"position": intent["end"]})
@@ -194,7 +194,7 @@ class Lake:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return path
 
     # -- reading -----------------------------------------------------------------------------------------
@@ -247,10 +247,10 @@ def _write_atomically(path: Path, content: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -258,7 +258,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

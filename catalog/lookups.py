@@ -73,16 +73,25 @@ def ingested_in_log(cat: Catalog, sha256: str) -> bool:
             {"s": image_stream(sha256)}).scalar()
 
 
+# The events a part's decision stands on. A literal list, as the partial index `events_part` is defined with it:
+# PostgreSQL uses a partial index only for a query whose condition implies the index's.
+PART_EVENT_TYPES_SQL = "('ImageIngested', 'PredictionRecorded', 'PartDispositioned')"
 PART_EVENTS_QUERY = (
     "SELECT event_id, type, payload, metadata FROM catalog.events WHERE payload->>'part_id' = %(p)s"
-    " AND type IN ('ImageIngested', 'PredictionRecorded', 'PartDispositioned') ORDER BY position")
+    f" AND type IN {PART_EVENT_TYPES_SQL} ORDER BY position")
 
 
 def part_events(cat: Catalog, part_id: str) -> list[tuple[uuid.UUID, str, dict[str, Any], dict[str, Any]]]:
     """(event id, type, payload, metadata) of every ImageIngested, PredictionRecorded and PartDispositioned
     naming the part, in log order: what the server's next decision on the part stands on. Read from the log
-    itself (the read models trail the server's appends), through the index `events_part` (migration 0013)."""
+    itself (the read models trail the server's appends), through the index `events_part` (migration 0013), and
+    from the lake's archive only for a part `catalog.archived_parts` names (a one-row lookup otherwise)."""
     with cat.db.connect() as conn:
+        # The log first: its lock, held to the end of this transaction, keeps an archive from dropping a range
+        # between the two reads (catalog.store: the horizon).
         rows = conn.exec_driver_sql(PART_EVENTS_QUERY, {"p": part_id}).fetchall()
+        archived = conn.exec_driver_sql(
+            "SELECT first_position, last_position FROM catalog.archived_parts WHERE part_id = %(p)s",
+            {"p": part_id}).fetchone()
         conn.rollback()
-    return [tuple(r) for r in rows]
+    return (cat.archive.part_events(part_id, *archived) if archived else []) + [tuple(r) for r in rows]

@@ -7,6 +7,13 @@ order and with no holes (a rolled-back append assigns nothing), so a reader resu
 miss an event that commits later with a smaller position. The client does the work that grows with the events
 (checks, serialisation, content digests) before the call; under the lock the server only looks up ids and
 stream versions, links and inserts. Its cost is measured in ``bench/bench_append.py``.
+
+Archived ranges. The table is partitioned by position (catalog.partitions) and its oldest partitions may be
+archived to the lake and dropped (catalog.archive). Every read below the table's first position (the horizon)
+is made from the archive through DuckDB, so readers see one log from position 1. An append (``catalog.append_events``
+as migration 0017 left it) checks its streams' versions against the archive's index (``catalog.archived_streams``)
+too, but its event ids only against the table: the idempotency window is the live partitions (see
+docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -17,13 +24,19 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 
-from catalog.errors import ConcurrencyError, EventIdConflict, EventValidationError, ImmutableEventError
+from catalog.errors import (
+    CatalogError,
+    ConcurrencyError,
+    EventIdConflict,
+    EventValidationError,
+    ImmutableEventError,
+)
 from catalog.event_log import (
     RECORDED_COLUMNS,
     AppendResult,
@@ -37,6 +50,9 @@ from catalog.event_log import (
     prepare_event,
     prepare_events,
 )
+
+if TYPE_CHECKING:
+    from catalog.archive import LogArchive
 
 # The envelope and the id helper were defined here before the interface moved to catalog.event_log; callers
 # across the code base import them from this module, which stays their address.
@@ -114,14 +130,23 @@ def _refusal(exc: psycopg.Error) -> Exception | None:
         return ConcurrencyError(**json.loads(exc.diag.message_detail))
     if exc.sqlstate == "VL003":
         return EventValidationError(exc.diag.message_primary)
+    if isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in (exc.diag.message_primary or ""):
+        return CatalogError("the event table has no partition for the next positions: run `visionledger log"
+                            " partitions` as the schema owner (catalog.partitions), and schedule it")
     return None
+
+# The last archived position: every position below the table's first is in the lake's archive. Read in a
+# transaction before its other reads, it holds for all of them: the lock the statement takes on catalog.events
+# lasts until the transaction ends, and dropping an archived partition must wait for it.
+HORIZON = "SELECT coalesce(min(position), 1) - 1 FROM catalog.events"
 
 
 class EventStore(EventLog):
     """The event log in PostgreSQL's ``catalog.events``: the catalog's system of record."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, archive: LogArchive | None = None):
         self.db = engine
+        self.archive = archive  # where positions below the horizon are read (catalog.archive)
 
     # -- appending -------------------------------------------------------------------------------------
 
@@ -188,7 +213,7 @@ class EventStore(EventLog):
     def read(self, after: int = 0, *, upto: int | None = None, limit: int | None = 10_000,
              types: Iterable[str] | None = None) -> list[RecordedEvent]:
         clauses = ["position > %(after)s"]
-        params: dict[str, Any] = {"after": after}
+        params: dict[str, Any] = {}
         if upto is not None:
             clauses.append("position <= %(upto)s")
             params["upto"] = upto
@@ -198,35 +223,72 @@ class EventStore(EventLog):
         sql = f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE {' AND '.join(clauses)} ORDER BY position"
         if limit is not None:
             sql += " LIMIT %(limit)s"
-            params["limit"] = limit
-        return self._query(sql, params)
+        with self._reading() as conn:
+            horizon = conn.execute(HORIZON).fetchone()[0]
+            archived = self._archived().events(
+                after, horizon if upto is None else min(upto, horizon), limit=limit, types=types
+            ) if after < horizon else []
+            if limit is not None:
+                params["limit"] = limit - len(archived)
+            rows = conn.execute(sql, {**params, "after": max(after, horizon)}).fetchall()
+        return archived + [RecordedEvent(*row) for row in rows]
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        return self._query(
-            f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE stream_id = %(s)s ORDER BY version", {"s": stream_id}
-        )
+        with self._reading() as conn:  # the table first: see HORIZON
+            rows = conn.execute(f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE stream_id = %(s)s"
+                                " ORDER BY version", {"s": stream_id}).fetchall()
+            span = conn.execute("SELECT first_position, last_position FROM catalog.archived_streams"
+                                " WHERE stream_id = %(s)s", {"s": stream_id}).fetchone()
+        archived = self._archived().stream(stream_id, *span) if span else []
+        return archived + [RecordedEvent(*row) for row in rows]
 
     def stream_version(self, stream_id: str) -> int:
         with self.db.connect() as conn:
             return conn.exec_driver_sql(
-                "SELECT coalesce(max(version), 0) FROM catalog.events WHERE stream_id = %(s)s", {"s": stream_id}
+                "SELECT greatest((SELECT max(version) FROM catalog.events WHERE stream_id = %(s)s),"
+                " (SELECT last_version FROM catalog.archived_streams WHERE stream_id = %(s)s), 0)", {"s": stream_id}
             ).scalar()
+
+    def archived_through(self) -> int:
+        """The last position archived to the lake and dropped from the table (0 when none is)."""
+        with self._reading() as conn:
+            return conn.execute(HORIZON).fetchone()[0]
 
     def _last_position_recorded_by(self, moment: datetime) -> int:
-        with self.db.connect() as conn:
-            return conn.exec_driver_sql(
-                "SELECT coalesce(max(position), 0) FROM catalog.events WHERE recorded_at <= %(t)s", {"t": moment}
-            ).scalar()
+        with self._reading() as conn:
+            horizon = conn.execute(HORIZON).fetchone()[0]
+            live = conn.execute("SELECT max(position) FROM catalog.events WHERE recorded_at <= %(t)s",
+                                {"t": moment}).fetchone()[0]
+        # recorded_at never decreases along positions: an answer in the table is the answer
+        if live is not None or not horizon:
+            return live or 0
+        return self._archived().last_position_recorded_by(moment, horizon)
 
     def _links(self, after: int, limit: int) -> list[StoredLink]:
-        with self.db.connect() as sa_conn:
-            conn: psycopg.Connection = sa_conn.connection.driver_connection
+        with self._reading() as conn:
+            horizon = conn.execute(HORIZON).fetchone()[0]
+            archived = self._archived().links(after, horizon, limit) if after < horizon else []
             rows = conn.execute(  # JSON as the server prints it, not parsed: see StoredLink
                 "SELECT position, event_id, stream_id, version, type, schema_version, payload::text, metadata::text,"
                 " occurred_at, recorded_at, hash FROM catalog.events WHERE position > %s ORDER BY position LIMIT %s",
-                [after, limit]).fetchall()
-            sa_conn.rollback()
-        return [StoredLink(*row) for row in rows]
+                [max(after, horizon), limit - len(archived)]).fetchall()
+        return archived + [StoredLink(*row) for row in rows]
+
+    def _archived(self) -> LogArchive:
+        """The archive, which the positions below the horizon are read from."""
+        if self.archive is None:
+            raise CatalogError("the log's oldest positions are archived in the lake: open the catalog with"
+                               " catalog.open(), whose event store reads them there")
+        return self.archive
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection]:
+        """A connection for the statements of one read, in one transaction (rolled back: reads write nothing)."""
+        with self.db.connect() as sa_conn:
+            try:
+                yield sa_conn.connection.driver_connection
+            finally:
+                sa_conn.rollback()
 
     @contextmanager
     def _waiting_for_appends(self) -> Iterator[WaitForAppend]:
@@ -241,11 +303,3 @@ class EventStore(EventLog):
                     pass
 
             yield wait_for_append
-
-    def _query(self, sql: str, params: Mapping[str, Any]) -> list[RecordedEvent]:
-        with self.db.connect() as sa_conn:
-            conn: psycopg.Connection = sa_conn.connection.driver_connection
-            rows = conn.execute(sql, params).fetchall()
-            sa_conn.rollback()
-        return [RecordedEvent(*row) for row in rows]
-

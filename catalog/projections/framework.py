@@ -14,14 +14,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from catalog.errors import CatalogError
 from catalog.events import event_class, upcast
+from catalog.store import HORIZON
+
+if TYPE_CHECKING:
+    from catalog.archive import LogArchive
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -75,8 +80,17 @@ class Page:
         return (e for e in merged if e.position > after)
 
 
-def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> Page | None:
-    """The next page of events on the caller's connection (so it is read in the caller's transaction)."""
+def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int,
+              archive: LogArchive | None = None) -> Page | None:
+    """The next page of events on the caller's connection (so it is read in the caller's transaction); below
+    the log's horizon (catalog.store.HORIZON), from its ``archive`` in the lake."""
+    horizon = conn.execute(HORIZON).fetchone()[0]
+    if after < horizon:
+        if archive is None:
+            raise CatalogError("the log's oldest positions are archived in the lake: give the projections its archive")
+        archived = archive.events(after, horizon if upto is None else min(upto, horizon), limit=limit)
+        pages = [PageEvent(e.position, e.type, e.schema_version, e.payload, e.occurred_at) for e in archived]
+        return Page.of(pages) if pages else None
     bound = "" if upto is None else " AND position <= %(upto)s"
     rows = conn.execute(
         "SELECT position, type, schema_version, payload, occurred_at FROM catalog.events"

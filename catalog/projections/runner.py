@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -16,6 +16,9 @@ from sqlalchemy import Engine
 from catalog.projections.framework import Projection, read_page
 from catalog.projections.read_models import ALL_PROJECTIONS
 from catalog.store import EventStore
+
+if TYPE_CHECKING:
+    from catalog.archive import LogArchive
 
 LIVE = "projections"
 SCRATCH = "projections_scratch"
@@ -52,10 +55,12 @@ class RebuildReport:
 class ProjectionRunner:
     """Applies events to the projections in ``schema``, each projection from its own checkpoint."""
 
-    def __init__(self, engine: Engine, projections: Sequence[Projection] = ALL_PROJECTIONS, *, schema: str = LIVE):
+    def __init__(self, engine: Engine, projections: Sequence[Projection] = ALL_PROJECTIONS, *, schema: str = LIVE,
+                 archive: LogArchive | None = None):
         self.db = engine
         self.projections = tuple(projections)
         self.schema = schema
+        self.archive = archive  # the log's archived range, which a catch-up from zero reads (catalog.archive)
 
     def checkpoints(self) -> dict[str, int]:
         with self.db.connect() as sa_conn:
@@ -84,7 +89,7 @@ class ProjectionRunner:
                     for cache in caches.values():
                         cache.clear()
                 after = min(checkpoints.values())
-                page = read_page(conn, after, upto, page_size)
+                page = read_page(conn, after, upto, page_size, self.archive)
                 if page is None:
                     return after if reached is None else max(after, reached)
                 for projection in self.projections:
@@ -140,7 +145,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def rebuild(db: Engine, *, check_only: bool = False, page_size: int = 20_000,
-            progress: Progress | None = None) -> RebuildReport:
+            progress: Progress | None = None, archive: LogArchive | None = None) -> RebuildReport:
     """Replay the whole log into the scratch schema and compare it with the live projections.
 
     With ``check_only`` the live tables are left alone (the report says whether they equal the rebuild);
@@ -148,8 +153,8 @@ def rebuild(db: Engine, *, check_only: bool = False, page_size: int = 20_000,
     read model.
     """
     started = datetime.now()
-    live = ProjectionRunner(db)
-    scratch = ProjectionRunner(db, schema=SCRATCH)
+    live = ProjectionRunner(db, archive=archive)
+    scratch = ProjectionRunner(db, schema=SCRATCH, archive=archive)
     with db.connect() as lock_conn:
         lock_conn.exec_driver_sql("SELECT pg_advisory_lock(%(k)s)", {"k": REBUILD_LOCK_KEY})
         try:

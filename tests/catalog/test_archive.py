@@ -1,0 +1,221 @@
+"""The partitioned log and its archive: migration 0017 turns a log with events into a partitioned table without
+copying them; whole old partitions are archived to the lake, verified and dropped; reads, the trace, the
+projections and `check` still see the whole log through the lake, an altered archive file is found, a run cut
+short converges when run again, and appends go on across the horizon."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+
+import catalog
+from catalog import events as ev
+from catalog.archive import archive_log
+from catalog.audit import part_audit
+from catalog.consistency import CatalogReport, check_catalog
+from catalog.database import upgrade
+from catalog.embedded_postgres import OWNER_ROLE
+from catalog.errors import CatalogError, ConcurrencyError
+from catalog.lookups import part_events
+from catalog.partitions import ensure_partitions_at, partitions
+from catalog.settings import Settings
+from catalog.store import NewEvent
+from catalog.synthetic import FactoryShape, ontology_event, simulated_day
+from tests.builders import cli_env, run_cli
+
+PARTITION = 300
+SHAPE = FactoryShape(lines=1, stations=1, cameras=2, parts_per_line=40)  # about 280 events a day
+DAYS = 4
+FIRST_DAY = date(2026, 1, 5)
+FIRST_PART = f"L0-{FIRST_DAY:%Y%m%d}-00000"
+ACTOR = "test:archivist"
+
+
+@pytest.fixture
+def year(cat: catalog.Catalog, database) -> catalog.Catalog:
+    """DAYS synthetic days in partitions of PARTITION positions, their read models caught up."""
+    ensure_partitions_at(database.dsn(OWNER_ROLE), size=PARTITION, ahead=DAYS * 300 // PARTITION + 2)
+    cat.store.append([ontology_event()])
+    for n in range(DAYS):
+        cat.store.append(list(simulated_day(FIRST_DAY + timedelta(days=n), shape=SHAPE)))
+    cat.catch_up()
+    return cat
+
+
+def _consistent(report: CatalogReport) -> bool:
+    """Whether `check` found nothing wrong but the blobs, which a synthetic catalog has none of."""
+    return all(problem.startswith("events without their blob") for problem in report.problems())
+
+
+def _table_partitions(database) -> list:
+    with psycopg.connect(database.dsn(OWNER_ROLE)) as conn:
+        return partitions(conn)
+
+
+def test_whole_old_partitions_are_archived_verified_and_dropped_and_the_log_reads_the_same(year, database):
+    before = year.store.read(limit=None)
+    trace_before = part_audit(year, FIRST_PART)
+    archived = archive_log(year, before=3 * PARTITION + 1, actor=ACTOR)
+
+    assert [(a.first, a.last, a.events) for a in archived] == [
+        (1, PARTITION, PARTITION), (PARTITION + 1, 2 * PARTITION, PARTITION), (2 * PARTITION + 1, 3 * PARTITION,
+                                                                                PARTITION)]
+    assert _table_partitions(database)[0].first == 3 * PARTITION + 1  # dropped from PostgreSQL
+    assert year.store.archived_through() == 3 * PARTITION
+    for done in archived:
+        assert (year.settings.lake_root / done.files[0].path).stat().st_size == done.files[0].bytes
+    records = year.store.read(types=["LogRangeArchived"])
+    assert [(r.data.first_position, r.data.last_position) for r in records] == [(a.first, a.last) for a in archived]
+
+    # The whole log reads as before, across the horizon, in any page size.
+    assert year.store.read(limit=None) == before + records
+    assert [e for page in year.store.iter_events(page_size=97) for e in page] == before + records
+    assert year.store.read(PARTITION - 5, upto=PARTITION + 5) == before[PARTITION - 5:PARTITION + 5]
+    assert year.store.verify_chain(page_size=128).ok
+    assert year.store.position_at(before[10].recorded_at) >= 11
+    # The trace of a part from the first day, unchanged; the server's view of the part, too.
+    trace_after = part_audit(year, FIRST_PART)
+    assert trace_after.timeline == trace_before.timeline and trace_after.images == trace_before.images
+    assert trace_after.decision == trace_before.decision
+    assert [e[:2] for e in part_events(year, FIRST_PART)] == [
+        (e.event_id, e.type) for e in before if e.payload.get("part_id") == FIRST_PART
+        and e.type in ("ImageIngested", "PredictionRecorded", "PartDispositioned")]
+    # `check` proves the whole history, the read models rebuilt from zero through the lake included.
+    report = check_catalog(year)
+    assert _consistent(report), report.problems()
+    assert report.blobs.images == DAYS * SHAPE.parts_per_line * SHAPE.cameras  # the archived images' too
+    assert (report.archived_through, report.events, report.chain.head.position) == (
+        3 * PARTITION, len(before) + 3, len(before) + 3)
+    # Nothing more is old enough; a re-run archives nothing and appends nothing.
+    assert archive_log(year, before=3 * PARTITION + 1, actor=ACTOR) == []
+
+
+def test_appends_go_on_across_the_horizon_with_the_archived_streams_versions(year):
+    image = year.store.read(limit=1, types=["ImageIngested"])[0]
+    archive_log(year, before=2 * PARTITION + 1, actor=ACTOR)
+    stream = image.stream_id
+    version = year.store.stream_version(stream)
+    assert version == len(year.store.read_stream(stream)) >= 2
+    excluded = NewEvent(ev.ImageExcluded(sha256=image.payload["sha256"], reason="dusty lens"),
+                        datetime.now(UTC), metadata={"actor": ACTOR})
+    with pytest.raises(ConcurrencyError):
+        year.store.append([excluded], expected_versions={stream: version - 1})
+    year.store.append([excluded], expected_versions={stream: version})
+    history = year.store.read_stream(stream)
+    assert [e.version for e in history] == list(range(1, version + 2)) and history[-1].type == "ImageExcluded"
+    assert history[0] == image  # read from the lake
+    assert _consistent(check_catalog(year))
+
+
+def test_an_altered_archive_file_is_found_by_check(year):
+    archived = archive_log(year, before=PARTITION + 1, actor=ACTOR)
+    path = year.settings.lake_root / archived[0].files[0].path
+    table = pq.read_table(path)
+    metadata = table.column("metadata").to_pylist()
+    metadata[7] = metadata[7].replace("synthetic", "mallory")
+    pq.write_table(table.set_column(table.schema.get_field_index("metadata"), "metadata", [metadata]), path)
+
+    report = check_catalog(year)
+    assert not report.ok
+    assert (report.chain.broken_at, report.chain.head.position) == (8, 7)
+    assert any(f"{archived[0].files[0].path} is" in p and "it was changed" in p for p in report.archive_problems)
+    assert "does not match its hash" in report.problems()[0]
+
+
+def test_an_archive_cut_short_at_any_step_converges_when_run_again(year, database, monkeypatch):
+    first = _table_partitions(database)[0]
+    # Killed while writing: a temporary file; or the file in place, but torn, and nothing recorded.
+    path = year.archive.path_of(first.first, first.last)
+    path.parent.mkdir(parents=True)
+    path.with_name(f".{path.name}.tmp").write_bytes(b"half a file")
+    path.write_bytes(b"PAR1 torn")
+    # Then killed before the drop, after recording the range: the drop cannot take its lock in time.
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=300")
+    with psycopg.connect(database.dsn("visionledger_app")) as reader:
+        reader.execute("SELECT count(*) FROM catalog.events")  # holds the table's lock until it ends
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            archive_log(year, before=PARTITION + 1, actor=ACTOR)
+    assert _table_partitions(database)[0] == first  # nothing dropped
+    assert [r.data.first_position for r in year.store.read(types=["LogRangeArchived"])] == [1]
+    assert _consistent(check_catalog(year))  # a verified copy and its record beside the live partition
+
+    assert [a.first for a in archive_log(year, before=PARTITION + 1, actor=ACTOR)] == [1]
+    assert len(year.store.read(types=["LogRangeArchived"])) == 1  # recorded once
+    assert not path.with_name(f".{path.name}.tmp").exists()
+    assert year.store.archived_through() == PARTITION and _consistent(check_catalog(year))
+
+
+def test_an_append_beyond_the_last_partition_says_what_to_run(cat, database):
+    with psycopg.connect(database.dsn(OWNER_ROLE)) as conn:
+        for p in partitions(conn):
+            conn.execute(f"DROP TABLE catalog.{p.name}")
+        conn.execute("CREATE TABLE catalog.events_from_1 PARTITION OF catalog.events FOR VALUES FROM (1) TO (3)")
+    cat.store.append([ontology_event()])
+    cat.store.append_one(NewEvent(ev.LineTimeZoneSet(line="line-0", time_zone="Europe/Paris"), datetime.now(UTC)))
+    with pytest.raises(CatalogError, match="run `visionledger log partitions`"):
+        cat.store.append_one(NewEvent(ev.LineTimeZoneSet(line="line-1", time_zone="UTC"), datetime.now(UTC)))
+    run_cli("log", "partitions", env=cli_env(cat))
+    cat.store.append_one(NewEvent(ev.LineTimeZoneSet(line="line-1", time_zone="UTC"), datetime.now(UTC)))
+    assert cat.head() == 3
+
+
+def test_the_cli_archives_by_age_and_check_still_proves_the_log(year):
+    env = cli_env(year)
+    assert "nothing to archive" in run_cli("log", "archive", "--older-than", "1", env=env).stdout
+    shown = run_cli("log", "archive", "--before", str(PARTITION + 1), env=env).stdout
+    assert f"archived 1–{PARTITION}: {PARTITION} events" in shown
+    assert "positions 1–300 archived" in run_cli("log", "partitions", env=env).stdout
+    checked = json.loads(run_cli("check", "--json", env=env, check=False).stdout)
+    assert checked["chain_head"].startswith(f"{year.head()}:")
+    assert all(problem.startswith("events without their blob") for problem in checked["problems"])
+
+
+@pytest.fixture
+def database_at_0016(pg_server, tmp_path) -> Iterator[tuple[str, Settings]]:
+    name = f"vl_test_0016_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
+    try:
+        upgrade(pg_server.url(OWNER_ROLE, name), "0016")
+        yield pg_server.url(OWNER_ROLE, name), Settings(
+            home=tmp_path, database_url=pg_server.url("visionledger_app", name),
+            admin_database_url=pg_server.url(OWNER_ROLE, name))
+    finally:
+        with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_migration_0017_partitions_a_log_with_events_without_copying_them(year, database, database_at_0016):
+    owner_url, settings = database_at_0016
+    rows = year.store.read(limit=None)
+    # The events as the store wrote them, copied into a log still at 0016 (a plain table).
+    with psycopg.connect(database.dsn(OWNER_ROLE)) as source, \
+            psycopg.connect(owner_url.replace("+psycopg", "")) as target:
+        with source.cursor().copy("COPY (TABLE catalog.events ORDER BY position) TO STDOUT (FORMAT BINARY)") as out, \
+                target.cursor().copy("COPY catalog.events FROM STDIN (FORMAT BINARY)") as into:
+            for block in out:
+                into.write(block)
+        target.commit()
+        stored = target.execute("SELECT pg_relation_filenode('catalog.events')").fetchone()[0]
+    upgrade(owner_url)
+    with psycopg.connect(owner_url.replace("+psycopg", "")) as conn:
+        assert conn.execute("SELECT relkind FROM pg_class WHERE oid = 'catalog.events'::regclass").fetchone()[0] == "p"
+        found = partitions(conn)
+        assert found[0].first == 1 and found[0].last == len(rows)  # the old table, exactly its events
+        assert conn.execute(f"SELECT pg_relation_filenode('catalog.{found[0].name}')").fetchone()[0] == stored
+        assert sum(p.first > len(rows) for p in found) >= 2  # partitions ahead
+    with catalog.open(settings) as migrated:
+        assert migrated.store.read(limit=None) == rows and migrated.store.verify_chain().ok
+        migrated.store.append([NewEvent(ev.LineTimeZoneSet(line="line-0", time_zone="UTC"), datetime.now(UTC))])
+        assert migrated.store.verify_chain().events == len(rows) + 1
+    # Still append-only, for the owner too, through the parent or a partition.
+    for table in ("events", found[0].name):
+        with psycopg.connect(owner_url.replace("+psycopg", "")) as conn, \
+                pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute(f"UPDATE catalog.{table} SET type = type")
