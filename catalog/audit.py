@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 
 from catalog import Catalog
 from catalog.datasets import load_manifest
-from catalog.datasets.facts import TRAIN, VersionFacts, version_facts
+from catalog.datasets.facts import TRAIN, VersionFacts, forget_relabelled, version_facts
 from catalog.datasets.publish import manifest_bytes
 from catalog.dispositions import HUMAN
 from catalog.errors import CatalogError
@@ -331,6 +331,13 @@ def _verify_manifest(cat: Catalog, uri: str, manifest_hash: str) -> None:
     while len(_VERIFIED) >= _VERIFIED_KEPT:
         del _VERIFIED[next(iter(_VERIFIED))]
     _VERIFIED[key] = None
+
+
+def forget_versions() -> None:
+    """Forget what this process remembers of dataset versions (the manifests found intact, the images relabelled
+    since): the next trace of each is its first."""
+    _VERIFIED.clear()
+    forget_relabelled()
 
 
 def class_evidence(facts: VersionFacts, predicted_class: str) -> ClassEvidence:

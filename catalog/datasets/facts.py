@@ -160,6 +160,11 @@ _RELABELLED: dict[tuple[str, int], tuple[int, dict[str, frozenset[str]]]] = {}
 _RELABELLED_KEPT = 16
 
 
+def forget_relabelled() -> None:
+    """Forget what this process read of the images relabelled since each version."""
+    _RELABELLED.clear()
+
+
 class StoredFacts:
     """The facts kept when the version was published: each question is one indexed read."""
 
