@@ -3,7 +3,8 @@ manifest, and per class who labelled its training images (the label in force at 
 
 Publishing keeps them by key (`store_facts`, migration 0016), so a trace reads a few rows instead of a
 million-row manifest and a scan of the label history. A version published without them (before 0016, or
-its event appended by other means) has them computed from its manifest on every read (`ManifestFacts`).
+its event appended by other means) has them computed from its manifest on every read (`ManifestFacts`), until
+it is published again (the same spec at the same position), which keeps them.
 """
 
 from __future__ import annotations
