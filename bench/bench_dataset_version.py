@@ -9,15 +9,19 @@ import argparse
 import io
 import random
 import statistics
+import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
 
-from bench_catalog_scale import CLASSES, FIRST, images
-from common import analyze, progress_bar, report, temp_catalog
+import pyarrow.parquet as pq
+from bench_backfill import CLASSES, FIRST, publish_ontology, write_records
+from common import analyze, console, progress_bar, report, temp_catalog
 
 from catalog.datasets import DatasetSpec, build_dataset_version, check_manifest, publish_dataset_version
-from catalog.events import CorrectionRecorded, OntologyPublished
+from catalog.events import CorrectionRecorded
 from catalog.store import NewEvent
+from ingestion.backfill import backfill
 
 ALL = DatasetSpec.parse({"name": "bench-all", "sampling": {"counts": dict.fromkeys(CLASSES, "all")}})
 BALANCED = DatasetSpec.parse({
@@ -58,18 +62,15 @@ def main() -> None:
     parser.add_argument("--relabelled", type=int, default=10_000, help="images corrected after the older position")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    with temp_catalog() as cat:
-        cat.append([NewEvent(OntologyPublished(version=1, classes=list(CLASSES)), FIRST)])
-        with progress_bar(f"appending {args.images:,} labelled images", args.images) as update:
-            done = 0
-            labels: dict[str, str] = {}
-            for batch in images(args.images, args.days):
-                labels.update((e.data.sha256, e.data.label) for e in batch[1::2])  # (ingested, labelled) pairs
-                cat.append(batch, catch_up=False)
-                done += len(batch) // 2
-                update(done, args.images)
-        with progress_bar("projections", cat.head()) as update:
-            cat.projections.catch_up(progress=update)
+    with tempfile.TemporaryDirectory(prefix="vl-dataset-version-") as folder, temp_catalog() as cat:
+        records = Path(folder) / "records.parquet"
+        with console.status(f"writing {args.images:,} records"):
+            write_records(records, args.images, args.days)
+        publish_ontology(cat)
+        with progress_bar(f"backfilling {args.images:,} labelled images", args.images) as update:
+            backfill(cat, records, actor="bench", progress=update)
+        written = pq.read_table(records, columns=["sha256", "label"])
+        labels = dict(zip(written["sha256"].to_pylist(), written["label"].to_pylist(), strict=True))
         older = cat.head()
         rng = random.Random(3)
         corrections = [NewEvent(CorrectionRecorded(

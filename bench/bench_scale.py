@@ -7,7 +7,8 @@ figures that matter at that size, each beside a baseline measured in the same ru
 - the curator query (line, 7-day window, class; first page of 100) p95 against the same query on a plain
   indexed table of the same rows;
 - the trace of one part (the auditor's whole chain: images, events, decisions, engine → model → dataset
-  version, training-label evidence) p95 against reading the part's event streams alone;
+  version, training-label evidence) p95 against reading the part's event streams alone, and the first trace
+  of each class in a fresh process (`--trace-only` measures the traces alone, without the other figures);
 - one day's per-part breakdown (labels and each engine's predictions, as the Dagster asset computes it)
   against its two GROUP BYs alone;
 - a dataset version over every labelled image: build and publish, against a bare COPY of its rows.
@@ -25,6 +26,7 @@ import argparse
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -50,7 +52,7 @@ from common import (
 
 import catalog
 from catalog import events as ev
-from catalog.audit import part_audit
+from catalog.audit import forget_versions, part_audit
 from catalog.breakdowns import label_breakdown, prediction_breakdown
 from catalog.database import libpq_dsn, make_engine
 from catalog.datasets import DatasetSpec, build_dataset_version, publish_dataset_version
@@ -61,6 +63,7 @@ from catalog.store import NewEvent
 from catalog.synthetic import CLASSES, ENGINE_ID, FactoryShape, ontology_event, simulated_day
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
+ROOT = Path(__file__).resolve().parents[1]
 IMAGES_PER_DAY = 2_400  # FactoryShape(): 3 lines x 200 parts x 2 stations x 2 cameras
 SHADOW_ENGINES = tuple(f"shadow-engine-v{k}" for k in range(2, 9))
 REVIEWED = 0.2  # share of images queued for review
@@ -225,9 +228,10 @@ def register_lineage(cat: catalog.Catalog, version_id: str, manifest_hash: str) 
     cat.append(events)
 
 
-def traces(cat: catalog.Catalog, n: int) -> dict[str, list[float]]:
+def traces(cat: catalog.Catalog, n: int, first: int = 0) -> dict[str, list[float]]:
     """`part_audit` (what the Trace page and `visionledger trace part` show) of random parts, and reading
-    those parts' event streams alone (`trace_part`): the baseline."""
+    those parts' event streams alone (`trace_part`): the baseline. With ``first``, also that many traces of
+    parts whose engine predicted each class, each the first trace of a fresh process (`first_traces`)."""
     with cat.db.connect() as conn:
         parts = [r[0] for r in conn.exec_driver_sql(
             "SELECT part_id FROM projections.part_dispositions ORDER BY md5(part_id) LIMIT %(n)s", {"n": n + 2})]
@@ -241,6 +245,44 @@ def traces(cat: catalog.Catalog, n: int) -> dict[str, list[float]]:
     out = {"audit": samples_ms(n, "trace of one part (part_audit)", audit),
            "streams": samples_ms(n, "the part's event streams alone", lambda i: trace_part(cat, parts[i]))}
     out["events_per_trace"] = [float(statistics.median(audits))]
+    if first:
+        firsts = parts_by_class(cat, first)
+        out["first_of_class"] = samples_ms(len(firsts), "first traces of each class, the audit's memory cleared",
+                                           lambda i: (forget_versions(), part_audit(cat, firsts[i])))
+        out["first_in_process"] = first_traces(cat, firsts)
+    return out
+
+
+# The first trace in a process that has opened the catalog (connected: the login is not what is timed).
+FIRST_TRACE = """import pathlib, sys, time
+import catalog
+from catalog.audit import forget_versions, part_audit
+cat = catalog.open(catalog.Settings(home=pathlib.Path(sys.argv[1])))
+cat.head()
+started = time.perf_counter()
+part_audit(cat, sys.argv[2])
+print((time.perf_counter() - started) * 1000)"""
+
+
+def parts_by_class(cat: catalog.Catalog, per_class: int) -> list[str]:
+    """``per_class`` random parts for each class the main engine predicted."""
+    with cat.db.connect() as conn:
+        return [r[0] for r in conn.exec_driver_sql(
+            "SELECT part_id FROM (SELECT part_id, predicted_class, row_number() OVER (PARTITION BY predicted_class"
+            " ORDER BY md5(part_id)) AS k FROM projections.latest_predictions WHERE engine_id = %(e)s) p"
+            " WHERE k <= %(n)s ORDER BY predicted_class, k", {"e": ENGINE_ID, "n": per_class})]
+
+
+def first_traces(cat: catalog.Catalog, parts: list[str]) -> list[float]:
+    """Milliseconds of the first trace of a process, one process for each of ``parts``: nothing of the version
+    is in the process, and its connections to PostgreSQL are new (their catalog caches cold)."""
+    out = []
+    with progress_bar("first traces, each in a fresh process", len(parts)) as update:
+        for k, part in enumerate(parts, start=1):
+            done = subprocess.run([sys.executable, "-c", FIRST_TRACE, str(cat.settings.home), part], check=True,
+                                  capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+            out.append(float(done.stdout.split()[-1]))
+            update(k, len(parts))
     return out
 
 
@@ -294,7 +336,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="curator queries, traces and breakdowns timed")
     parser.add_argument("--no-rebuild", action="store_true", help="skip the rebuild (scratch replay, compare, swap)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown table's file")
+    parser.add_argument("--trace-only", action="store_true",
+                        help="load, catch up, publish the version and time the traces only (bench/out/bench_scale_trace.json)")
+    parser.add_argument("--version-at", type=float, default=1.0,
+                        help="where in the log the dataset version is cut, as a fraction (the labels after it count"
+                             " as relabelled since)")
+    parser.add_argument("--first-traces", type=int, default=5,
+                        help="first traces in a fresh process, per class the main engine predicted")
     args = parser.parse_args()
+    if args.trace_only:
+        args.baseline_events = 0
     command = "python bench/bench_scale.py " + " ".join(sys.argv[1:])
     days = -(-args.images // IMAGES_PER_DAY)
     f: dict[str, Any] = {"images": args.images, "days": days, "started": datetime.now(UTC).isoformat()}
@@ -305,6 +356,11 @@ def main() -> None:
         console.print(f"appended {head:,} events in {f['load']['append_s']:.0f} s")
         with progress_bar("read models from zero (catch-up)", head) as update:
             f["catch_up_s"] = timed(lambda: cat.projections.catch_up(progress=update)).seconds
+        if args.trace_only:
+            f["analyze_s"] = timed(lambda: analyze(cat)).seconds
+            version_and_traces(cat, f, args)
+            f["events"] = cat.head()
+            return trace_report(f, command)
         f["read_log_events"] = min(head, 2_000_000)  # the rate is flat along the log: a fifth of it will do
         f["read_log_s"] = f["read_log_events"] / read_only_rate(cat, f["read_log_events"], page_size=20_000)
         if not args.no_rebuild:
@@ -317,12 +373,7 @@ def main() -> None:
 
         f["curator_ms"] = curator_queries(cat, days, args.samples)
         f["bare_rows_s"] = timed(lambda: bare_read(cat)).seconds
-        built = timed(lambda: build_dataset_version(cat.db, ALL_LABELLED))
-        published = timed(lambda: publish_dataset_version(cat, ALL_LABELLED, actor="bench"))
-        f["build_s"], f["publish_s"] = built.seconds, published.seconds
-        f["dataset_images"] = built.result.counts["images"]
-        register_lineage(cat, published.result.version_id, published.result.manifest_hash)
-        f["trace_ms"] = traces(cat, args.samples)
+        version_and_traces(cat, f, args)
         f["breakdown_ms"] = breakdowns(cat, days, args.samples)
         f["events"] = cat.head()
     f["finished"] = datetime.now(UTC).isoformat()
@@ -330,6 +381,42 @@ def main() -> None:
     report("bench_scale", f"a catalog of {args.images:,} images and {f['events']:,} events", [
         (r["figure"], r["value"], r["baseline"]) for r in rows], f)
     write_results(args.results, f, rows)
+
+
+def version_and_traces(cat: catalog.Catalog, f: dict[str, Any], args: argparse.Namespace) -> None:
+    """A dataset version over every image labelled at ``--version-at``, built then published (with what the
+    trace keeps of it), the engines' lineage down to it, and the traces."""
+    position = round(cat.head() * args.version_at)
+    built = timed(lambda: build_dataset_version(cat.db, ALL_LABELLED, position=position))
+    published = timed(lambda: publish_dataset_version(cat, ALL_LABELLED, position=position, actor="bench"))
+    f["build_s"], f["publish_s"] = built.seconds, published.seconds
+    f["dataset_images"], f["version_position"] = built.result.counts["images"], position
+    register_lineage(cat, published.result.version_id, published.result.manifest_hash)
+    f["trace_ms"] = traces(cat, args.samples, args.first_traces)
+
+
+def trace_report(f: dict[str, Any], command: str) -> None:
+    """The traces alone: warm p50 / p95, the first of each class in a fresh process, beside the part's event
+    streams alone."""
+    t = f["trace_ms"]
+    warm, first, fresh, streams = (percentiles(t[k], (50, 95))
+                                   for k in ("audit", "first_of_class", "first_in_process", "streams"))
+    f["finished"] = datetime.now(UTC).isoformat()
+    report("bench_scale_trace", f"traces on a catalog of {f['images']:,} images and {f['events']:,} events "
+           f"(a version of {f['dataset_images']:,} images at position {f['version_position']:,})", [
+        ("trace of one part p50 / p95 (ms)", f"{warm['p50']:.1f} / {warm['p95']:.1f}",
+         f"{len(t['audit'])} traces, median {t['events_per_trace'][0]:.0f} events; target p95 ≤ 50"),
+        ("first trace of a class, what the process remembers of the version forgotten: p50 / p95 / max (ms)",
+         f"{first['p50']:.1f} / {first['p95']:.1f} / {max(t['first_of_class']):.1f}",
+         f"{len(t['first_of_class'])} traces; target ≤ 50"),
+        ("first trace of a fresh process (new connections): p50 / p95 / max (ms)",
+         f"{fresh['p50']:.1f} / {fresh['p95']:.1f} / {max(t['first_in_process']):.1f}",
+         f"{len(t['first_in_process'])} processes"),
+        ("baseline: the part's event streams alone p50 / p95 (ms)", f"{streams['p50']:.1f} / {streams['p95']:.1f}",
+         f"trace p95 = {warm['p95'] / streams['p95']:.1f} × the streams"),
+        ("publish (build + manifest + what the trace keeps + event) / build alone (s)",
+         f"{f['publish_s']:.1f} / {f['build_s']:.1f}", ""),
+    ], f | {"command": command})
 
 
 def result_rows(f: dict[str, Any], command: str) -> list[dict[str, str]]:
@@ -341,7 +428,8 @@ def result_rows(f: dict[str, Any], command: str) -> list[dict[str, str]]:
     read_rate = f["read_log_events"] / f["read_log_s"]
     p = {name: percentiles(f[key][which], (50, 95)) for name, key, which in (
         ("curator", "curator_ms", "catalog"), ("plain", "curator_ms", "plain"), ("audit", "trace_ms", "audit"),
-        ("streams", "trace_ms", "streams"), ("breakdown", "breakdown_ms", "asset"), ("bare", "breakdown_ms", "bare"))}
+        ("streams", "trace_ms", "streams"), ("first", "trace_ms", "first_of_class"),
+        ("fresh", "trace_ms", "first_in_process"), ("breakdown", "breakdown_ms", "asset"), ("bare", "breakdown_ms", "bare"))}
 
     def row(figure: str, value: str, baseline: str, ratio: str) -> dict[str, str]:
         return {"figure": figure, "value": value, "baseline": baseline, "ratio": ratio, "command": command}
@@ -364,7 +452,8 @@ def result_rows(f: dict[str, Any], command: str) -> list[dict[str, str]]:
             f"(p50 {p['curator']['p50']:.1f})", f"a plain table with an index for this query: p95 "
             f"{p['plain']['p95']:.1f} ms (p50 {p['plain']['p50']:.1f})", f"{p['curator']['p95'] / p['plain']['p95']:.1f} ×"),
         row(f"trace of one part p95 (median {f['trace_ms']['events_per_trace'][0]:.0f} events, "
-            f"{len(SHADOW_ENGINES) + 1} engine chains)", f"{p['audit']['p95']:.0f} ms (p50 {p['audit']['p50']:.0f})",
+            f"{len(SHADOW_ENGINES) + 1} engine chains)", f"{p['audit']['p95']:.0f} ms (p50 {p['audit']['p50']:.0f}; "
+            f"first of a class p95 {p['first']['p95']:.0f}, in a fresh process {p['fresh']['p95']:.0f})",
             f"the part's event streams alone: p95 {p['streams']['p95']:.1f} ms",
             f"{p['audit']['p95'] / p['streams']['p95']:.1f} ×"),
         row(f"one day's per-part breakdown p95 ({IMAGES_PER_DAY:,} images, labels + predictions)",
@@ -372,7 +461,7 @@ def result_rows(f: dict[str, Any], command: str) -> list[dict[str, str]]:
             f"≈ {p['breakdown']['p50'] * f['days'] / 1000:.0f} s)", f"its two GROUP BYs alone: p95 {p['bare']['p95']:.0f} ms",
             f"{p['breakdown']['p95'] / p['bare']['p95']:.1f} ×"),
         row(f"dataset version over every labelled image ({f['dataset_images']:,})",
-            f"build {f['build_s']:.1f} s; publish (build + manifest + event) {f['publish_s']:.1f} s",
+            f"build {f['build_s']:.1f} s; publish (build + manifest + what the trace keeps + event) {f['publish_s']:.1f} s",
             f"bare COPY of its rows: {f['bare_rows_s']:.1f} s", f"{f['build_s'] / f['bare_rows_s']:.1f} ×"),
         row("size on disk", f"{sum(f['bytes'].values()) / 2**30:.1f} GiB "
             f"({f['bytes'].get('catalog', 0) / events:,.0f} bytes/event in the log, "

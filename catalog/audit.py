@@ -6,13 +6,15 @@ exclusions of its images, human dispositions, the promotion of a model that judg
 rule set that decided it) with who signed, when, and what the signature means. The Trace page shows it;
 reports export it.
 
-It only reads (projections, the event log, the lake), so read-only roles can audit; nothing here catches up.
+It only reads (projections, the event log, the lake, what publishing kept of each dataset version:
+`catalog.datasets.facts`), so read-only roles can audit. The projections are read through one `Catalog.read`
+(one refresh), however many engines judged the part.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,9 +22,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlalchemy import Connection
 
 from catalog import Catalog
 from catalog.datasets import load_manifest
+from catalog.datasets.facts import TRAIN, VersionFacts, forget_relabelled, version_facts
+from catalog.datasets.publish import manifest_bytes
 from catalog.dispositions import HUMAN
 from catalog.errors import CatalogError
 from catalog.event_log import Signature, signature_of
@@ -30,9 +35,6 @@ from catalog.events import IMAGE_STREAM_PREFIX, RULES_STREAM
 from catalog.ontology import OK_CLASS, Ontology
 from catalog.queries import current_class, trace_part
 from catalog.store import RecordedEvent
-
-EXAMPLES = 5  # training labels shown per predicted class
-TRAIN = "train"
 
 
 @dataclass(frozen=True)
@@ -217,13 +219,15 @@ def part_audit(cat: Catalog, part_id: str) -> PartAudit:
     events = [e for image in trace.images for e in image["events"]] + trace.part_events
     decisions = [_decision(e) for e in trace.part_events if e.type == "PartDispositioned"]
     predictions = _latest_predictions(events)
-    images = _images(cat, shas, predictions)
-    engine_ids = list(dict.fromkeys(
-        [p.engine_id for image in images for p in image.predictions]
-        + [d.engine_id for d in reversed(decisions) if d.engine_id]))
-    chains = [engine_chain(cat, engine_id, shas, _predicted_classes(images, engine_id)) for engine_id in engine_ids]
+    with cat.read() as conn:  # one fresh read for all the rest
+        images = _images(conn, shas, predictions)
+        engine_ids = list(dict.fromkeys(
+            [p.engine_id for image in images for p in image.predictions]
+            + [d.engine_id for d in reversed(decisions) if d.engine_id]))
+        chains = engine_chains(cat, conn, engine_ids, shas, {e: _predicted_classes(images, e) for e in engine_ids})
+        part = _row(conn, "SELECT line, first_captured_at, last_captured_at FROM projections.parts"
+                    " WHERE part_id = %(p)s", p=part_id) or {}
     images = _with_heatmaps(cat, images, [c.model["model_id"] for c in chains if c.model])
-    part = _part_row(cat, part_id)
     return PartAudit(
         part_id=part_id, line=part.get("line"), first_captured_at=part.get("first_captured_at"),
         last_captured_at=part.get("last_captured_at"), decision=_standing(decisions),
@@ -251,146 +255,100 @@ def signed_acts(cat: Catalog, events: Sequence[RecordedEvent], chains: Sequence[
     return sorted(found.values(), key=lambda act: (act.signed.signed_at, act.position))
 
 
-def engine_chain(cat: Catalog, engine_id: str, shas: Sequence[str], predicted: Sequence[str]) -> Chain:
-    """The chain behind ``engine_id`` for the images ``shas`` whose predictions were ``predicted``."""
-    engine = _row(cat, "SELECT engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash,"
-                  " backend, precision, device, library_versions, artifact_uri, built_at"
-                  " FROM projections.engines WHERE engine_id = %(id)s", id=engine_id)
-    if engine is None:
-        return _broken(engine_id, f"no EngineBuilt records engine {engine_id}: its lineage is unknown")
-    model = _row(cat, "SELECT model_id, model, dataset_version_id, manifest_hash, hyperparameters, metrics,"
-                 " artifact_sha256, artifact_uri, onnx_sha256, onnx_uri, evaluation, registered_at, promoted_at"
-                 " FROM projections.models WHERE model_id = %(id)s", id=engine["model_id"])
-    if model is None:
-        return _broken(engine_id, f"no ModelRegistered records model {engine['model_id']}", engine=engine)
-    version = _row(cat, "SELECT version_id, dataset, spec, as_of_position, counts, manifest_hash,"
-                   " manifest_uri, published_at FROM projections.dataset_versions WHERE version_id = %(id)s",
-                   id=model["dataset_version_id"])
-    if version is None:
-        return _broken(engine_id, f"no DatasetVersionPublished records {model['dataset_version_id']}",
-                       engine=engine, model=model)
-    if version["manifest_hash"] != model["manifest_hash"] or engine["manifest_hash"] != model["manifest_hash"]:
-        return _broken(engine_id, f"the manifest hashes of engine, model and {version['version_id']} disagree",
-                       engine=engine, model=model, version=version)
-    try:
-        manifest = _verified_manifest(cat, version["manifest_uri"], version["manifest_hash"])
-    except CatalogError as exc:
-        return _broken(engine_id, str(exc), engine=engine, model=model, version=version)
-    return Chain(engine_id=engine_id, engine=engine, model=model, dataset_version=version, manifest_verified=True,
-                 membership=membership(manifest, shas),
-                 evidence=[class_evidence(cat, manifest, c, version["as_of_position"],
-                                          manifest_hash=version["manifest_hash"]) for c in predicted])
+_ENGINES = ("SELECT engine_id, model, model_id, onnx_sha256, dataset_version_id, manifest_hash, backend, precision,"
+            " device, library_versions, artifact_uri, built_at FROM projections.engines WHERE engine_id = ANY(%(ids)s)")
+_MODELS = ("SELECT model_id, model, dataset_version_id, manifest_hash, hyperparameters, metrics, artifact_sha256,"
+           " artifact_uri, onnx_sha256, onnx_uri, evaluation, registered_at, promoted_at"
+           " FROM projections.models WHERE model_id = ANY(%(ids)s)")
+_VERSIONS = ("SELECT version_id, dataset, spec, as_of_position, counts, manifest_hash, manifest_uri, published_at"
+             " FROM projections.dataset_versions WHERE version_id = ANY(%(ids)s)")
 
 
-# A million-image manifest takes ~0.5 s to hash and read, and every engine built from the same dataset version
-# needs it again: keep the last few, keyed by the file's identity on disk as well as its recorded hash, so that
-# a file replaced since is read (and checked) afresh.
-_MANIFESTS: dict[tuple[Any, ...], pa.Table] = {}
-_MANIFESTS_KEPT = 2
+def engine_chains(cat: Catalog, conn: Connection, engine_ids: Sequence[str], shas: Sequence[str],
+                  predicted: Mapping[str, Sequence[str]]) -> list[Chain]:
+    """The chain behind each of ``engine_ids`` for the images ``shas``, whose predictions by each engine were
+    ``predicted[engine_id]``, read through ``conn``. Engines built from one dataset version share what is read
+    of it: a part judged by eight engines of one version reads its facts once."""
+    engines = _rows_by(conn, _ENGINES, engine_ids)
+    models = _rows_by(conn, _MODELS, [e["model_id"] for e in engines.values()])
+    versions = _rows_by(conn, _VERSIONS, [m["dataset_version_id"] for m in models.values()])
+    read: dict[str, tuple[VersionFacts, dict[str, tuple[str, str]]]] = {}
+    evidence: dict[tuple[str, str], ClassEvidence] = {}
+
+    def chain(engine_id: str) -> Chain:
+        engine = engines.get(engine_id)
+        if engine is None:
+            return _broken(engine_id, f"no EngineBuilt records engine {engine_id}: its lineage is unknown")
+        model = models.get(engine["model_id"])
+        if model is None:
+            return _broken(engine_id, f"no ModelRegistered records model {engine['model_id']}", engine=engine)
+        version = versions.get(model["dataset_version_id"])
+        if version is None:
+            return _broken(engine_id, f"no DatasetVersionPublished records {model['dataset_version_id']}",
+                           engine=engine, model=model)
+        if version["manifest_hash"] != model["manifest_hash"] or engine["manifest_hash"] != model["manifest_hash"]:
+            return _broken(engine_id, f"the manifest hashes of engine, model and {version['version_id']} disagree",
+                           engine=engine, model=model, version=version)
+        version_id, uri, manifest_hash = version["version_id"], version["manifest_uri"], version["manifest_hash"]
+        try:
+            _verify_manifest(cat, uri, manifest_hash)
+        except CatalogError as exc:
+            return _broken(engine_id, str(exc), engine=engine, model=model, version=version)
+        if version_id not in read:
+            facts = version_facts(conn, manifest_hash, version["as_of_position"],
+                                  lambda: load_manifest(cat.lake, uri, expected_hash=manifest_hash))
+            read[version_id] = facts, facts.membership(shas)
+        facts, members = read[version_id]
+        for c in predicted[engine_id]:
+            if (version_id, c) not in evidence:
+                evidence[version_id, c] = class_evidence(facts, c)
+        return Chain(engine_id=engine_id, engine=engine, model=model, dataset_version=version,
+                     manifest_verified=True,
+                     membership=[Membership(sha, *members.get(sha, (None, None))) for sha in shas],
+                     evidence=[evidence[version_id, c] for c in predicted[engine_id]])
+
+    return [chain(engine_id) for engine_id in engine_ids]
 
 
-def _verified_manifest(cat: Catalog, uri: str, manifest_hash: str) -> pa.Table:
+# A million-image manifest takes ~60 ms to hash, and every engine built from the same dataset version needs it
+# checked: remember the files found intact, keyed by their identity on disk as well as their recorded hash, so
+# that a file written, replaced or touched since (its ctime moves, whoever writes it) is hashed afresh.
+_VERIFIED: dict[tuple[Any, ...], None] = {}
+_VERIFIED_KEPT = 16
+
+
+def _verify_manifest(cat: Catalog, uri: str, manifest_hash: str) -> None:
     path = cat.lake.root / uri
     try:
         stat = path.stat()
     except OSError:
         stat = None
-    key = (str(path), manifest_hash, stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino))
-    if stat is None or key not in _MANIFESTS:
-        manifest = load_manifest(cat.lake, uri, expected_hash=manifest_hash)  # raises what is wrong with it
-        while len(_MANIFESTS) >= _MANIFESTS_KEPT:
-            del _MANIFESTS[next(iter(_MANIFESTS))]
-        _MANIFESTS[key] = manifest.select(["sha256", "part_id", "split", "class"])
-    return _MANIFESTS[key]
+    key = stat and (str(path), manifest_hash, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                    stat.st_ctime_ns)
+    if key in _VERIFIED:
+        return
+    manifest_bytes(cat.lake, uri, expected_hash=manifest_hash)  # raises what is wrong with it
+    while len(_VERIFIED) >= _VERIFIED_KEPT:
+        del _VERIFIED[next(iter(_VERIFIED))]
+    _VERIFIED[key] = None
 
 
-def membership(manifest: pa.Table, shas: Sequence[str]) -> list[Membership]:
-    """The split and manifest class of each of ``shas`` (None where the manifest does not hold it)."""
-    found = manifest.filter(pc.is_in(manifest["sha256"], value_set=pa.array(list(shas), pa.string())))
-    rows = {r["sha256"]: r for r in found.select(["sha256", "split", "class"]).to_pylist()}
-    return [Membership(sha, rows.get(sha, {}).get("split"), rows.get(sha, {}).get("class")) for sha in shas]
+def forget_versions() -> None:
+    """Forget what this process remembers of dataset versions (the manifests found intact, the images relabelled
+    since): the next trace of each is its first."""
+    _VERIFIED.clear()
+    forget_relabelled()
 
 
-def class_evidence(cat: Catalog, manifest: pa.Table, predicted_class: str, as_of_position: int, *,
-                   manifest_hash: str | None = None) -> ClassEvidence:
+def class_evidence(facts: VersionFacts, predicted_class: str) -> ClassEvidence:
     """Who labelled the training images of ``predicted_class``: the label of each in force at the dataset
     version's position (the one the version learned from), counted per annotator, with a few examples, and
-    how many were relabelled since. With ``manifest_hash`` what cannot change is computed once per process."""
-    training = _training_labels(cat, manifest, predicted_class, as_of_position, manifest_hash)
+    how many were relabelled since."""
+    labels = facts.class_labels(predicted_class)
     return ClassEvidence(
-        predicted_class=predicted_class, training_images=len(training.shas), annotators=training.annotators,
-        corrections=sum(a["corrections"] for a in training.annotators),
-        relabelled_since=_relabelled_since(cat, training.shas, as_of_position), examples=training.examples)
-
-
-@dataclass(frozen=True)
-class _TrainingLabels:
-    shas: pa.ChunkedArray  # the training images of one class
-    annotators: list[dict[str, Any]]
-    examples: list[dict[str, Any]]
-
-
-# The labels in force at a position never change (the log is append-only and the history projection is its
-# fold), nor does a published manifest (it is named by its hash): who labelled a version's training images of
-# a class is computed once per (database, manifest, class, position). For a large class (half a million images
-# of a million-image version) that is seconds of work, and every engine built from the version needs it.
-_TRAINING_LABELS: dict[tuple[Any, ...], _TrainingLabels] = {}
-_TRAINING_LABELS_KEPT = 16
-
-
-def _training_labels(cat: Catalog, manifest: pa.Table, predicted_class: str, as_of_position: int,
-                     manifest_hash: str | None) -> _TrainingLabels:
-    key = (cat.db.url.render_as_string(hide_password=True), manifest_hash, predicted_class, as_of_position)
-    if manifest_hash is not None and key in _TRAINING_LABELS:
-        return _TRAINING_LABELS[key]
-    chosen = manifest.filter(pc.and_(pc.equal(manifest["split"], TRAIN),
-                                     pc.equal(manifest["class"], predicted_class)))
-    shas = chosen["sha256"].to_pylist()
-    # The images' ids go to the server once, as one bytea of 32-byte digests: tens of thousands of hex strings
-    # (the good class of a large catalog) take ~20 times longer to send as a text array.
-    sql = """
-        WITH s AS MATERIALIZED (
-            SELECT encode(substring(%(ids)s::bytea FROM g * 32 + 1 FOR 32), 'hex') AS sha256
-            FROM generate_series(0, %(n)s - 1) g),
-        l AS MATERIALIZED (
-            SELECT DISTINCT ON (h.sha256) h.sha256, h.label, h.annotator, h.source, h.labeled_at
-            FROM projections.label_history h JOIN s USING (sha256) WHERE h.position <= %(as_of)s
-            ORDER BY h.sha256, h.position DESC)
-        SELECT 'annotator' AS row, annotator, count(*) AS images,
-               count(*) FILTER (WHERE source = 'correction') AS corrections,
-               NULL AS sha256, NULL AS label, NULL AS source, NULL::timestamptz AS labeled_at
-        FROM l GROUP BY annotator
-        UNION ALL (
-            SELECT 'example', annotator, NULL, NULL, sha256, label, source, labeled_at FROM l
-            ORDER BY labeled_at DESC, sha256 LIMIT %(examples)s)"""
-    params = {"ids": b"".join(bytes.fromhex(sha) for sha in shas), "n": len(shas), "as_of": as_of_position,
-              "examples": EXAMPLES}
-    with cat.read(settings={"work_mem": "64MB"}) as conn:  # the sort of a large class's labels stays in memory
-        rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
-    parts = dict(zip(shas, chosen["part_id"].to_pylist(), strict=True))
-    training = _TrainingLabels(
-        shas=chosen["sha256"],
-        annotators=sorted(({"annotator": r["annotator"], "images": r["images"], "corrections": r["corrections"]}
-                           for r in rows if r["row"] == "annotator"), key=lambda a: (-a["images"], a["annotator"])),
-        examples=[{"sha256": r["sha256"], "part_id": parts[r["sha256"]], "label": r["label"],
-                   "annotator": r["annotator"], "source": r["source"], "labeled_at": r["labeled_at"]}
-                  for r in rows if r["row"] == "example"])
-    if manifest_hash is not None:
-        while len(_TRAINING_LABELS) >= _TRAINING_LABELS_KEPT:
-            del _TRAINING_LABELS[next(iter(_TRAINING_LABELS))]
-        _TRAINING_LABELS[key] = training
-    return training
-
-
-def _relabelled_since(cat: Catalog, shas: pa.ChunkedArray, as_of_position: int) -> int:
-    """How many of ``shas`` have a label recorded after ``as_of_position``: the labels recorded since are read
-    (a range of the history's primary key, usually short) and matched against the images here."""
-    with cat.read() as conn:
-        since = conn.exec_driver_sql("SELECT DISTINCT sha256 FROM projections.label_history WHERE position > %(p)s",
-                                     {"p": as_of_position}).scalars().all()
-    if not since:
-        return 0
-    return pc.sum(pc.is_in(shas, value_set=pa.array(since, pa.string()))).as_py() or 0
+        predicted_class=predicted_class, training_images=labels.training_images, annotators=labels.annotators,
+        corrections=sum(a["corrections"] for a in labels.annotators),
+        relabelled_since=facts.relabelled_since(predicted_class), examples=labels.examples)
 
 
 def event_summary(event_type: str, payload: dict[str, Any]) -> str:
@@ -424,15 +382,14 @@ def event_summary(event_type: str, payload: dict[str, Any]) -> str:
 # -- reading --------------------------------------------------------------------------------------------------
 
 
-def _row(cat: Catalog, sql: str, **params: Any) -> dict[str, Any] | None:
-    with cat.read() as conn:
-        row = conn.exec_driver_sql(sql, params).fetchone()
+def _row(conn: Connection, sql: str, **params: Any) -> dict[str, Any] | None:
+    row = conn.exec_driver_sql(sql, params).fetchone()
     return dict(row._mapping) if row else None
 
 
-def _part_row(cat: Catalog, part_id: str) -> dict[str, Any]:
-    return _row(cat, "SELECT line, first_captured_at, last_captured_at FROM projections.parts"
-                " WHERE part_id = %(p)s", p=part_id) or {}
+def _rows_by(conn: Connection, sql: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The rows of ``sql`` for ``ids`` (its ``%(ids)s``), by their first column."""
+    return {r[0]: dict(r._mapping) for r in conn.exec_driver_sql(sql, {"ids": list(dict.fromkeys(ids))})}
 
 
 def _decision(e: RecordedEvent) -> Decision:
@@ -485,14 +442,13 @@ def _latest_predictions(events: Sequence[RecordedEvent]) -> dict[str, list[Predi
     return per_image
 
 
-def _images(cat: Catalog, shas: list[str], predictions: dict[str, list[Prediction]]) -> list[PartImage]:
-    with cat.read() as sa_conn:
-        ontology = Ontology.read(sa_conn.connection.driver_connection)
-        rows = {r.sha256: r for r in sa_conn.exec_driver_sql(
-            "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.width, i.height, i.blob_uri, i.excluded,"
-            " i.exclusion_reason, c.label, c.ontology_version, c.annotator, c.source, c.labeled_at, c.regions"
-            " FROM projections.images i LEFT JOIN projections.current_labels c USING (sha256)"
-            " WHERE i.sha256 = ANY(%(shas)s)", {"shas": shas})}
+def _images(conn: Connection, shas: list[str], predictions: dict[str, list[Prediction]]) -> list[PartImage]:
+    ontology = Ontology.read(conn.connection.driver_connection)
+    rows = {r.sha256: r for r in conn.exec_driver_sql(
+        "SELECT i.sha256, i.line, i.station, i.camera, i.captured_at, i.width, i.height, i.blob_uri, i.excluded,"
+        " i.exclusion_reason, c.label, c.ontology_version, c.annotator, c.source, c.labeled_at, c.regions"
+        " FROM projections.images i LEFT JOIN projections.current_labels c USING (sha256)"
+        " WHERE i.sha256 = ANY(%(shas)s)", {"shas": shas})}
     images = []
     for sha in shas:
         r = rows[sha]
@@ -512,13 +468,13 @@ def _images(cat: Catalog, shas: list[str], predictions: dict[str, list[Predictio
 
 def _with_heatmaps(cat: Catalog, images: list[PartImage], model_ids: Sequence[str]) -> list[PartImage]:
     """Add the explanations the heatmaps asset kept for these images (`Lake.heatmaps_of`)."""
-    shas = pa.array([i.sha256 for i in images], pa.string())
     found: dict[str, list[dict[str, Any]]] = {}
     for model_id in dict.fromkeys(model_ids):
         path = cat.lake.root / cat.lake.heatmaps_of(model_id)
         if not path.is_file():
             continue
         table = pq.read_table(path)
+        shas = pa.array([i.sha256 for i in images], pa.string())
         for row in table.filter(pc.is_in(table["sha256"], value_set=shas)).to_pylist():
             found.setdefault(row["sha256"], []).append(
                 {"kind": row["kind"], "model_id": row["model_id"], "class": row["class"], "uri": row["uri"]})

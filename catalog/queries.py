@@ -25,6 +25,8 @@ from catalog.ontology import Ontology
 from catalog.store import RecordedEvent
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from catalog import Catalog
 
 RESULT_COLUMNS = ("sha256", "part_id", "line", "station", "camera", "captured_at", "label", "label_as_recorded",
@@ -374,17 +376,21 @@ class PartTrace:
 def part_images(cat: Catalog, part_id: str) -> list[str]:
     """The images (sha256) any sighting names as the part's, in capture order."""
     with cat.read() as conn:
-        return [r[0] for r in conn.exec_driver_sql(
-            "SELECT sha256 FROM projections.image_sightings WHERE part_id = %(p)s GROUP BY sha256"
-            " ORDER BY min(captured_at), sha256", {"p": part_id})]
+        return _part_images(conn, part_id)
+
+
+def _part_images(conn: Connection, part_id: str) -> list[str]:
+    return [r[0] for r in conn.exec_driver_sql(
+        "SELECT sha256 FROM projections.image_sightings WHERE part_id = %(p)s GROUP BY sha256"
+        " ORDER BY min(captured_at), sha256", {"p": part_id})]
 
 
 def trace_part(cat: Catalog, part_id: str) -> PartTrace:
     """Every image of a part (any sighting) with its full event history, and the part's own events."""
     _check_name("part id", part_id)
     store = cat.store
-    shas = part_images(cat, part_id)
     with cat.read() as conn:
+        shas = _part_images(conn, part_id)
         sightings = conn.exec_driver_sql(
             "SELECT sha256, source_path, camera, station, captured_at, position FROM projections.image_sightings"
             " WHERE sha256 = ANY(%(s)s) ORDER BY position", {"s": shas}).fetchall()

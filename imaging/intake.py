@@ -4,6 +4,7 @@ in applies before anything is stored, the facts an ImageIngested records, and th
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,9 +85,14 @@ def ingested_event(found: Inspected, settings: Settings, *, part_id: str, line: 
             metadata=dict(extra or {}),
         ),
         occurred_at=captured_at,
-        event_id=event_id_for("ingested", found.sha256, source_path, part_id, camera, captured_at.isoformat()),
+        event_id=sighting_event_id(found.sha256, source_path, part_id, camera, captured_at),
         metadata=dict(metadata),
     )
+
+
+def sighting_event_id(sha256: str, source_path: str, part_id: str, camera: str, captured_at: datetime) -> uuid.UUID:
+    """The id of an ImageIngested: the sighting's natural key, however the image came in."""
+    return event_id_for("ingested", sha256, source_path, part_id, camera, captured_at.isoformat())
 
 
 def check_image_bytes(data: bytes, limits: Limits) -> tuple[str, str, np.ndarray] | Rejected:

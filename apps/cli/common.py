@@ -1,21 +1,26 @@
-"""What every command shares: the consoles, a progress bar, opening the catalog from the environment, reading a
-password, and signing an act."""
+"""What every command shares: the consoles, a progress bar, the quarantined rows of an import, opening the catalog
+from the environment, reading a password, and signing an act."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 import catalog
 from identity.roles import Action
 from identity.signatures import Meaning, Signature, sign
 from ingestion.tables import parse_aware_timestamp
+
+if TYPE_CHECKING:
+    from ingestion.ingest import RejectedRow
 
 console = Console(stderr=True)  # progress and remarks
 out = Console()  # results, so that they can be piped
@@ -28,6 +33,18 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
                   console=console) as progress:
         task = progress.add_task(description, total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def print_quarantine(rejected_rows: Sequence[RejectedRow], *, path: str = "path", shown: int = 30) -> None:
+    """The first ``shown`` quarantined rows of an import, each with its reason code and detail."""
+    if not rejected_rows:
+        return
+    rows = Table("row", path, "reason", "detail", title="quarantined rows")
+    for r in rejected_rows[:shown]:
+        rows.add_row(str(r.row), r.path, r.reason, r.detail)
+    out.print(rows)
+    if len(rejected_rows) > shown:
+        out.print(f"… and {len(rejected_rows) - shown} more (--json lists them all)")
 
 
 def open_catalog(**kwargs) -> catalog.Catalog:

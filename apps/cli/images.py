@@ -1,5 +1,5 @@
-"""`visionledger images query`, `visionledger curate exclude|include` and `visionledger trace part`: the curator's
-and the auditor's view of the catalog."""
+"""`visionledger images query|backfill`, `visionledger curate exclude|include` and `visionledger trace part`: the
+curator's and the auditor's view of the catalog, and the backfill of image records whose pixels are elsewhere."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from apps.cli.common import (
     out,
     parse_day_or_moment,
     parse_moment,
+    print_quarantine,
+    progress_bar,
     sign_act,
     signer_options,
 )
@@ -60,6 +62,37 @@ def _filter(lines, stations, cameras, parts, captured_from, captured_to, labels,
 @click.group()
 def images() -> None:
     """Find images."""
+
+
+@images.command("backfill")
+@click.argument("records", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--actor", help="who backfills (recorded in each event's metadata)")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable report")
+def images_backfill(records: Path, actor: str | None, as_json: bool) -> None:
+    """Append the image records of a Parquet file whose pixels are kept elsewhere (columns: sha256, blob_uri,
+    part_id, line, station, camera, captured_at, width, height, byte_size; optional: channels, bit_depth,
+    format, source_path, and a label with its labeler, labeled_at, label_id), then bring the read models up.
+
+    Bad rows are quarantined with their reason and the run goes on; running the same file again appends
+    nothing. Exit status 1 when any row was rejected."""
+    from ingestion.backfill import backfill  # noqa: PLC0415 - only this command needs it
+
+    with open_catalog() as cat, progress_bar("backfilling") as update:
+        report = backfill(cat, records, actor=actor, progress=update)
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        summary = Table("", "rows", title=f"backfilled {records} in {report.seconds:.1f} s "
+                        f"({report.rows / report.seconds:,.0f} rows/s)", show_header=False)
+        summary.add_row("images appended", f"{report.images:,}")
+        summary.add_row("labels appended", f"{report.labels:,}")
+        summary.add_row("events already recorded (nothing appended)", f"{report.already_recorded:,}")
+        for reason, count in report.rejected_by_reason().items():
+            summary.add_row(f"rejected: {reason}", f"{count:,}", style="red")
+        out.print(summary)
+        print_quarantine(report.rejected_rows, path="uri")
+    if report.rejected:
+        raise SystemExit(1)
 
 
 @images.command("query")

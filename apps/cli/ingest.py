@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from apps.cli.common import open_catalog, out, progress_bar
+from apps.cli.common import open_catalog, out, print_quarantine, progress_bar
 from imaging.intake import Limits
 from ingestion.ingest import ingest as ingest_delivery
 from ingestion.tables import parse_column_map
@@ -45,12 +45,6 @@ def ingest(directory: Path, manifest: Path | None, mapping: tuple[str, ...], max
         for reason, count in report.rejected_by_reason().items():
             summary.add_row(f"rejected: {reason}", f"{count:,}", style="red")
         out.print(summary)
-        if report.rejected_rows:
-            rows = Table("row", "path", "reason", "detail", title="quarantined rows")
-            for r in report.rejected_rows[:30]:
-                rows.add_row(str(r.row), r.path, r.reason, r.detail)
-            out.print(rows)
-            if len(report.rejected_rows) > 30:
-                out.print(f"… and {len(report.rejected_rows) - 30} more (--json lists them all)")
+        print_quarantine(report.rejected_rows)
     if report.rejected:
         raise SystemExit(1)

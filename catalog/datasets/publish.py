@@ -1,7 +1,8 @@
 """Publishing a dataset version: the manifest into the lake under its content hash, then the event.
 
-The manifest is written before the event, so a crash in between leaves a file no event names (harmless,
-and rewritten with the same bytes by the next run) rather than an event naming a missing file.
+The manifest, and what the trace of a part needs of it (`catalog.datasets.facts`), are written before the
+event, so a crash in between leaves a file and facts no event names (harmless, and found by the next run)
+rather than an event naming a missing file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 
 from catalog import Catalog
 from catalog.datasets.build import DatasetVersion, build_dataset_version
+from catalog.datasets.facts import store_facts
 from catalog.datasets.spec import DatasetSpec
 from catalog.errors import CatalogError
 from catalog.events import DatasetVersionPublished
@@ -48,6 +50,8 @@ def publish_dataset_version(cat: Catalog, spec: DatasetSpec, *, position: int | 
     digest = hashlib.sha256(data).hexdigest()
     version_id = f"{spec.name}-{digest[:12]}"
     uri = manifest_uri(spec.name, version_id)
+    # What a trace needs of the version, before the event that names it (as the manifest is)
+    store_facts(cat, digest, version.manifest, version.position)
     known = _published(cat, version_id)
     if known is not None:
         return PublishedDataset(version, version_id, digest, uri, known, already_published=True)
@@ -73,6 +77,12 @@ def _published(cat: Catalog, version_id: str) -> int | None:
 
 def load_manifest(lake: Lake, uri: str, *, expected_hash: str | None = None) -> pa.Table:
     """A published manifest, checked against its recorded hash when one is given."""
+    return pq.read_table(pa.BufferReader(manifest_bytes(lake, uri, expected_hash=expected_hash)))
+
+
+def manifest_bytes(lake: Lake, uri: str, *, expected_hash: str | None = None) -> bytes:
+    """A published manifest's bytes, checked against its recorded hash when one is given: `CatalogError` says
+    what is wrong with the file."""
     path = lake.root / uri
     # The uri is read from an event, which anyone who may append can write: it must not reach other files.
     if not path.resolve().is_relative_to(lake.root.resolve()):
@@ -82,4 +92,4 @@ def load_manifest(lake: Lake, uri: str, *, expected_hash: str | None = None) -> 
     data = path.read_bytes()
     if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
         raise CatalogError(f"{path}: its content does not match the recorded manifest hash {expected_hash[:12]}…")
-    return pq.read_table(pa.BufferReader(data))
+    return data
