@@ -4,7 +4,8 @@ For every page, a projection loads the rows the page touches (unless an earlier 
 them in its cache), folds the events into them in position order (plain Python functions, easy to test),
 then writes rows it knows to be new with one binary COPY straight into its table, and rows that existed
 through a staging table and one upsert. Its checkpoint advances in the same transaction, so each event
-is applied exactly once.
+is applied exactly once. The high-volume projections also carry the same folds as SQL over a range of the
+log (`set_based`), which the runner uses instead where it can.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from catalog.events import event_class, upcast
+from catalog.projections import set_based
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -59,14 +61,20 @@ class Page:
         return upcast(event.type, event.schema_version, event.payload)
 
     @classmethod
-    def of(cls, events: Sequence[PageEvent]) -> Page:
-        """The page holding ``events`` (in position order, at least one)."""
+    def of(cls, events: Sequence[PageEvent], *, last: int | None = None) -> Page:
+        """The page holding ``events`` (in position order), ending at position ``last`` (by default the last
+        event's: a page read with some events left out may end after its last one, or hold none)."""
         by_type: dict[str, list[PageEvent]] = {}
         for event in events:
             by_type.setdefault(event.type, []).append(event)
         # Looked up once per page: a class attribute read through pydantic's metaclass costs microseconds.
         versions = {kind: event_class(kind).schema_version for kind in by_type}
-        return cls(by_type=by_type, last=events[-1].position, size=len(events), current_versions=versions)
+        last = events[-1].position if last is None else last
+        return cls(by_type=by_type, last=last, size=len(events), current_versions=versions)
+
+    def versions(self) -> set[tuple[str, int]]:
+        """Each (type, schema version) the page holds."""
+        return {(kind, e.schema_version) for kind, events in self.by_type.items() for e in events}
 
     def of_types(self, types: Iterable[str], after: int) -> Iterable[PageEvent]:
         """The page's events of ``types`` after position ``after``, in position order."""
@@ -75,15 +83,42 @@ class Page:
         return (e for e in merged if e.position > after)
 
 
+_PAGE_EVENT = "SELECT position, type, schema_version, payload, occurred_at FROM catalog.events"
+
+
 def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> Page | None:
     """The next page of events on the caller's connection (so it is read in the caller's transaction)."""
     bound = "" if upto is None else " AND position <= %(upto)s"
     rows = conn.execute(
-        "SELECT position, type, schema_version, payload, occurred_at FROM catalog.events"
-        f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s",
+        f"{_PAGE_EVENT} WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s",
         {"after": after, "upto": upto, "limit": limit},
     ).fetchall()
     return Page.of([PageEvent(*row) for row in rows]) if rows else None
+
+
+def page_end(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> int | None:
+    """The position of the last event of the next page of ``limit`` events (None: there is none), read from
+    the index alone."""
+    bound = "" if upto is None else " AND position <= %(upto)s"
+    return conn.execute(
+        "SELECT max(position) FROM (SELECT position FROM catalog.events"
+        f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s) page",
+        {"after": after, "upto": upto, "limit": limit},
+    ).fetchone()[0]
+
+
+def read_range(conn: psycopg.Connection, after: int, last: int, *, leave_out: Mapping[str, int] | None = None) -> Page:
+    """The page of positions ``(after, last]``, less the events of each type in ``leave_out`` at the schema
+    version it gives (those the server folds without Python reading them)."""
+    left_out = ""
+    if leave_out:
+        left_out = (" AND (type, schema_version) NOT IN"
+                    " (SELECT * FROM unnest(%(types)s::text[], %(versions)s::int[]))")
+    rows = conn.execute(
+        f"{_PAGE_EVENT} WHERE position > %(after)s AND position <= %(last)s{left_out} ORDER BY position",
+        {"after": after, "last": last, "types": list(leave_out or ()), "versions": list((leave_out or {}).values())},
+    ).fetchall()
+    return Page.of([PageEvent(*row) for row in rows], last=last)
 
 
 @dataclass(frozen=True)
@@ -99,6 +134,12 @@ class Projection:
     jsonb_columns: frozenset[str] = field(default_factory=frozenset)
     # Rows are only ever added (one per event): no need to look for existing rows first.
     append_only: bool = False
+    # The same folds as SQL statements over a range of the log (`set_based`); empty: folded in Python only.
+    sql: tuple[str, ...] = ()
+
+    def apply_sql(self, conn: psycopg.Connection, schema: str, *, after: int, upto: int) -> None:
+        """Fold the log's events in positions ``(after, upto]`` into the table in ``schema`` on the server."""
+        set_based.apply(conn, self.sql, self._qualified(schema), after=after, upto=upto)
 
     def apply(self, conn: psycopg.Connection, schema: str, page: Page, *, after: int, cache: dict[Key, Row]) -> int:
         """Fold the page's events after position ``after`` into the table in ``schema``; returns the number

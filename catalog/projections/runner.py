@@ -13,7 +13,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Engine
 
-from catalog.projections.framework import Projection, read_page
+from catalog.projections import set_based
+from catalog.projections.framework import Page, Projection, page_end, read_page, read_range
 from catalog.projections.read_models import ALL_PROJECTIONS
 from catalog.store import EventStore
 
@@ -50,12 +51,24 @@ class RebuildReport:
 
 
 class ProjectionRunner:
-    """Applies events to the projections in ``schema``, each projection from its own checkpoint."""
+    """Applies events to the projections in ``schema``, each projection from its own checkpoint.
 
-    def __init__(self, engine: Engine, projections: Sequence[Projection] = ALL_PROJECTIONS, *, schema: str = LIVE):
+    With ``use_sql`` (the default) a projection that has SQL folds (`set_based`) folds each page on the
+    server, unless the page holds one of its event types at a schema version its SQL does not read; then it,
+    like every other projection, folds the page in Python. Without, every page is folded in Python: the
+    specification, kept selectable so that the two can be compared.
+    """
+
+    def __init__(self, engine: Engine, projections: Sequence[Projection] = ALL_PROJECTIONS, *, schema: str = LIVE,
+                 use_sql: bool = True):
         self.db = engine
         self.projections = tuple(projections)
         self.schema = schema
+        self.use_sql = use_sql
+        in_python = {t for p in self.projections if not (use_sql and p.sql) for t in p.folds}
+        in_sql = {t for p in self.projections if use_sql and p.sql for t in p.folds}
+        # Events Python never needs to read when the SQL folds them: no projection folds their type in Python.
+        self._sql_only = {t: set_based.SQL_READS[t] for t in in_sql - in_python}
 
     def checkpoints(self) -> dict[str, int]:
         with self.db.connect() as sa_conn:
@@ -84,15 +97,10 @@ class ProjectionRunner:
                     for cache in caches.values():
                         cache.clear()
                 after = min(checkpoints.values())
-                page = read_page(conn, after, upto, page_size)
-                if page is None:
+                last = self._apply_page(conn, checkpoints, after, upto, page_size, caches)
+                if last is None:
                     return after if reached is None else max(after, reached)
-                for projection in self.projections:
-                    cache = caches[projection.name]
-                    if len(cache) > MAX_CACHED_ROWS:
-                        cache.clear()
-                    projection.apply(conn, self.schema, page, after=checkpoints[projection.name], cache=cache)
-                reached = page.last
+                reached = last
                 conn.execute(
                     sql.SQL("UPDATE {}.checkpoints SET position = %s WHERE name = ANY(%s) AND position < %s").format(
                         sql.Identifier(self.schema)
@@ -101,6 +109,43 @@ class ProjectionRunner:
                 )
             if progress:
                 progress(reached, max(total, reached))
+
+    def _apply_page(self, conn: psycopg.Connection, checkpoints: dict[str, int], after: int, upto: int | None,
+                    page_size: int, caches: dict[str, dict]) -> int | None:
+        """Apply the next page after ``after`` to every projection; returns the page's last position (None: no
+        page left)."""
+        if not self.use_sql:
+            page = read_page(conn, after, upto, page_size)
+            if page is None:
+                return None
+            self.fold_in_python(conn, page, self.projections, checkpoints, caches)
+            return page.last
+        last = page_end(conn, after, upto, page_size)
+        if last is None:
+            return None
+        page = read_range(conn, after, last, leave_out=self._sql_only)
+        versions = page.versions()
+        in_sql = [p for p in self.projections if p.sql and set_based.folds_in_sql(p.folds, versions)]
+        in_python = [p for p in self.projections if p not in in_sql]
+        if any(p.sql for p in in_python):
+            page = read_range(conn, after, last)  # they fold every event of the page, those the SQL would have too
+        for projection in in_sql:
+            if checkpoints[projection.name] < last:
+                projection.apply_sql(conn, self.schema, after=checkpoints[projection.name], upto=last)
+            # Its rows changed on the server: rows cached from a page folded in Python are stale.
+            caches[projection.name].clear()
+        self.fold_in_python(conn, page, in_python, checkpoints, caches)
+        return last
+
+    def fold_in_python(self, conn: psycopg.Connection, page: Page, projections: Sequence[Projection],
+                       checkpoints: dict[str, int], caches: dict[str, dict]) -> None:
+        """Fold ``page`` into ``projections`` through their Python folds, each after its own checkpoint: any
+        page of the log, wherever it was read from."""
+        for projection in projections:
+            cache = caches[projection.name]
+            if len(cache) > MAX_CACHED_ROWS:
+                cache.clear()
+            projection.apply(conn, self.schema, page, after=checkpoints[projection.name], cache=cache)
 
     def _lock_checkpoints(self, conn: psycopg.Connection) -> dict[str, int]:
         names = [p.name for p in self.projections]
