@@ -72,9 +72,6 @@ class Page:
         last = events[-1].position if last is None else last
         return cls(by_type=by_type, last=last, size=len(events), current_versions=versions)
 
-    def versions(self) -> set[tuple[str, int]]:
-        """Each (type, schema version) the page holds."""
-        return {(kind, e.schema_version) for kind, events in self.by_type.items() for e in events}
 
     def of_types(self, types: Iterable[str], after: int) -> Iterable[PageEvent]:
         """The page's events of ``types`` after position ``after``, in position order."""
@@ -96,27 +93,35 @@ def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int
     return Page.of([PageEvent(*row) for row in rows]) if rows else None
 
 
-def page_end(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> int | None:
-    """The position of the last event of the next page of ``limit`` events (None: there is none), read from
-    the index alone."""
+class PageSurvey(NamedTuple):
+    """What the next page of the log holds, read without its payloads."""
+
+    last: int  # position of its last event
+    kinds: frozenset[tuple[str, int]]  # the type and schema version of each kind of event in it
+
+    @property
+    def types(self) -> set[str]:
+        return {kind for kind, _ in self.kinds}
+
+
+def survey_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> PageSurvey | None:
+    """The next page of ``limit`` events after ``after`` (up to ``upto``) surveyed (None: there is none)."""
     bound = "" if upto is None else " AND position <= %(upto)s"
-    return conn.execute(
-        "SELECT max(position) FROM (SELECT position FROM catalog.events"
-        f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s) page",
-        {"after": after, "upto": upto, "limit": limit},
-    ).fetchone()[0]
-
-
-def read_range(conn: psycopg.Connection, after: int, last: int, *, leave_out: Mapping[str, int] | None = None) -> Page:
-    """The page of positions ``(after, last]``, less the events of each type in ``leave_out`` at the schema
-    version it gives (those the server folds without Python reading them)."""
-    left_out = ""
-    if leave_out:
-        left_out = (" AND (type, schema_version) NOT IN"
-                    " (SELECT * FROM unnest(%(types)s::text[], %(versions)s::int[]))")
     rows = conn.execute(
-        f"{_PAGE_EVENT} WHERE position > %(after)s AND position <= %(last)s{left_out} ORDER BY position",
-        {"after": after, "last": last, "types": list(leave_out or ()), "versions": list((leave_out or {}).values())},
+        "SELECT type, schema_version, max(position) FROM (SELECT position, type, schema_version FROM catalog.events"
+        f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s) page GROUP BY type, schema_version",
+        {"after": after, "upto": upto, "limit": limit},
+    ).fetchall()
+    if not rows:
+        return None
+    return PageSurvey(max(last for _, _, last in rows), frozenset((kind, version) for kind, version, _ in rows))
+
+
+def read_range(conn: psycopg.Connection, after: int, last: int, types: Iterable[str]) -> Page:
+    """The page of positions ``(after, last]``: its events of ``types``."""
+    rows = conn.execute(
+        f"{_PAGE_EVENT} WHERE position > %(after)s AND position <= %(last)s AND type = ANY(%(types)s) ORDER BY position",
+        {"after": after, "last": last, "types": list(types)},
     ).fetchall()
     return Page.of([PageEvent(*row) for row in rows], last=last)
 

@@ -10,17 +10,18 @@ Order. A Python fold applies a page's events one by one in position order; a sta
 once, so it says what that order leaves standing. Each row is the outcome of its key's events, and every
 column is decided by the latest (highest position) event of the kind that writes it: the latest verdict sets
 an image's label, the latest exclusion or inclusion its curation, its first ingestion its capture facts, and
-the number of ingestions its sightings. ``DISTINCT ON (key) … ORDER BY key, position DESC`` picks that event.
-The low-volume events that share these rows (ImageExcluded, ImageIncluded, CorrectionRecorded) are folded in
-the same statements, so they take their place among the bulk ones by position without splitting a page; one
+the number of ingestions its sightings. One sort of the page by key and position serves a window over each
+key's events (`_latest` of each kind) and the ``DISTINCT ON (key)`` that keeps one row per key. The
+low-volume events that share these rows (ImageExcluded, ImageIncluded, CorrectionRecorded) are folded by the
+same statements, so they take their place among the bulk ones by position without splitting a page. One
 rule depends on the row as it stood before the page: curation and verdicts of an image not yet ingested
-change nothing, so for an image new to the table only its events from its first ingestion on count.
+change nothing, so for an image new to the table only its events after its first ingestion count.
 
-Schema versions. The statements read payloads at the versions in `SQL_READS`. A page holding an event of
-another version (an old one, lifted by its upcasters in Python) is folded in Python for the read models that
-fold that type, and so is every page when `SQL_READS` lags behind the code's current version. The runner
-(`runner.ProjectionRunner`) decides page by page; a page can always be folded in Python instead, whatever it
-holds and wherever it was read from.
+Schema versions. The statements read payloads at the versions in `SQL_READS`. The runner
+(`runner.ProjectionRunner`) surveys each page first (the type and schema version of its events, no
+payloads): a page holding an event of another version (an old one, lifted by its upcasters in Python) is
+folded in Python by the read models that fold its type, and so is every page while `SQL_READS` lags behind
+the code's current version. Any page can be folded in Python instead, wherever it was read from.
 """
 
 from __future__ import annotations
@@ -39,15 +40,22 @@ SQL_READS: dict[str, int] = {
     "PredictionRecorded": 1, "PartDispositioned": 1,
 }
 
+# Each read model's server time on the same pages of the synthetic factory's log (seconds for 200,000 events,
+# bench/bench_projections.py): how `ProjectionRunner.catch_up` spreads them over several connections.
+SERVER_TIME: dict[str, float] = {
+    "images": 1.77, "image_sightings": 0.75, "current_labels": 0.67, "latest_predictions": 0.60,
+    "label_history": 0.47, "parts": 0.33, "part_dispositions": 0.17,
+}
 
-def folds_in_sql(types: Iterable[str], versions_in_page: Iterable[tuple[str, int]]) -> bool:
+
+def folds_in_sql(types: Iterable[str], kinds_in_page: Iterable[tuple[str, int]]) -> bool:
     """Whether the SQL folds a page for a read model of event ``types``: it reads each type's current version
-    and the page holds no event of those types at any other (``versions_in_page``: each event's type and schema
-    version, of every event the page read into Python)."""
+    and the page holds no event of those types at any other (``kinds_in_page``: the type and schema version of
+    each kind of event in the page)."""
     types = set(types)
     if any(SQL_READS.get(t) != event_class(t).schema_version for t in types):
         return False
-    return all(SQL_READS[t] == v for t, v in versions_in_page if t in types)
+    return all(SQL_READS[t] == v for t, v in kinds_in_page if t in types)
 
 
 def _page(*types: str, columns: str = "position, type, payload, occurred_at") -> str:

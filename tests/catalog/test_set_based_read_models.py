@@ -171,6 +171,16 @@ def test_sql_and_python_folds_write_the_same_rows(cat: catalog.Catalog, page_siz
     assert all(counts.values()), f"the log reaches every read model: {counts}"
 
 
+def test_read_models_caught_up_over_two_connections_hold_the_same_rows(cat: catalog.Catalog):
+    cat.append(generated_log(seed=5, n=500), catch_up=False)
+    spec = ProjectionRunner(cat.db, schema=LIVE, use_sql=False)
+    production = ProjectionRunner(cat.db, schema=SCRATCH)
+    spec.catch_up(page_size=7)
+    assert production.catch_up(page_size=7, connections=2) == cat.head()
+    assert set(production.checkpoints().values()) == {cat.head()}
+    assert_same_rows(cat)
+
+
 def test_the_sql_folds_continue_rows_folded_in_python_and_back(cat: catalog.Catalog):
     """The two paths take turns on the same tables: each continues from the rows the other left."""
     log = generated_log(seed=3, n=600)
@@ -185,9 +195,10 @@ def test_the_sql_folds_continue_rows_folded_in_python_and_back(cat: catalog.Cata
 
 def test_the_sql_reads_the_current_schema_versions():
     """Raising an event type's schema version means revisiting the SQL that reads its payload."""
-    assert set_based.SQL_READS == {t: ev.event_class(t).schema_version for t in set_based.SQL_READS}
+    assert {t: ev.event_class(t).schema_version for t in set_based.SQL_READS} == set_based.SQL_READS
     folded_in_sql = {t for p in ALL_PROJECTIONS if p.sql for t in p.folds}
     assert folded_in_sql == set(set_based.SQL_READS)
+    assert {p.name for p in ALL_PROJECTIONS if p.sql} == set(set_based.SERVER_TIME)  # how they are balanced
 
 
 SPOT_RENAMED = "stain"
