@@ -14,10 +14,12 @@ def projections() -> None:
 
 
 @projections.command("catch-up")
-def projections_catch_up() -> None:
+@click.option("--connections", default=2, show_default=True,
+              help="fold the read models in this many groups at once, each on its own connection (and server core)")
+def projections_catch_up(connections: int) -> None:
     """Apply every pending event to the projections."""
     with open_catalog() as cat, progress_bar("projections") as update:
-        reached = cat.projections.catch_up(progress=update)
+        reached = cat.projections.catch_up(progress=update, connections=connections)
     console.print(f"projections at position {reached}")
 
 

@@ -4,7 +4,8 @@ For every page, a projection loads the rows the page touches (unless an earlier 
 them in its cache), folds the events into them in position order (plain Python functions, easy to test),
 then writes rows it knows to be new with one binary COPY straight into its table, and rows that existed
 through a staging table and one upsert. Its checkpoint advances in the same transaction, so each event
-is applied exactly once.
+is applied exactly once. The high-volume projections also carry the same folds as SQL over a range of the
+log (`set_based`), which the runner uses instead where it can.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from catalog.errors import CatalogError
 from catalog.events import event_class, upcast
+from catalog.projections import set_based
 from catalog.store import HORIZON
 
 if TYPE_CHECKING:
@@ -64,20 +66,31 @@ class Page:
         return upcast(event.type, event.schema_version, event.payload)
 
     @classmethod
-    def of(cls, events: Sequence[PageEvent]) -> Page:
-        """The page holding ``events`` (in position order, at least one)."""
+    def of(cls, events: Sequence[PageEvent], *, last: int | None = None) -> Page:
+        """The page holding ``events`` (in position order), ending at position ``last`` (by default the last
+        event's: a page read with some events left out may end after its last one, or hold none)."""
         by_type: dict[str, list[PageEvent]] = {}
         for event in events:
             by_type.setdefault(event.type, []).append(event)
         # Looked up once per page: a class attribute read through pydantic's metaclass costs microseconds.
         versions = {kind: event_class(kind).schema_version for kind in by_type}
-        return cls(by_type=by_type, last=events[-1].position, size=len(events), current_versions=versions)
+        last = events[-1].position if last is None else last
+        return cls(by_type=by_type, last=last, size=len(events), current_versions=versions)
+
 
     def of_types(self, types: Iterable[str], after: int) -> Iterable[PageEvent]:
         """The page's events of ``types`` after position ``after``, in position order."""
         streams = [self.by_type[t] for t in types if t in self.by_type]
         merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e.position)
         return (e for e in merged if e.position > after)
+
+
+_PAGE_EVENT = "SELECT position, type, schema_version, payload, occurred_at FROM catalog.events"
+
+
+def below_horizon(conn: psycopg.Connection, after: int) -> bool:
+    """Whether the page after ``after`` starts in the log's archived range (catalog.store.HORIZON)."""
+    return after < conn.execute(HORIZON).fetchone()[0]
 
 
 def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int,
@@ -93,11 +106,43 @@ def read_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int
         return Page.of(pages) if pages else None
     bound = "" if upto is None else " AND position <= %(upto)s"
     rows = conn.execute(
-        "SELECT position, type, schema_version, payload, occurred_at FROM catalog.events"
-        f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s",
+        f"{_PAGE_EVENT} WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s",
         {"after": after, "upto": upto, "limit": limit},
     ).fetchall()
     return Page.of([PageEvent(*row) for row in rows]) if rows else None
+
+
+class PageSurvey(NamedTuple):
+    """What the next page of the log holds, read without its payloads."""
+
+    last: int  # position of its last event
+    kinds: frozenset[tuple[str, int]]  # the type and schema version of each kind of event in it
+
+    @property
+    def types(self) -> set[str]:
+        return {kind for kind, _ in self.kinds}
+
+
+def survey_page(conn: psycopg.Connection, after: int, upto: int | None, limit: int) -> PageSurvey | None:
+    """The next page of ``limit`` events after ``after`` (up to ``upto``) surveyed (None: there is none)."""
+    bound = "" if upto is None else " AND position <= %(upto)s"
+    rows = conn.execute(
+        "SELECT type, schema_version, max(position) FROM (SELECT position, type, schema_version FROM catalog.events"
+        f" WHERE position > %(after)s{bound} ORDER BY position LIMIT %(limit)s) page GROUP BY type, schema_version",
+        {"after": after, "upto": upto, "limit": limit},
+    ).fetchall()
+    if not rows:
+        return None
+    return PageSurvey(max(last for _, _, last in rows), frozenset((kind, version) for kind, version, _ in rows))
+
+
+def read_range(conn: psycopg.Connection, after: int, last: int, types: Iterable[str]) -> Page:
+    """The page of positions ``(after, last]``: its events of ``types``."""
+    rows = conn.execute(
+        f"{_PAGE_EVENT} WHERE position > %(after)s AND position <= %(last)s AND type = ANY(%(types)s) ORDER BY position",
+        {"after": after, "last": last, "types": list(types)},
+    ).fetchall()
+    return Page.of([PageEvent(*row) for row in rows], last=last)
 
 
 @dataclass(frozen=True)
@@ -113,6 +158,12 @@ class Projection:
     jsonb_columns: frozenset[str] = field(default_factory=frozenset)
     # Rows are only ever added (one per event): no need to look for existing rows first.
     append_only: bool = False
+    # The same folds as SQL statements over a range of the log (`set_based`); empty: folded in Python only.
+    sql: tuple[str, ...] = ()
+
+    def apply_sql(self, conn: psycopg.Connection, schema: str, *, after: int, upto: int) -> None:
+        """Fold the log's events in positions ``(after, upto]`` into the table in ``schema`` on the server."""
+        set_based.apply(conn, self.sql, self._qualified(schema), after=after, upto=upto)
 
     def apply(self, conn: psycopg.Connection, schema: str, page: Page, *, after: int, cache: dict[Key, Row]) -> int:
         """Fold the page's events after position ``after`` into the table in ``schema``; returns the number

@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from catalog.projections import set_based
 from catalog.projections.framework import PageEvent, Projection, Row
 
 
@@ -75,6 +76,7 @@ IMAGES = Projection(
     key_of=dict.fromkeys(("ImageIngested", "ImageExcluded", "ImageIncluded", "LabelRecorded", "CorrectionRecorded"),
                          _by_image),
     jsonb_columns=frozenset({"metadata"}),
+    sql=set_based.IMAGES,
 )
 
 IMAGE_SIGHTINGS = Projection(
@@ -88,6 +90,7 @@ IMAGE_SIGHTINGS = Projection(
     }},
     key_of={"ImageIngested": lambda e, p: (e.position,)},
     append_only=True,
+    sql=set_based.IMAGE_SIGHTINGS,
 )
 
 CURATION_HISTORY = Projection(
@@ -125,6 +128,7 @@ PARTS = Projection(
     columns=("part_id", "line", "first_captured_at", "last_captured_at", "image_count", "last_position"),
     folds={"ImageIngested": _part_sighted},
     key_of={"ImageIngested": lambda e, p: (p["part_id"],)},
+    sql=set_based.PARTS,
 )
 
 # -- labels ---------------------------------------------------------------------------------------------------
@@ -162,6 +166,7 @@ CURRENT_LABELS = Projection(
     folds={"LabelRecorded": _label_recorded, "CorrectionRecorded": _correction_recorded},
     key_of={"LabelRecorded": _by_image, "CorrectionRecorded": _by_image},
     jsonb_columns=frozenset({"regions"}),
+    sql=set_based.CURRENT_LABELS,
 )
 
 
@@ -183,6 +188,7 @@ LABEL_HISTORY = Projection(
     folds={"LabelRecorded": _history_row, "CorrectionRecorded": _history_row},
     key_of={"LabelRecorded": lambda e, p: (e.position,), "CorrectionRecorded": lambda e, p: (e.position,)},
     append_only=True,
+    sql=set_based.LABEL_HISTORY,
 )
 
 CORRECTIONS = Projection(
@@ -250,6 +256,7 @@ LATEST_PREDICTIONS = Projection(
     folds={"PredictionRecorded": _prediction},
     key_of={"PredictionRecorded": lambda e, p: (p["sha256"], p["engine_id"])},
     jsonb_columns=frozenset({"scores"}),
+    sql=set_based.LATEST_PREDICTIONS,
 )
 
 PART_DISPOSITIONS = Projection(
@@ -264,6 +271,7 @@ PART_DISPOSITIONS = Projection(
         "engine_id": p.get("engine_id"), "decided_at": e.occurred_at, "position": e.position,
     }},
     key_of={"PartDispositioned": lambda e, p: (p["part_id"],)},
+    sql=set_based.PART_DISPOSITIONS,
 )
 
 # -- lineage --------------------------------------------------------------------------------------------------

@@ -93,6 +93,25 @@ def test_rebuild_check_finds_a_tampered_row_and_rebuild_repairs_it(busy: catalog
     assert busy.rebuild_projections(check_only=True).equal
 
 
+def test_a_rebuild_moves_its_tables_in_and_they_stay_live_read_models(busy: catalog.Catalog, database):
+    before = {t.table: t.live_rows for t in busy.rebuild_projections().tables}
+    with busy.db.connect() as conn:  # the replaced rows are gone from the scratch schema
+        assert conn.exec_driver_sql("SELECT count(*) FROM projections_scratch.images").scalar() == 0
+    busy.append([NewEvent(_ingested(), T0)])  # the swapped-in tables are caught up like any live ones
+    report = busy.rebuild_projections(check_only=True)
+    assert report.equal and {t.table: t.live_rows for t in report.tables} == before | {
+        "images": before["images"] + 1, "image_sightings": before["image_sightings"] + 1, "parts": before["parts"] + 1}
+    with psycopg.connect(database.dsn("visionledger_auditor")) as conn:
+        assert conn.execute("SELECT count(*) FROM projections.images").fetchone()[0] == before["images"] + 1
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM projections.images")
+
+
+def test_only_read_model_tables_can_be_swapped(cat: catalog.Catalog):
+    with pytest.raises(Exception, match="no read model table checkpoints"), cat.db.begin() as conn:
+        conn.exec_driver_sql("SELECT catalog.swap_read_models(ARRAY['checkpoints'])")
+
+
 def test_labels_as_of_position_and_time(cat: catalog.Catalog):
     cat.append([NewEvent(_ingested(), T0)])
     cat.record(ev.LabelRecorded(sha256=SHA, label_id="L1", label="spot", annotator="ana", ontology_version=1),
