@@ -156,9 +156,10 @@ def correction_row(n: int, old: str, new: str, path: str = IMAGE_PATHS[0], **ext
             "reason": "second look", **extra}
 
 
-def query(cat: Catalog, sql: str) -> list[tuple[Any, ...]]:
+def query(cat: Catalog, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
     with cat.db.connect() as conn:
-        return [tuple(row) for row in conn.exec_driver_sql(sql).fetchall()]
+        result = conn.exec_driver_sql(sql) if params is None else conn.exec_driver_sql(sql, params)
+        return [tuple(row) for row in result.fetchall()]
 
 
 def event_count(cat: Catalog) -> int:

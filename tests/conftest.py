@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,22 @@ def pg_server() -> Iterator[TestServer]:
     yield test_server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def database_at_revision(pg_server: TestServer, home: Path, revision: str) -> Iterator[Settings]:
+    """A fresh database migrated up to ``revision`` only, for a migration's test to fill as the code of that
+    time did before migrating it further; dropped afterwards."""
+    name = f"vl_test_{revision}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
+    try:
+        upgrade(pg_server.url(OWNER_ROLE, name), revision)
+        yield Settings(home=home, database_url=pg_server.url("visionledger_app", name),
+                       admin_database_url=pg_server.url(OWNER_ROLE, name))
+    finally:
+        with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ short converges when run again, and appends go on across the horizon."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -28,6 +27,7 @@ from catalog.settings import Settings
 from catalog.store import NewEvent
 from catalog.synthetic import FactoryShape, ontology_event, simulated_day
 from tests.builders import cli_env, run_cli
+from tests.conftest import database_at_revision
 
 PARTITION = 300
 SHAPE = FactoryShape(lines=1, stations=1, cameras=2, parts_per_line=40)  # about 280 events a day
@@ -178,17 +178,8 @@ def test_the_cli_archives_by_age_and_check_still_proves_the_log(year):
 
 @pytest.fixture
 def database_at_0016(pg_server, tmp_path) -> Iterator[tuple[str, Settings]]:
-    name = f"vl_test_0016_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
-    try:
-        upgrade(pg_server.url(OWNER_ROLE, name), "0016")
-        yield pg_server.url(OWNER_ROLE, name), Settings(
-            home=tmp_path, database_url=pg_server.url("visionledger_app", name),
-            admin_database_url=pg_server.url(OWNER_ROLE, name))
-    finally:
-        with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_at_revision(pg_server, tmp_path, "0016") as settings:
+        yield settings.admin_database_url, settings
 
 
 def test_migration_0017_partitions_a_log_with_events_without_copying_them(year, database, database_at_0016):

@@ -23,6 +23,7 @@ from catalog.embedded_postgres import OWNER_ROLE
 from catalog.settings import Settings
 from catalog.store import EventStore, NewEvent
 from tests.builders import run_cli
+from tests.conftest import database_at_revision
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 EVENTS = 7
@@ -132,16 +133,8 @@ def test_recorded_at_is_the_append_time_and_never_decreases(logged):
 @pytest.fixture
 def pre_chain_database(pg_server, tmp_path) -> Iterator[Settings]:
     """A database migrated up to 0009 (before the chain), for the backfill."""
-    name = f"vl_test_prechain_{datetime.now().strftime('%H%M%S%f')}"
-    with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
-    try:
-        upgrade(pg_server.url(OWNER_ROLE, name), "0009")
-        yield Settings(home=tmp_path, database_url=pg_server.url("visionledger_app", name),
-                       admin_database_url=pg_server.url(OWNER_ROLE, name))
-    finally:
-        with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_at_revision(pg_server, tmp_path, "0009") as settings:
+        yield settings
 
 
 def test_migration_0010_hashes_the_events_stored_before_the_chain(pre_chain_database):
@@ -174,16 +167,8 @@ def _hash_as_before_0014(previous: bytes, position, event_id, stream_id, version
 @pytest.fixture
 def database_at_0013(pg_server, tmp_path) -> Iterator[Settings]:
     """A database migrated up to 0013, before the server-side append, holding events chained as then."""
-    name = f"vl_test_0013_{datetime.now().strftime('%H%M%S%f')}"
-    with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
-    try:
-        upgrade(pg_server.url(OWNER_ROLE, name), "0013")
-        yield Settings(home=tmp_path, database_url=pg_server.url("visionledger_app", name),
-                       admin_database_url=pg_server.url(OWNER_ROLE, name))
-    finally:
-        with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_at_revision(pg_server, tmp_path, "0013") as settings:
+        yield settings
 
 
 def test_migration_0014_rehashes_a_log_chained_by_the_previous_definition(database_at_0013):

@@ -44,7 +44,8 @@ def test_records_and_labels_reach_the_read_models_and_a_second_run_appends_nothi
     first, third = record(0), record(1)
     assert stored[first["sha256"]]["label"] == "crack" and stored[third["sha256"]]["label"] is None
     assert stored[first["sha256"]]["captured_at"] == first["captured_at"]
-    assert query(cat, "SELECT blob_uri, part_id FROM projections.images WHERE sha256 = '%s'" % first["sha256"]) == [
+    assert query(cat, "SELECT blob_uri, part_id FROM projections.images WHERE sha256 = %(s)s",
+                 {"s": first["sha256"]}) == [
         (first["blob_uri"], first["part_id"])]
 
     head = event_count(cat)
