@@ -39,7 +39,7 @@ from catalog.events import (
 from catalog.ontology import Ontology, OntologyVersion
 from catalog.store import NewEvent, event_id_for
 from imaging.intake import sighting_event_id
-from ingestion.ingest import RejectedRow
+from ingestion.ingest import Quarantined, RejectedRow
 
 REQUIRED = ("sha256", "blob_uri", "part_id", "line", "station", "camera", "captured_at", "width", "height",
             "byte_size")
@@ -53,7 +53,7 @@ class BackfillError(CatalogError):
 
 
 @dataclass
-class BackfillReport:
+class BackfillReport(Quarantined):
     """What one run did: images and labels appended now, rows an earlier run recorded, rows refused and why."""
 
     file: str
@@ -65,13 +65,6 @@ class BackfillReport:
     append_seconds: float = 0.0
     catch_up_seconds: float = 0.0
     seconds: float = 0.0
-
-    @property
-    def rejected(self) -> int:
-        return len(self.rejected_rows)
-
-    def rejected_by_reason(self) -> dict[str, int]:
-        return dict(sorted(Counter(r.reason for r in self.rejected_rows).items()))
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "rows": self.rows, "images": self.images, "labels": self.labels,

@@ -43,8 +43,21 @@ class RejectedRow:
     detail: str
 
 
+class Quarantined:
+    """What a report of an import says of the rows it quarantined (its ``rejected_rows``)."""
+
+    rejected_rows: list[RejectedRow]
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejected_rows)
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.reason for r in self.rejected_rows).items()))
+
+
 @dataclass
-class IngestReport:
+class IngestReport(Quarantined):
     """What one run did. ``ingested``: new images; ``duplicates``: bytes already in the catalog seen again
     (another path or part: one image, one more sighting); ``already_ingested``: rows an earlier run recorded."""
 
@@ -55,13 +68,6 @@ class IngestReport:
     recovered_blobs: int = 0
     discarded_blobs: int = 0
     seconds: float = 0.0
-
-    @property
-    def rejected(self) -> int:
-        return len(self.rejected_rows)
-
-    def rejected_by_reason(self) -> dict[str, int]:
-        return dict(sorted(Counter(r.reason for r in self.rejected_rows).items()))
 
     def to_json(self) -> dict:
         return {
