@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from catalog.store import APPEND_LOCK_KEY  # partitions are replaced only while no append runs
+
 DEFAULT_PARTITION_SIZE = 1_000_000  # positions per partition until `log partitions --size` says otherwise
 PARTITIONS_AHEAD = 2  # empty partitions kept ready beyond the head
-# catalog.append_events's lock (migration 0014): partitions are replaced only while no append runs.
-APPEND_LOCK_KEY = 0x766C6564676572
 _BOUND = re.compile(r"FROM \('?(\d+)'?\) TO \('?(\d+)'?\)")
 
 

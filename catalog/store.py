@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 # across the code base import them from this module, which stays their address.
 __all__ = ["AppendResult", "EventStore", "NewEvent", "PermissionDenied", "RecordedEvent", "event_id_for"]
 
+# The advisory lock every append takes (in catalog.append_events, migration 0014): any 64-bit constant, the same
+# for every writer; this one spells "vledger".
+APPEND_LOCK_KEY = 0x766C6564676572
 COPY_THRESHOLD = 16  # batches at least this large are staged by COPY rather than sent as array parameters
 
 # One event per element of each array, in the given order (the function's contract is in migration 0014).

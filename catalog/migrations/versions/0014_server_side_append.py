@@ -14,14 +14,13 @@ Revision ID: 0014
 from alembic import op
 
 from catalog.migrations.stored_chain import rehash_stored_events
+from catalog.store import APPEND_LOCK_KEY
 
 revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-# Any 64-bit constant, the same for every writer: this one spells "vledger".
-APPEND_LOCK_KEY = 0x766C6564676572
 
 # catalog.chain.chain_link, byte for byte (tests/catalog/test_append_function.py compares the two).
 CHAIN_LINK = """
