@@ -58,6 +58,7 @@ from catalog.database import libpq_dsn, make_engine
 from catalog.datasets import DatasetSpec, build_dataset_version, publish_dataset_version
 from catalog.lineage import CLASSIFIER
 from catalog.projections import rebuild
+from catalog.projections.read_models import ALL_PROJECTIONS
 from catalog.queries import ImageFilter, query_images, trace_part
 from catalog.store import NewEvent
 from catalog.synthetic import CLASSES, ENGINE_ID, FactoryShape, ontology_event, simulated_day
@@ -354,8 +355,9 @@ def main() -> None:
         f["load"] = load(cat, args)
         head = cat.head()
         console.print(f"appended {head:,} events in {f['load']['append_s']:.0f} s")
-        with progress_bar("read models from zero (catch-up)", head) as update:
-            f["catch_up_s"] = timed(lambda: cat.projections.catch_up(progress=update)).seconds
+        # On two connections, as `visionledger projections catch-up` does a long catch-up.
+        with progress_bar("read models from zero (catch-up, 2 connections)", head) as update:
+            f["catch_up_s"] = timed(lambda: cat.projections.catch_up(progress=update, connections=2)).seconds
         if args.trace_only:
             f["analyze_s"] = timed(lambda: analyze(cat)).seconds
             version_and_traces(cat, f, args)
@@ -439,7 +441,7 @@ def result_rows(f: dict[str, Any], command: str) -> list[dict[str, str]]:
             f"bare binary COPY of the same events, no checks or indexes: {bare_rate:,.0f} events/s "
             f"(first {sample['events']:,} events, in turn with append's {sample_append:,.0f}/s)",
             f"{append_rate / bare_rate:.2f} × (first {sample['events']:,}: {sample_append / bare_rate:.2f} ×)"),
-        row("read models from zero (catch-up of all 11)", f"{events / f['catch_up_s']:,.0f} events/s "
+        row(f"read models from zero (catch-up of all {len(ALL_PROJECTIONS)}, two connections)", f"{events / f['catch_up_s']:,.0f} events/s "
             f"({f['catch_up_s'] / 60:.1f} min)", f"reading the log alone: {read_rate:,.0f} events/s",
             f"{events / f['catch_up_s'] / read_rate:.2f} ×"),
     ]
