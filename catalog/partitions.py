@@ -1,9 +1,10 @@
 """The event table's partitions: ``catalog.events`` is partitioned by RANGE (position), one table per range of
 positions, and the schema owner keeps empty ones ready ahead of the head (the writers hold no DDL rights).
 
-An append past the last partition fails (no DEFAULT partition: a default one would have to be split, rows
-moved, before a partition for its range could be created); the store turns that failure into an error that
-says to run ``visionledger log partitions``. Migrations (``db upgrade``, the embedded server's start),
+There is no DEFAULT partition (a default one would have to be split, rows moved, before a partition for its
+range could be created). An append past the last partition (a bulk load outruns any number kept ahead) calls
+``catalog.add_event_partitions`` (migration 0017), which adds partitions of the newest one's size with the
+owner's rights, and runs again (catalog.store). Migrations (``db upgrade``, the embedded server's start),
 ``visionledger log partitions`` and ``visionledger log archive`` keep ``PARTITIONS_AHEAD`` empty ones.
 
 Unique constraints of a partitioned table must include the partition key, so ``event_id`` and ``(stream_id,
@@ -63,19 +64,10 @@ def partitions(conn: psycopg.Connection) -> list[Partition]:
 
 
 def create_partition(conn: psycopg.Connection, first: int, end: int) -> Partition:
-    """A new partition for ``first <= position < end``, with its per-partition unique constraints (see the
-    module's docstring) and its own append-only trigger (the parent's statement triggers do not fire for a
-    statement that names the partition)."""
-    table_name = partition_name(first)
-    table = sql.Identifier("catalog", table_name)  # its constraints named as the first partition's (0017)
-    conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF catalog.events FOR VALUES FROM ({}) TO ({})").format(
-        table, sql.Literal(first), sql.Literal(end)))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE (event_id), ADD CONSTRAINT {} UNIQUE (stream_id, version)")
-                 .format(table, sql.Identifier(f"{table_name}_event_id_key"),
-                         sql.Identifier(f"{table_name}_stream_version_key")))
-    conn.execute(sql.SQL("CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {}"
-                         " FOR EACH STATEMENT EXECUTE FUNCTION catalog.refuse_event_change()").format(table))
-    return Partition(table_name, first, end)
+    """A new partition for ``first <= position < end`` (``catalog.create_event_partition``, migration 0017: the
+    one definition of a partition, which the writers' ``catalog.add_event_partitions`` uses too)."""
+    name = conn.execute("SELECT catalog.create_event_partition(%s, %s)", [first, end]).fetchone()[0]
+    return Partition(name, first, end)
 
 
 def ensure_partitions(conn: psycopg.Connection, *, ahead: int = PARTITIONS_AHEAD,

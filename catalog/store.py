@@ -90,6 +90,10 @@ APPEND_STAGED = """
 """
 
 
+class NoPartition(CatalogError):
+    """No partition of the event table holds the positions an append would take (catalog.partitions)."""
+
+
 class PermissionDenied(ImmutableEventError):
     """The connected role may not do this (read-only roles cannot append; no role may change events)."""
 
@@ -134,8 +138,8 @@ def _refusal(exc: psycopg.Error) -> Exception | None:
     if exc.sqlstate == "VL003":
         return EventValidationError(exc.diag.message_primary)
     if isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in (exc.diag.message_primary or ""):
-        return CatalogError("the event table has no partition for the next positions: run `visionledger log"
-                            " partitions` as the schema owner (catalog.partitions), and schedule it")
+        return NoPartition("the event table has no partition for the next positions: run `visionledger log"
+                           " partitions` as the schema owner (catalog.partitions)")
     return None
 
 # The last archived position: every position below the table's first is in the lake's archive. Read in a
@@ -156,7 +160,17 @@ class EventStore(EventLog):
     def append(self, events: Sequence[NewEvent], *, expected_versions: Mapping[str, int] | None = None) -> AppendResult:
         if not events:
             return AppendResult(positions=[], duplicates=[])
-        expected = expected_versions or {}
+        try:
+            return self._append(events, expected_versions or {})
+        except NoPartition:
+            # The owner keeps partitions ahead (catalog.partitions), but a long bulk load outruns any fixed
+            # number: the writers may add more, of the size the owner chose, and the append runs again.
+            with self.db.connect() as conn:
+                conn.exec_driver_sql("SELECT catalog.add_event_partitions(%(n)s)", {"n": len(events)})
+                conn.commit()
+            return self._append(events, expected_versions or {})
+
+    def _append(self, events: Sequence[NewEvent], expected: Mapping[str, int]) -> AppendResult:
         prepared = prepare_events(events) if len(events) < COPY_THRESHOLD else None
         # A raw pooled connection: the append manages its own transaction and pipelines its statements.
         raw = self.db.raw_connection()

@@ -36,8 +36,8 @@ def log_head() -> None:
               " the empty ones of another size are cut again")
 def log_partitions(ahead: int, size: int | None) -> None:
     """Keep partitions of the event table ready ahead of the head (as the schema owner), and list them. An
-    append beyond the last partition fails: run this from a schedule (`db upgrade` and the embedded server's
-    start run it too)."""
+    append beyond the last partition adds partitions of the newest one's size itself; this sets the size and
+    keeps appends from having to (`db upgrade` and the embedded server's start run it too)."""
     owner = libpq_dsn(connection_urls(Settings.from_env()).owner)
     created = ensure_partitions_at(owner, ahead=ahead, size=size)
     with open_catalog(migrate=False) as cat, cat.db.connect() as conn:

@@ -20,7 +20,7 @@ from catalog.audit import part_audit
 from catalog.consistency import CatalogReport, check_catalog
 from catalog.database import upgrade
 from catalog.embedded_postgres import OWNER_ROLE
-from catalog.errors import CatalogError, ConcurrencyError
+from catalog.errors import ConcurrencyError
 from catalog.lookups import part_events
 from catalog.partitions import ensure_partitions_at, partitions
 from catalog.settings import Settings
@@ -151,18 +151,29 @@ def test_an_archive_cut_short_at_any_step_converges_when_run_again(year, databas
     assert year.store.archived_through() == PARTITION and _consistent(check_catalog(year))
 
 
-def test_an_append_beyond_the_last_partition_says_what_to_run(cat, database):
+def test_an_append_beyond_the_last_partition_adds_partitions_of_the_owners_size(cat, database):
     with psycopg.connect(database.dsn(OWNER_ROLE)) as conn:
         for p in partitions(conn):
             conn.execute(f"DROP TABLE catalog.{p.name}")
-        conn.execute("CREATE TABLE catalog.events_from_1 PARTITION OF catalog.events FOR VALUES FROM (1) TO (3)")
+        conn.execute("SELECT catalog.create_event_partition(1, 3)")  # two positions, no partition ahead
     cat.store.append([ontology_event()])
     cat.store.append_one(NewEvent(ev.LineTimeZoneSet(line="line-0", time_zone="Europe/Paris"), datetime.now(UTC)))
-    with pytest.raises(CatalogError, match="run `visionledger log partitions`"):
-        cat.store.append_one(NewEvent(ev.LineTimeZoneSet(line="line-1", time_zone="UTC"), datetime.now(UTC)))
-    run_cli("log", "partitions", env=cli_env(cat))
+    # The next single event, then a batch spanning several partitions: the writer adds them, of size 2
     cat.store.append_one(NewEvent(ev.LineTimeZoneSet(line="line-1", time_zone="UTC"), datetime.now(UTC)))
-    assert cat.head() == 3
+    cat.store.append([NewEvent(ev.LineTimeZoneSet(line=f"line-{i}", time_zone="UTC"), datetime.now(UTC))
+                      for i in range(2, 40)])
+    assert cat.head() == 41 and cat.store.verify_chain().ok
+    with psycopg.connect(database.dsn(OWNER_ROLE)) as conn:
+        made = partitions(conn)
+    assert {p.size for p in made} == {2} and made[-1].end > 41 + 2  # a whole partition to spare
+    assert [p.end for p in made] == [p.first for p in made[1:]] + [made[-1].end]  # no gap, no overlap
+    # Writers reach partitions only through that function, which decides the size; readers not even that.
+    with psycopg.connect(database.dsn("visionledger_app")) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT catalog.create_event_partition(1000, 2000000)")
+    with psycopg.connect(database.dsn("visionledger_analyst")) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT catalog.add_event_partitions(10)")
+    run_cli("log", "partitions", env=cli_env(cat))  # the owner's maintenance agrees with what writers made
+    assert check_catalog(cat).ok
 
 
 def test_the_cli_archives_by_age_and_check_still_proves_the_log(year):

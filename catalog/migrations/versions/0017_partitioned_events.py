@@ -16,6 +16,7 @@ from alembic import op
 
 from catalog.lookups import PART_EVENT_TYPES_SQL
 from catalog.partitions import DEFAULT_PARTITION_SIZE, ensure_partitions, partition_name
+from catalog.store import APPEND_LOCK_KEY
 
 revision = "0017"
 down_revision = "0016"
@@ -35,6 +36,61 @@ STREAM_VERSIONS_ACROSS_ARCHIVE = """
                                   -- a stream whose events were archived goes on from its last archived version
                                   (SELECT a.last_version FROM catalog.archived_streams a
                                     WHERE a.stream_id = s.stream_id)) AS version) v ON true;"""
+
+
+# One partition more, for first_position <= position < end_position, as the owner: created on its own and then
+# attached (ATTACH takes SHARE UPDATE EXCLUSIVE on the parent, which neither reads nor appends wait for, where
+# CREATE TABLE … PARTITION OF takes ACCESS EXCLUSIVE), with its per-partition unique constraints (see
+# catalog.partitions) and its own append-only trigger (the parent's statement triggers do not fire for a
+# statement that names the partition). Named as catalog.partitions.partition_name names them.
+CREATE_EVENT_PARTITION = """
+CREATE FUNCTION catalog.create_event_partition(first_position bigint, end_position bigint) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    name text := 'events_from_' || first_position;
+BEGIN
+    EXECUTE format('CREATE TABLE catalog.%I (LIKE catalog.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+    EXECUTE format('ALTER TABLE catalog.%I ADD CONSTRAINT %I UNIQUE (event_id),'
+                   ' ADD CONSTRAINT %I UNIQUE (stream_id, version)',
+                   name, name || '_event_id_key', name || '_stream_version_key');
+    EXECUTE format('CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON catalog.%I'
+                   ' FOR EACH STATEMENT EXECUTE FUNCTION catalog.refuse_event_change()', name);
+    EXECUTE format('ALTER TABLE catalog.events ATTACH PARTITION catalog.%I FOR VALUES FROM (%s) TO (%s)',
+                   name, first_position, end_position);
+    RETURN name;
+END
+$fn$
+"""
+
+# What a writer calls when its append found no partition for its positions (catalog.store retries it once):
+# partitions of the newest one's size, with the owner's rights (SECURITY DEFINER: writers hold no DDL rights),
+# until the head's next ``batch`` positions fit with a whole partition to spare. It takes the append lock, so no
+# append runs meanwhile, and decides every size itself: a writer can make the log no other shape.
+ADD_EVENT_PARTITIONS = rf"""
+CREATE FUNCTION catalog.add_event_partitions(batch bigint) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    head bigint;
+    last_end bigint;
+    size bigint;
+    made integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});
+    SELECT coalesce(max(position), 0) INTO head FROM catalog.events;
+    SELECT b.m[2]::bigint, b.m[2]::bigint - b.m[1]::bigint INTO last_end, size
+      FROM (SELECT regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''?(\d+)''?\) TO \(''?(\d+)''?\)') AS m
+              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'catalog.events'::regclass) b
+     ORDER BY b.m[2]::bigint DESC LIMIT 1;
+    WHILE last_end <= head + greatest(batch, 0) + size LOOP
+        PERFORM catalog.create_event_partition(last_end, last_end + size);
+        last_end := last_end + size;
+        made := made + 1;
+    END LOOP;
+    RETURN made;
+END
+$fn$
+"""
 
 
 def upgrade() -> None:
@@ -66,6 +122,11 @@ def upgrade() -> None:
     op.execute("GRANT SELECT ON catalog.events TO visionledger_reader")
     op.execute(f"REVOKE ALL ON catalog.{FIRST} FROM visionledger_writer, visionledger_reader")
     op.execute(f"ALTER TABLE catalog.events ATTACH PARTITION catalog.{FIRST} FOR VALUES FROM (1) TO ({end})")
+    op.execute(CREATE_EVENT_PARTITION)
+    op.execute(ADD_EVENT_PARTITIONS)
+    op.execute("REVOKE ALL ON FUNCTION catalog.create_event_partition(bigint, bigint) FROM PUBLIC")
+    op.execute("REVOKE ALL ON FUNCTION catalog.add_event_partitions(bigint) FROM PUBLIC")
+    op.execute("GRANT EXECUTE ON FUNCTION catalog.add_event_partitions(bigint) TO visionledger_writer")
     ensure_partitions(conn)
 
     # Per stream and per part, what the archive holds: the last version and count, and the positions they span.
