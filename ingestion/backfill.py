@@ -117,7 +117,8 @@ def backfill(cat: catalog.Catalog, path: Path, *, actor: str | None = None, batc
         if progress:
             progress(report.rows, total)
     catching_up = time.perf_counter()
-    cat.projections.catch_up(progress=progress)
+    # A long catch-up: the read models in two groups side by side, as `visionledger projections catch-up` does.
+    cat.projections.catch_up(progress=progress, connections=2)
     report.catch_up_seconds = time.perf_counter() - catching_up
     report.seconds = time.perf_counter() - started
     return report
