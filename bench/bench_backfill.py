@@ -25,7 +25,7 @@ from catalog.database import libpq_dsn
 from catalog.events import OntologyPublished
 from catalog.ontology import Ontology
 from catalog.store import NewEvent
-from ingestion.backfill import backfill, record_batches, record_events
+from ingestion.backfill import BackfillReport, backfill, record_batches, record_events
 
 CLASSES = ("ok", "scratch", "spot", "crack")
 WEIGHTS = (0.85, 0.06, 0.05, 0.04)
@@ -62,6 +62,16 @@ def write_records(path: Path, n: int, days: int, seed: int = 0, chunk: int = 100
 def publish_ontology(cat: catalog.Catalog) -> None:
     """The ontology the records' labels name."""
     cat.append([NewEvent(OntologyPublished(version=1, classes=list(CLASSES)), FIRST)])
+
+
+def backfilled(cat: catalog.Catalog, path: Path, images: int, days: int, what: str) -> BackfillReport:
+    """A catalog loaded as the catalog benchmarks load theirs: ``images`` records written to ``path``, their
+    ontology published, and backfilled through the product's command, with progress shown."""
+    with console.status(f"writing {images:,} records"):
+        write_records(path, images, days)
+    publish_ontology(cat)
+    with progress_bar(f"backfilling {images:,} {what}", images) as update:
+        return backfill(cat, path, actor="bench", progress=update)
 
 
 def bare_copy(cat, path: Path) -> tuple[float, float, int]:

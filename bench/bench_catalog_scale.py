@@ -13,12 +13,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from bench_backfill import FIRST, LINES, publish_ontology, write_records
-from common import analyze, console, percentiles, progress_bar, report, temp_catalog
+from bench_backfill import FIRST, LINES, backfilled
+from common import analyze, percentiles, progress_bar, report, temp_catalog
 
 from catalog.embedded_postgres import EmbeddedPostgres
 from catalog.queries import ImageFilter, query_images
-from ingestion.backfill import backfill
 
 
 def curator_query(cat, rng: random.Random, days: int) -> float:
@@ -53,12 +52,7 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=15, help="cold queries, each after a restart")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vl-catalog-scale-") as folder, temp_catalog() as cat:
-        records = Path(folder) / "records.parquet"
-        with console.status(f"writing {args.images:,} records"):
-            write_records(records, args.images, args.days)
-        publish_ontology(cat)
-        with progress_bar(f"backfilling {args.images:,} images (2 events each)", args.images) as update:
-            imported = backfill(cat, records, actor="bench", progress=update)
+        imported = backfilled(cat, Path(folder) / "records.parquet", args.images, args.days, "images (2 events each)")
         assert imported.images == args.images, imported.to_json()
         analyze(cat)
         rng = random.Random(1)

@@ -15,13 +15,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from bench_backfill import CLASSES, FIRST, publish_ontology, write_records
-from common import analyze, console, progress_bar, report, temp_catalog
+from bench_backfill import CLASSES, FIRST, backfilled
+from common import analyze, report, temp_catalog
 
 from catalog.datasets import DatasetSpec, build_dataset_version, check_manifest, publish_dataset_version
 from catalog.events import CorrectionRecorded
 from catalog.store import NewEvent
-from ingestion.backfill import backfill
 
 ALL = DatasetSpec.parse({"name": "bench-all", "sampling": {"counts": dict.fromkeys(CLASSES, "all")}})
 BALANCED = DatasetSpec.parse({
@@ -64,11 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vl-dataset-version-") as folder, temp_catalog() as cat:
         records = Path(folder) / "records.parquet"
-        with console.status(f"writing {args.images:,} records"):
-            write_records(records, args.images, args.days)
-        publish_ontology(cat)
-        with progress_bar(f"backfilling {args.images:,} labelled images", args.images) as update:
-            backfill(cat, records, actor="bench", progress=update)
+        backfilled(cat, records, args.images, args.days, "labelled images")
         written = pq.read_table(records, columns=["sha256", "label"])
         labels = dict(zip(written["sha256"].to_pylist(), written["label"].to_pylist(), strict=True))
         older = cat.head()
