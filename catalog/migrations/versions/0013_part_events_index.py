@@ -6,19 +6,20 @@ Revision ID: 0013
 
 from alembic import op
 
+from catalog.lookups import PART_EVENT_TYPES_SQL
+
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
 
-# The same list as the query in catalog/lookups.py: PostgreSQL uses a partial index only for a query whose
-# condition implies the index's.
-PART_EVENT_TYPES = "('ImageIngested', 'PredictionRecorded', 'PartDispositioned')"
+# The query's own list (catalog/lookups.py): PostgreSQL uses a partial index only for a query whose condition
+# implies the index's, and 0017 gives the partitioned table the same definition so that it adopts this index.
 
 
 def upgrade() -> None:
     op.execute(f"CREATE INDEX events_part ON catalog.events ((payload->>'part_id'), position)"
-               f" WHERE type IN {PART_EVENT_TYPES}")
+               f" WHERE type IN {PART_EVENT_TYPES_SQL}")
 
 
 def downgrade() -> None:
