@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from catalog import Catalog
 from catalog.datasets import load_manifest
 from catalog.datasets.facts import TRAIN, VersionFacts, forget_relabelled, version_facts
-from catalog.datasets.publish import manifest_bytes
+from catalog.datasets.publish import file_identity, manifest_bytes, recorded_manifest_file
 from catalog.dispositions import HUMAN
 from catalog.errors import CatalogError
 from catalog.event_log import Signature, signature_of
@@ -291,7 +291,7 @@ def engine_chains(cat: Catalog, conn: Connection, engine_ids: Sequence[str], sha
                            engine=engine, model=model, version=version)
         version_id, uri, manifest_hash = version["version_id"], version["manifest_uri"], version["manifest_hash"]
         try:
-            _verify_manifest(cat, uri, manifest_hash)
+            _verify_manifest(cat, conn, uri, manifest_hash)
         except CatalogError as exc:
             return _broken(engine_id, str(exc), engine=engine, model=model, version=version)
         if version_id not in read:
@@ -311,21 +311,17 @@ def engine_chains(cat: Catalog, conn: Connection, engine_ids: Sequence[str], sha
 
 
 # A million-image manifest takes ~60 ms to hash, and every engine built from the same dataset version needs it
-# checked: remember the files found intact, keyed by their identity on disk as well as their recorded hash, so
-# that a file written, replaced or touched since (its ctime moves, whoever writes it) is hashed afresh.
-_VERIFIED: dict[tuple[Any, ...], None] = {}
+# checked. A file is taken as intact while its identity on disk is one it had when found intact: this process
+# remembers those it hashed, and the publisher records the one it wrote (catalog.manifest_files). Any write to
+# the file or its replacement moves its change time, so such a file is hashed afresh.
+_VERIFIED: dict[tuple[str, str, str], None] = {}
 _VERIFIED_KEPT = 16
 
 
-def _verify_manifest(cat: Catalog, uri: str, manifest_hash: str) -> None:
-    path = cat.lake.root / uri
-    try:
-        stat = path.stat()
-    except OSError:
-        stat = None
-    key = stat and (str(path), manifest_hash, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
-                    stat.st_ctime_ns)
-    if key in _VERIFIED:
+def _verify_manifest(cat: Catalog, conn: Connection, uri: str, manifest_hash: str) -> None:
+    identity = file_identity(cat.lake, uri)
+    key = (uri, manifest_hash, identity or "")
+    if identity is not None and (key in _VERIFIED or identity == recorded_manifest_file(conn, manifest_hash, uri)):
         return
     manifest_bytes(cat.lake, uri, expected_hash=manifest_hash)  # raises what is wrong with it
     while len(_VERIFIED) >= _VERIFIED_KEPT:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from sqlalchemy import Connection
 
 from catalog import Catalog
 from catalog.datasets.build import DatasetVersion, build_dataset_version
@@ -56,6 +57,7 @@ def publish_dataset_version(cat: Catalog, spec: DatasetSpec, *, position: int | 
     if known is not None:
         return PublishedDataset(version, version_id, digest, uri, known, already_published=True)
     cat.lake.write_bytes(uri, data)
+    record_manifest_file(cat, digest, uri)
     cat.lake.write_bytes(Path(uri).with_name("spec.yaml"), yaml.safe_dump(
         {"version_id": version_id, "as_of_position": version.position, "spec": spec.recorded()},
         sort_keys=False).encode())
@@ -73,6 +75,31 @@ def _published(cat: Catalog, version_id: str) -> int | None:
         row = conn.exec_driver_sql("SELECT position FROM projections.dataset_versions WHERE version_id = %(v)s",
                                    {"v": version_id}).fetchone()
     return row[0] if row else None
+
+
+def file_identity(lake: Lake, uri: str) -> str | None:
+    """The lake file's identity on disk: device, inode, size, modification and change times (None when it
+    is missing). Writing or replacing the file changes it (catalog.manifest_files, migration 0019)."""
+    try:
+        s = (lake.root / uri).stat()
+    except OSError:
+        return None
+    return f"{s.st_dev}:{s.st_ino}:{s.st_size}:{s.st_mtime_ns}:{s.st_ctime_ns}"
+
+
+def record_manifest_file(cat: Catalog, manifest_hash: str, uri: str) -> None:
+    """Record that the manifest at ``uri``, as it is on disk now, holds the bytes hashed to ``manifest_hash``."""
+    with cat.db.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO catalog.manifest_files (manifest_hash, uri, file_identity) VALUES (%(h)s, %(u)s, %(i)s)"
+            " ON CONFLICT (manifest_hash, uri) DO UPDATE SET file_identity = excluded.file_identity,"
+            " hashed_at = excluded.hashed_at", {"h": manifest_hash, "u": uri, "i": file_identity(cat.lake, uri)})
+
+
+def recorded_manifest_file(conn: Connection, manifest_hash: str, uri: str) -> str | None:
+    """The identity the manifest at ``uri`` had when it was last found to hold ``manifest_hash``'s bytes."""
+    return conn.exec_driver_sql("SELECT file_identity FROM catalog.manifest_files WHERE manifest_hash = %(h)s"
+                                " AND uri = %(u)s", {"h": manifest_hash, "u": uri}).scalar()
 
 
 def load_manifest(lake: Lake, uri: str, *, expected_hash: str | None = None) -> pa.Table:

@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.audit import part_audit
-from catalog.datasets import DatasetSpec, load_manifest, publish_dataset_version
+from catalog import audit
+from catalog.audit import forget_versions, part_audit
+from catalog.datasets import DatasetSpec, load_manifest, publish, publish_dataset_version
 from catalog.datasets.facts import ManifestFacts, StoredFacts, store_facts, version_facts
 from catalog.events import CorrectionRecorded, DatasetVersionPublished, EngineBuilt, ModelRegistered
 from catalog.store import NewEvent
@@ -96,3 +97,36 @@ def test_publishing_again_keeps_nothing_twice_and_nobody_changes_what_is_kept(bu
         assert trained == pc.sum(pc.equal(manifest["split"], "train")).as_py()
     with pytest.raises(Exception, match="permission denied"), cat.db.begin() as conn:
         conn.exec_driver_sql("UPDATE catalog.manifest_members SET split = 'train'")
+
+
+def test_a_new_process_trusts_the_manifest_file_the_publisher_recorded_until_the_file_changes(
+        built_engine, monkeypatch) -> None:
+    cat, engine_id = built_engine
+    version = version_of(cat, engine_id)
+    part_id = part_in(version, "train")
+    judge(cat, engine_id, part_id, "ok", decision="accept")
+    hashed: list[str] = []
+
+    def manifest_bytes(lake, uri, **kwargs):
+        hashed.append(uri)
+        return publish.manifest_bytes(lake, uri, **kwargs)
+
+    monkeypatch.setattr(audit, "manifest_bytes", manifest_bytes)
+    uri, manifest_hash = version["manifest_uri"], version["manifest_hash"]
+    forget_versions()  # as a new process starts: nothing remembered
+    # The fixture's lake is a copy of the one published to: not the file the publisher recorded.
+    assert part_audit(cat, part_id).chains[0].manifest_verified and hashed == [uri]
+
+    publish.record_manifest_file(cat, manifest_hash, uri)  # as the publisher records the file it writes
+    forget_versions()
+    assert part_audit(cat, part_id).chains[0].manifest_verified and hashed == [uri]
+
+    path = cat.lake.root / uri
+    path.write_bytes(path.read_bytes())  # the same bytes, written again: not the file recorded
+    forget_versions()
+    assert part_audit(cat, part_id).chains[0].manifest_verified and hashed == [uri, uri]
+
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")  # one byte changed
+    forget_versions()
+    [chain] = part_audit(cat, part_id).chains
+    assert not chain.manifest_verified and "does not match the recorded manifest hash" in chain.problem

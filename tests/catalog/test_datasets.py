@@ -21,6 +21,7 @@ from catalog.datasets import (
     publish_dataset_version,
 )
 from catalog.datasets.checks import check_class_proportions, check_no_part_in_two_splits
+from catalog.datasets.publish import file_identity, recorded_manifest_file
 from catalog.events import ImageIngested
 from catalog.lake import parquet_bytes
 from catalog.queries import ImageFilter
@@ -122,6 +123,10 @@ def test_publishing_records_the_event_and_the_read_model(factory_cat: catalog.Ca
     assert row == ("test-set", published.version.counts, published.manifest_uri)
     loaded = load_manifest(factory_cat.lake, published.manifest_uri, expected_hash=published.manifest_hash)
     assert loaded.equals(published.version.manifest)
+    # the file as written is recorded as found intact (catalog.manifest_files): a trace need not hash it again
+    with factory_cat.db.connect() as conn:
+        assert recorded_manifest_file(conn, published.manifest_hash, published.manifest_uri) == \
+            file_identity(factory_cat.lake, published.manifest_uri) is not None
     (factory_cat.lake.root / published.manifest_uri).write_bytes(b"tampered")
     with pytest.raises(catalog.CatalogError, match="does not match the recorded manifest hash"):
         load_manifest(factory_cat.lake, published.manifest_uri, expected_hash=published.manifest_hash)
