@@ -1,6 +1,7 @@
 """The event store on PostgreSQL (``catalog.events``): append (one server-side function call), read, tail.
 
-Ordering strategy. Every append is one call of ``catalog.append_events`` (migration 0014), which takes one
+Ordering strategy. Every append is one call of ``catalog.append_events`` (migration 0014), or for a single
+event of ``catalog.append_event`` (0020, the same contract with scalar arguments), which takes one
 transaction-scoped advisory lock before it reads the head position (and the head's hash, which its events chain
 onto: catalog.chain), and holds it until commit. Positions are therefore assigned as ``head + 1 ...`` in commit
 order and with no holes (a rolled-back append assigns nothing), so a reader resuming after position N can never
@@ -68,6 +69,12 @@ APPEND_EVENTS = """
     SELECT positions, duplicates FROM catalog.append_events(
       %b::uuid[], %b::text[], %b::text[], %b::int4[], %b::jsonb[], %b::jsonb[], %b::timestamptz[], %b::bytea[],
       %b::text[], %b::int8[])
+"""
+# One event with at most its own stream's expected version: catalog.append_event (migration 0020), the same
+# contract as a batch of one, with scalar arguments.
+APPEND_EVENT = """
+    SELECT ARRAY[event_position], ARRAY[duplicate] FROM catalog.append_event(
+      %b::uuid, %b::text, %b::text, %b::int4, %b::jsonb, %b::jsonb, %b::timestamptz, %b::bytea, %b::int8)
 """
 # A large batch is copied into a temporary table first, each event serialised as it streams (the client's work
 # overlaps the server's parsing), then handed to the same function as arrays built in the server. Array
@@ -180,6 +187,12 @@ class EventStore(EventLog):
             if prepared is None:
                 ids = self._stage(raw, conn, events)
                 query, parameters = APPEND_STAGED, _expected_parameters(expected)
+            elif len(prepared) == 1 and set(expected) <= {prepared[0].stream_id}:
+                [p] = prepared
+                ids = [p.event_id]
+                query, parameters = APPEND_EVENT, [p.event_id, p.stream_id, p.type, p.schema_version,
+                                                   _as_json(p.payload), _as_json(p.metadata), p.occurred_at, p.digest,
+                                                   expected.get(p.stream_id)]
             else:
                 ids = [p.event_id for p in prepared]
                 query, parameters = APPEND_EVENTS, _append_parameters(prepared, expected)

@@ -1,7 +1,8 @@
 """catalog.append_events, the server-side append (migration 0014), called in SQL as any writer could: it dedups
 within the batch and against the stored ids, refuses an id reused for other content and a stream not at its
 expected version (appending nothing), keeps to its own checks where the unique indexes are gone (as they will be
-across partitions), links the chain as catalog.chain does in Python, and only the writers may call it."""
+across partitions), links the chain as catalog.chain does in Python, and only the writers may call it. And
+catalog.append_event (0020), one event with scalar arguments, does as a batch of one does."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from catalog import events as ev
 from catalog.chain import chain_link, content_digest, recorded_micros
 from catalog.embedded_postgres import OWNER_ROLE
 from catalog.event_log import NewEvent, prepare_events
-from catalog.store import APPEND_EVENTS, _append_parameters
+from catalog.store import APPEND_EVENT, APPEND_EVENTS, _append_parameters, _as_json
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -31,6 +32,19 @@ def call(conn: psycopg.Connection, events: list[NewEvent], expected: dict[str, i
     row = conn.execute(APPEND_EVENTS, _append_parameters(prepare_events(events), expected or {})).fetchone()
     conn.commit()
     return row
+
+
+def call_one(conn: psycopg.Connection, event: NewEvent, expected_version: int | None = None):
+    """One call of catalog.append_event, committed: (positions, duplicates), as a batch of one answers."""
+    [p] = prepare_events([event])
+    row = conn.execute(APPEND_EVENT, [p.event_id, p.stream_id, p.type, p.schema_version, _as_json(p.payload),
+                                      _as_json(p.metadata), p.occurred_at, p.digest, expected_version]).fetchone()
+    conn.commit()
+    return row
+
+
+def one_by_batch(conn: psycopg.Connection, event: NewEvent, expected_version: int | None = None):
+    return call(conn, [event], None if expected_version is None else {event.stream_id: expected_version})
 
 
 def log(conn: psycopg.Connection) -> list[tuple]:
@@ -141,3 +155,57 @@ def test_it_runs_with_the_callers_privileges_and_at_read_committed_only(database
     writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     with pytest.raises(psycopg.errors.InvalidTransactionState, match="must run at READ COMMITTED"):
         call(writer, [excluded(0)])
+
+
+@pytest.mark.parametrize("append_one", [call_one, one_by_batch], ids=["append_event", "append_events"])
+def test_one_event_is_numbered_deduped_and_checked_as_a_batch_of_one(writer, append_one):
+    call(writer, [excluded(0), excluded(1)])
+    assert append_one(writer, excluded(3)) == ([3], [False])  # excluded(0)'s stream: its version 2
+    assert append_one(writer, excluded(1)) == ([2], [True])  # stored: reported where it is, nothing appended
+    reused = NewEvent(ev.ImageExcluded(sha256=excluded(0).data.sha256, reason="another reason"), T0,
+                      event_id=excluded(0).event_id)
+    with pytest.raises(psycopg.Error) as refused:
+        append_one(writer, reused)
+    writer.rollback()
+    assert refused.value.sqlstate == "VL001"
+    assert f"event {reused.event_id} is already stored as a different ImageExcluded" in str(refused.value)
+    with pytest.raises(psycopg.Error) as behind:
+        append_one(writer, excluded(6), expected_version=1)
+    writer.rollback()
+    assert behind.value.sqlstate == "VL002"
+    assert json.loads(behind.value.diag.message_detail) == {"stream_id": excluded(6).stream_id, "expected": 1,
+                                                            "actual": 2}
+    assert append_one(writer, excluded(6), expected_version=2) == ([4], [False])
+    assert append_one(writer, excluded(8), expected_version=0) == ([5], [False])  # a new stream
+    assert [(p, v) for p, _, _, v in log(writer)] == [(1, 1), (2, 1), (3, 2), (4, 3), (5, 1)]
+
+
+def test_single_and_batched_appends_link_one_chain(writer):
+    events = [excluded(i) for i in range(6)]
+    call(writer, events[:2])
+    call_one(writer, events[2])
+    call(writer, events[3:5])
+    call_one(writer, events[5])
+    previous = bytes(32)
+    recorded = writer.execute("SELECT position, version, recorded_at, hash FROM catalog.events ORDER BY position"
+                              ).fetchall()
+    for p, (position, version, recorded_at, stored) in zip(prepare_events(events), recorded, strict=True):
+        previous = chain_link(previous, position, version, recorded_at, p.digest)
+        assert stored == previous
+    assert [r[2] for r in recorded] == sorted(r[2] for r in recorded)  # recorded_at never decreases
+
+
+@pytest.mark.parametrize("role", ["visionledger_analyst", "visionledger_auditor"])
+def test_readers_may_not_call_the_single_event_append(database, role):
+    with psycopg.connect(database.dsn(role)) as reader, pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                                                       match="permission denied for function"):
+        call_one(reader, excluded(0))
+
+
+def test_the_single_event_append_runs_with_the_callers_privileges_and_at_read_committed_only(database, writer):
+    with psycopg.connect(database.dsn(OWNER_ROLE)) as owner:
+        assert owner.execute("SELECT prosecdef FROM pg_proc WHERE oid = 'catalog.append_event'::regproc"
+                             ).fetchone() == (False,)
+    writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with pytest.raises(psycopg.errors.InvalidTransactionState, match="must run at READ COMMITTED"):
+        call_one(writer, excluded(0))
