@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -89,6 +89,15 @@ class Catalog:
         if catch_up and result.appended:
             self.projections.catch_up()
         return result
+
+    def append_batches(self, batches: Iterable[Sequence[NewEvent]]) -> Iterator[AppendResult]:
+        """Append each of ``batches`` (see :meth:`EventStore.append_batches`: each atomic, the next prepared
+        while this one is stored), yielding each one's result. The projections are not caught up: a bulk
+        loader catches up once at the end."""
+        for result in self.store.append_batches(batches):
+            if result.positions:
+                self._appended = max(self._appended or 0, *result.positions)
+            yield result
 
     def record(self, data: EventData, *, occurred_at: datetime, actor: str | None = None, source: str | None = None,
                event_id: uuid.UUID | None = None, causation_id: str | None = None,

@@ -264,6 +264,13 @@ class EventLog(ABC):
         raises :class:`EventIdConflict`.
         """
 
+    def append_batches(self, batches: Iterable[Sequence[NewEvent]]) -> Iterator[AppendResult]:
+        """Append each of ``batches`` as :meth:`append` does (each atomically, in the given order), yielding
+        each one's result once it is stored; a bulk load's way. A failed batch raises: the batches before it
+        are stored, none after it."""
+        for batch in batches:
+            yield self.append(batch)
+
     def append_one(self, event: NewEvent, *, expected_version: int | None = None) -> AppendResult:
         """Append a single event; ``expected_version`` as in :meth:`append` for its stream."""
         expected = {event.stream_id: expected_version} if expected_version is not None else None

@@ -23,6 +23,7 @@ import json
 import select
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -213,6 +214,57 @@ class EventStore(EventLog):
             raw.close()  # back to the pool
         return AppendResult(positions=positions,
                             duplicates=[event_id for event_id, duplicate in zip(ids, duplicates, strict=True) if duplicate])
+
+    def append_batches(self, batches: Iterable[Sequence[NewEvent]]) -> Iterator[AppendResult]:
+        """As `EventLog.append_batches`, the next batch prepared and staged on a second connection while the
+        server stores this one: the client's work (checks, serialisation, digests) overlaps the server's
+        (catalog.append_events) instead of following it. Each batch is still one call under the append lock;
+        the next is called once this one has committed, so positions follow the batches' order."""
+        connections = [self.db.raw_connection(), self.db.raw_connection()]
+        pending: tuple[Future, Any, list[uuid.UUID], Sequence[NewEvent]] | None = None
+        try:
+            with ThreadPoolExecutor(1) as server:
+                for k, batch in enumerate(b for b in batches if b):
+                    raw = connections[k % 2]
+                    ids = self._stage(raw, raw.driver_connection, batch)
+                    if pending is not None:
+                        yield self._staged_result(*pending)
+                    pending = server.submit(self._call_staged, raw.driver_connection), raw, ids, batch
+                if pending is not None:
+                    yield self._staged_result(*pending)
+                    pending = None
+        finally:
+            for raw in connections:
+                if not raw.driver_connection.closed:
+                    raw.driver_connection.rollback()  # a batch staged after a failed one is dropped
+                raw.close()
+
+    def _staged_result(self, call: Future, raw: Any, ids: list[uuid.UUID], batch: Sequence[NewEvent]) -> AppendResult:
+        try:
+            positions, duplicates = call.result()
+        except NoPartition:  # as in append: the writers add partitions of the owner's size, then run it again
+            with self.db.connect() as conn:
+                conn.exec_driver_sql("SELECT catalog.add_event_partitions(%(n)s)", {"n": len(batch)})
+                conn.commit()
+            return self._append(batch, {})
+        return AppendResult(positions=positions,
+                            duplicates=[event_id for event_id, duplicate in zip(ids, duplicates, strict=True) if duplicate])
+
+    @staticmethod
+    def _call_staged(conn: psycopg.Connection) -> tuple[list[int], list[bool]]:
+        """catalog.append_events over the connection's staged batch, committed; the catalog's error for a refusal."""
+        try:
+            cur = conn.cursor()
+            with conn.pipeline():
+                cur.execute(APPEND_STAGED, _expected_parameters({}))
+                conn.commit()
+            return cur.fetchone()
+        except psycopg.Error as exc:
+            conn.rollback()
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
     @staticmethod
     def _stage(raw: Any, conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[uuid.UUID]:

@@ -10,6 +10,7 @@ The read models are brought up to date once, at the end.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -62,7 +63,7 @@ class BackfillReport(Quarantined):
     labels: int = 0
     already_recorded: int = 0  # events an earlier run appended
     rejected_rows: list[RejectedRow] = field(default_factory=list)  # row: its number in the file, from 1
-    append_seconds: float = 0.0
+    append_seconds: float = 0.0  # reading, checking and appending the batches (they overlap)
     catch_up_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -102,13 +103,14 @@ def backfill(cat: catalog.Catalog, path: Path, *, actor: str | None = None, batc
         ontology = Ontology.read(conn.connection.driver_connection).current
     metadata = {"actor": actor or os.environ.get("USER", "backfill"), "source": f"backfill:{path.name}"}
     made = ((rows, *record_events(rows, ontology, metadata)) for rows in batches)
-    for rows, events, rejected in _one_ahead(made):
+    # Each batch is read and checked in a thread one ahead, then staged while the server stores the one before.
+    made, to_append = itertools.tee(_one_ahead(made))
+    results = cat.append_batches(events + [e for _, e in rejected] for _, events, rejected in to_append)
+    appending = time.perf_counter()
+    for (rows, events, rejected), result in zip(made, results, strict=True):
         report.rejected_rows += [RejectedRow(report.rows + k + 1, e.data.source_path or "", e.data.reason.value,
                                              e.data.detail) for k, e in rejected]
         report.rows += len(rows)
-        appending = time.perf_counter()
-        result = cat.append(events + [e for _, e in rejected], catch_up=False)
-        report.append_seconds += time.perf_counter() - appending
         before = set(result.duplicates)
         report.already_recorded += len(before)
         fresh = Counter(type(e.data) for e in events if e.event_id not in before)
@@ -116,6 +118,7 @@ def backfill(cat: catalog.Catalog, path: Path, *, actor: str | None = None, batc
         report.labels += fresh[LabelRecorded]
         if progress:
             progress(report.rows, total)
+    report.append_seconds = time.perf_counter() - appending
     catching_up = time.perf_counter()
     # A long catch-up: the read models in two groups side by side, as `visionledger projections catch-up` does.
     cat.projections.catch_up(progress=progress, connections=2)

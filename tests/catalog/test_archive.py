@@ -162,10 +162,13 @@ def test_an_append_beyond_the_last_partition_adds_partitions_of_the_owners_size(
     cat.store.append_one(NewEvent(ev.LineTimeZoneSet(line="line-1", time_zone="UTC"), datetime.now(UTC)))
     cat.store.append([NewEvent(ev.LineTimeZoneSet(line=f"line-{i}", time_zone="UTC"), datetime.now(UTC))
                       for i in range(2, 40)])
-    assert cat.head() == 41 and cat.store.verify_chain().ok
+    # and batches appended in turn (the next staged while one is stored), each past the last partition
+    list(cat.store.append_batches([NewEvent(ev.LineTimeZoneSet(line=f"line-{i}", time_zone="UTC"), datetime.now(UTC))
+                                   for i in range(first, first + 20)] for first in (40, 60)))
+    assert cat.head() == 81 and cat.store.verify_chain().ok
     with psycopg.connect(database.dsn(OWNER_ROLE)) as conn:
         made = partitions(conn)
-    assert {p.size for p in made} == {2} and made[-1].end > 41 + 2  # a whole partition to spare
+    assert {p.size for p in made} == {2} and made[-1].end > 81 + 2  # a whole partition to spare
     assert [p.end for p in made] == [p.first for p in made[1:]] + [made[-1].end]  # no gap, no overlap
     # Writers reach partitions only through that function, which decides the size; readers not even that.
     with psycopg.connect(database.dsn("visionledger_app")) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
