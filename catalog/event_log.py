@@ -301,6 +301,10 @@ class EventLog(ABC):
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
         """Every event of one stream, in version order (empty for a stream with no events)."""
 
+    def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Every event of each of ``stream_ids``, in version order, read together (a trace's images and part)."""
+        return {stream_id: self.read_stream(stream_id) for stream_id in stream_ids}
+
     @abstractmethod
     def stream_version(self, stream_id: str) -> int:
         """The version of the stream's last event (0 for a stream with no events)."""

@@ -396,12 +396,13 @@ def trace_part(cat: Catalog, part_id: str) -> PartTrace:
             " WHERE sha256 = ANY(%(s)s) ORDER BY position", {"s": shas}).fetchall()
     if not shas and not store.stream_version(part_stream(part_id)):
         raise CatalogError(f"no part {part_id!r} in the catalog")
+    streams = store.read_streams([image_stream(sha) for sha in shas] + [part_stream(part_id)])
     images = []
     for sha in shas:
         images.append({
             "sha256": sha,
             "sightings": [dict(zip(("sha256", "source_path", "camera", "station", "captured_at", "position"), s,
                                    strict=True)) for s in sightings if s[0] == sha],
-            "events": store.read_stream(image_stream(sha)),
+            "events": streams[image_stream(sha)],
         })
-    return PartTrace(part_id=part_id, images=images, part_events=store.read_stream(part_stream(part_id)))
+    return PartTrace(part_id=part_id, images=images, part_events=streams[part_stream(part_id)])

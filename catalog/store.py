@@ -316,13 +316,25 @@ class EventStore(EventLog):
         return archived + [RecordedEvent(*row) for row in rows]
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        return self.read_streams([stream_id])[stream_id]
+
+    def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """One statement for the table's events of all ``stream_ids``, one for what the archive holds of them,
+        and one DuckDB query over those of the archive's files their archived events span."""
+        stream_ids = list(stream_ids)
         with self._reading() as conn:  # the table first: see HORIZON
-            rows = conn.execute(f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE stream_id = %(s)s"
-                                " ORDER BY version", {"s": stream_id}).fetchall()
-            span = conn.execute("SELECT first_position, last_position FROM catalog.archived_streams"
-                                " WHERE stream_id = %(s)s", {"s": stream_id}).fetchone()
-        archived = self._archived().stream(stream_id, *span) if span else []
-        return archived + [RecordedEvent(*row) for row in rows]
+            rows = conn.execute(f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE stream_id = ANY(%(s)s)"
+                                " ORDER BY stream_id, version", {"s": stream_ids}).fetchall()
+            spans = conn.execute("SELECT stream_id, first_position, last_position FROM catalog.archived_streams"
+                                 " WHERE stream_id = ANY(%(s)s)", {"s": stream_ids}).fetchall()
+        found: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
+        if spans:  # archived versions come before the table's
+            for event in self._archived().streams({stream_id: (first, last) for stream_id, first, last in spans}):
+                found[event.stream_id].append(event)
+        for row in rows:
+            event = RecordedEvent(*row)
+            found[event.stream_id].append(event)
+        return found
 
     def stream_version(self, stream_id: str) -> int:
         with self.db.connect() as conn:

@@ -110,6 +110,14 @@ def test_appends_go_on_across_the_horizon_with_the_archived_streams_versions(yea
     history = year.store.read_stream(stream)
     assert [e.version for e in history] == list(range(1, version + 2)) and history[-1].type == "ImageExcluded"
     assert history[0] == image  # read from the lake
+    # Streams read together: one across the horizon, one archived whole, one in the table only, one unknown
+    archived_whole = year.store.read(limit=1, types=["OntologyPublished"])[0].stream_id
+    live = year.store.read(2 * PARTITION, limit=1, types=["ImageIngested"])[0].stream_id
+    asked = [live, stream, "image:" + "0" * 64, archived_whole]
+    log = year.store.read(limit=None)  # by position ranges, across the horizon
+    assert year.store.read_streams(asked) == {s: sorted((e for e in log if e.stream_id == s), key=lambda e: e.version)
+                                              for s in asked}
+    assert year.store.read_streams(asked)[archived_whole] and year.store.read_streams(asked)[stream] == history
     assert _consistent(check_catalog(year))
 
 
