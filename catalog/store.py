@@ -150,6 +150,42 @@ def _refusal(exc: psycopg.Error) -> Exception | None:
                            " partitions` as the schema owner (catalog.partitions)")
     return None
 
+def _call(conn: psycopg.Connection, query: str, parameters: Sequence[Any]) -> tuple[list[int], list[bool]]:
+    """One call of an append function and the commit, in one round trip: (positions, duplicates)."""
+    cur = conn.cursor()
+    with conn.pipeline():
+        cur.execute(query, parameters)
+        conn.commit()
+    return cur.fetchone()
+
+
+def _call_staged(conn: psycopg.Connection) -> tuple[list[int], list[bool]]:
+    """catalog.append_events over the batch staged on ``conn``, committed."""
+    with _refusals(conn):
+        return _call(conn, APPEND_STAGED, _expected_parameters({}))
+
+
+@contextmanager
+def _refusals(conn: psycopg.Connection) -> Iterator[None]:
+    """Roll the append back on any error, raising the catalog's error for what the function refused."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        conn.rollback()
+        refusal = _refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _result(ids: Sequence[uuid.UUID], positions: list[int], duplicates: list[bool]) -> AppendResult:
+    return AppendResult(positions=positions,
+                        duplicates=[event_id for event_id, duplicate in zip(ids, duplicates, strict=True) if duplicate])
+
+
 # The last archived position: every position below the table's first is in the lake's archive. Read in a
 # transaction before its other reads, it holds for all of them: the lock the statement takes on catalog.events
 # lasts until the transaction ends, and dropping an archived partition must wait for it.
@@ -184,36 +220,22 @@ class EventStore(EventLog):
         raw = self.db.raw_connection()
         conn: psycopg.Connection = raw.driver_connection
         try:
-            cur = conn.cursor()
-            if prepared is None:
-                ids = self._stage(raw, conn, events)
-                query, parameters = APPEND_STAGED, _expected_parameters(expected)
-            elif len(prepared) == 1 and set(expected) <= {prepared[0].stream_id}:
-                [p] = prepared
-                ids = [p.event_id]
-                query, parameters = APPEND_EVENT, [p.event_id, p.stream_id, p.type, p.schema_version,
-                                                   _as_json(p.payload), _as_json(p.metadata), p.occurred_at, p.digest,
-                                                   expected.get(p.stream_id)]
-            else:
-                ids = [p.event_id for p in prepared]
-                query, parameters = APPEND_EVENTS, _append_parameters(prepared, expected)
-            with conn.pipeline():  # the call and the commit in one round trip
-                cur.execute(query, parameters)
-                conn.commit()
-            positions, duplicates = cur.fetchone()
-        except psycopg.Error as exc:
-            conn.rollback()
-            refusal = _refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from exc
-        except BaseException:
-            conn.rollback()
-            raise
+            with _refusals(conn):
+                if prepared is None:
+                    ids = self._stage(raw, conn, events)
+                    query, parameters = APPEND_STAGED, _expected_parameters(expected)
+                elif len(prepared) == 1 and set(expected) <= {prepared[0].stream_id}:
+                    [p] = prepared
+                    ids = [p.event_id]
+                    query, parameters = APPEND_EVENT, [p.event_id, p.stream_id, p.type, p.schema_version,
+                                                       _as_json(p.payload), _as_json(p.metadata), p.occurred_at,
+                                                       p.digest, expected.get(p.stream_id)]
+                else:
+                    ids = [p.event_id for p in prepared]
+                    query, parameters = APPEND_EVENTS, _append_parameters(prepared, expected)
+                return _result(ids, *_call(conn, query, parameters))
         finally:
             raw.close()  # back to the pool
-        return AppendResult(positions=positions,
-                            duplicates=[event_id for event_id, duplicate in zip(ids, duplicates, strict=True) if duplicate])
 
     def append_batches(self, batches: Iterable[Sequence[NewEvent]]) -> Iterator[AppendResult]:
         """As `EventLog.append_batches`, the next batch prepared and staged on a second connection while the
@@ -221,7 +243,7 @@ class EventStore(EventLog):
         (catalog.append_events) instead of following it. Each batch is still one call under the append lock;
         the next is called once this one has committed, so positions follow the batches' order."""
         connections = [self.db.raw_connection(), self.db.raw_connection()]
-        pending: tuple[Future, Any, list[uuid.UUID], Sequence[NewEvent]] | None = None
+        pending: tuple[Future, list[uuid.UUID], Sequence[NewEvent]] | None = None
         try:
             with ThreadPoolExecutor(1) as server:
                 for k, batch in enumerate(b for b in batches if b):
@@ -229,42 +251,23 @@ class EventStore(EventLog):
                     ids = self._stage(raw, raw.driver_connection, batch)
                     if pending is not None:
                         yield self._staged_result(*pending)
-                    pending = server.submit(self._call_staged, raw.driver_connection), raw, ids, batch
+                    pending = server.submit(_call_staged, raw.driver_connection), ids, batch
                 if pending is not None:
                     yield self._staged_result(*pending)
-                    pending = None
         finally:
             for raw in connections:
                 if not raw.driver_connection.closed:
                     raw.driver_connection.rollback()  # a batch staged after a failed one is dropped
                 raw.close()
 
-    def _staged_result(self, call: Future, raw: Any, ids: list[uuid.UUID], batch: Sequence[NewEvent]) -> AppendResult:
+    def _staged_result(self, call: Future, ids: list[uuid.UUID], batch: Sequence[NewEvent]) -> AppendResult:
         try:
-            positions, duplicates = call.result()
+            return _result(ids, *call.result())
         except NoPartition:  # as in append: the writers add partitions of the owner's size, then run it again
             with self.db.connect() as conn:
                 conn.exec_driver_sql("SELECT catalog.add_event_partitions(%(n)s)", {"n": len(batch)})
                 conn.commit()
             return self._append(batch, {})
-        return AppendResult(positions=positions,
-                            duplicates=[event_id for event_id, duplicate in zip(ids, duplicates, strict=True) if duplicate])
-
-    @staticmethod
-    def _call_staged(conn: psycopg.Connection) -> tuple[list[int], list[bool]]:
-        """catalog.append_events over the connection's staged batch, committed; the catalog's error for a refusal."""
-        try:
-            cur = conn.cursor()
-            with conn.pipeline():
-                cur.execute(APPEND_STAGED, _expected_parameters({}))
-                conn.commit()
-            return cur.fetchone()
-        except psycopg.Error as exc:
-            conn.rollback()
-            refusal = _refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from exc
 
     @staticmethod
     def _stage(raw: Any, conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[uuid.UUID]:
