@@ -322,21 +322,25 @@ class EventStore(EventLog):
         return self.read_streams([stream_id])[stream_id]
 
     def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
-        """One statement for the table's events of all ``stream_ids``, one for what the archive holds of them,
-        and one DuckDB query over those of the archive's files their archived events span."""
-        stream_ids = list(stream_ids)
+        """The table's events of each of ``stream_ids`` and what the archive holds of them, the statements sent
+        together in one round trip, then one DuckDB query over the archive's files their archived events span.
+        A statement per stream rather than ``stream_id = ANY(…)``: the planner, guessing how many events the
+        streams have, may scan in parallel workers, whose start costs more than the handful of index reads."""
+        stream_ids = list(dict.fromkeys(stream_ids))
         with self._reading() as conn:  # the table first: see HORIZON
-            rows = conn.execute(f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE stream_id = ANY(%(s)s)"
-                                " ORDER BY stream_id, version", {"s": stream_ids}).fetchall()
-            spans = conn.execute("SELECT stream_id, first_position, last_position FROM catalog.archived_streams"
-                                 " WHERE stream_id = ANY(%(s)s)", {"s": stream_ids}).fetchall()
-        found: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
+            with conn.pipeline():
+                tables = [conn.execute(f"SELECT {RECORDED_COLUMNS} FROM catalog.events WHERE stream_id = %(s)s"
+                                       " ORDER BY version", {"s": stream_id}) for stream_id in stream_ids]
+                archived = conn.execute("SELECT stream_id, first_position, last_position FROM catalog.archived_streams"
+                                        " WHERE stream_id = ANY(%(s)s)", {"s": stream_ids})
+            found = {stream_id: [RecordedEvent(*row) for row in cur.fetchall()]
+                     for stream_id, cur in zip(stream_ids, tables, strict=True)}
+            spans = {stream_id: (first, last) for stream_id, first, last in archived.fetchall()}
         if spans:  # archived versions come before the table's
-            for event in self._archived().streams({stream_id: (first, last) for stream_id, first, last in spans}):
-                found[event.stream_id].append(event)
-        for row in rows:
-            event = RecordedEvent(*row)
-            found[event.stream_id].append(event)
+            before: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in spans}
+            for event in self._archived().streams(spans):
+                before[event.stream_id].append(event)
+            found = {stream_id: before.get(stream_id, []) + events for stream_id, events in found.items()}
         return found
 
     def stream_version(self, stream_id: str) -> int:
