@@ -151,12 +151,11 @@ def _refusal(exc: psycopg.Error) -> Exception | None:
     return None
 
 def _call(conn: psycopg.Connection, query: str, parameters: Sequence[Any]) -> tuple[list[int], list[bool]]:
-    """One call of an append function and the commit, in one round trip: (positions, duplicates)."""
-    cur = conn.cursor()
-    with conn.pipeline():
-        cur.execute(query, parameters)
-        conn.commit()
-    return cur.fetchone()
+    """One call of an append function, then the commit: (positions, duplicates). Not in pipeline mode: on a
+    local socket its bookkeeping costs a one-event append more (~0.1 ms) than the two round trips it saves."""
+    row = conn.execute(query, parameters).fetchone()
+    conn.commit()
+    return row
 
 
 def _call_staged(conn: psycopg.Connection) -> tuple[list[int], list[bool]]:
@@ -216,7 +215,7 @@ class EventStore(EventLog):
 
     def _append(self, events: Sequence[NewEvent], expected: Mapping[str, int]) -> AppendResult:
         prepared = prepare_events(events) if len(events) < COPY_THRESHOLD else None
-        # A raw pooled connection: the append manages its own transaction and pipelines its statements.
+        # A raw pooled connection: the append manages its own transaction.
         raw = self.db.raw_connection()
         conn: psycopg.Connection = raw.driver_connection
         try:
