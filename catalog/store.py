@@ -245,7 +245,7 @@ class EventStore(EventLog):
         pending: tuple[Future, list[uuid.UUID], Sequence[NewEvent]] | None = None
         try:
             with ThreadPoolExecutor(1) as server:
-                for k, batch in enumerate(b for b in batches if b):
+                for k, batch in enumerate(batches):
                     raw = connections[k % 2]
                     ids = self._stage(raw, raw.driver_connection, batch)
                     if pending is not None:
