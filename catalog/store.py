@@ -245,8 +245,15 @@ class EventStore(EventLog):
         pending: tuple[Future, list[uuid.UUID], Sequence[NewEvent]] | None = None
         try:
             with ThreadPoolExecutor(1) as server:
-                for k, batch in enumerate(batches):
-                    raw = connections[k % 2]
+                for batch in batches:
+                    if not batch:  # answered in its turn, as append answers it
+                        if pending is not None:
+                            yield self._staged_result(*pending)
+                            pending = None
+                        yield AppendResult(positions=[], duplicates=[])
+                        continue
+                    connections.reverse()  # the other one: the last batch may still be on the server
+                    raw = connections[0]
                     ids = self._stage(raw, raw.driver_connection, batch)
                     if pending is not None:
                         yield self._staged_result(*pending)
