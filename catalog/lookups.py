@@ -57,20 +57,17 @@ def payloads_by_id(cat: Catalog, event_ids: Collection[uuid.UUID]) -> dict[uuid.
 
 def predicted_class(cat: Catalog, sha256: str, prediction_event_id: uuid.UUID) -> str | None:
     """The class a PredictionRecorded of image ``sha256`` gave, or None when no such prediction of that image
-    is stored."""
-    rows = _rows(cat, "SELECT payload->>'predicted_class' FROM catalog.events WHERE event_id = ANY(%(v)s)"
-                      " AND type = 'PredictionRecorded' AND stream_id = %(s)s", [prediction_event_id],
-                 s=image_stream(sha256))
-    return rows[0][0] if rows else None
+    is stored; read from the image's stream, its archived events included."""
+    for event in cat.store.read_stream(image_stream(sha256)):
+        if event.event_id == prediction_event_id and event.type == "PredictionRecorded":
+            return event.payload["predicted_class"]
+    return None
 
 
 def ingested_in_log(cat: Catalog, sha256: str) -> bool:
-    """Whether the log holds an ImageIngested of the image; read from the log itself, because a bulk load
-    brings the read models up only at its end."""
-    with cat.db.connect() as conn:
-        return conn.exec_driver_sql(
-            "SELECT EXISTS (SELECT 1 FROM catalog.events WHERE stream_id = %(s)s AND type = 'ImageIngested')",
-            {"s": image_stream(sha256)}).scalar()
+    """Whether the log holds an ImageIngested of the image, archived or not; read from the log itself, because
+    a bulk load brings the read models up only at its end."""
+    return any(event.type == "ImageIngested" for event in cat.store.read_stream(image_stream(sha256)))
 
 
 # The events a part's decision stands on. A literal list, as the partial index `events_part` is defined with it:

@@ -146,11 +146,9 @@ def labels_as_recorded(cat: Catalog) -> dict[str, str]:
 
 
 def images_corrected_by(cat: Catalog, corrected_by: str) -> set[str]:
-    """The images ``corrected_by`` has recorded a correction of, read from the log itself."""
-    with cat.db.connect() as conn:
-        return {r[0] for r in conn.exec_driver_sql(
-            "SELECT payload->>'sha256' FROM catalog.events WHERE type = 'CorrectionRecorded'"
-            " AND payload->>'corrected_by' = %(who)s", {"who": corrected_by})}
+    """The images ``corrected_by`` has recorded a correction of, read from the log itself (its archive too)."""
+    return {e.payload["sha256"] for e in cat.store.read(types=["CorrectionRecorded"], limit=None)
+            if e.payload["corrected_by"] == corrected_by}
 
 
 def selection_sql(where: ImageFilter, ontology: Ontology, *, as_of: int | None = None) -> tuple[str, dict[str, Any]]:
@@ -301,12 +299,12 @@ def latest_predictions(cat: Catalog, shas: Sequence[str]) -> dict[str, dict[str,
 
 
 def latest_prediction_id(cat: Catalog, sha256: str) -> uuid.UUID:
-    """The event id of the image's latest ``PredictionRecorded`` (whichever engine made it), by log position;
-    raises when it has none."""
-    with cat.db.connect() as conn:
-        return conn.exec_driver_sql(
-            "SELECT event_id FROM catalog.events WHERE stream_id = %(s)s AND type = 'PredictionRecorded'"
-            " ORDER BY position DESC LIMIT 1", {"s": image_stream(sha256)}).scalar_one()
+    """The event id of the image's latest ``PredictionRecorded`` (whichever engine made it), by log position
+    (its archived events included); raises when it has none."""
+    predictions = [e.event_id for e in cat.store.read_stream(image_stream(sha256)) if e.type == "PredictionRecorded"]
+    if not predictions:
+        raise CatalogError(f"image {sha256} has no prediction")
+    return predictions[-1]
 
 
 def selection_csv(cat: Catalog, where: ImageFilter) -> str:

@@ -6,6 +6,7 @@ short converges when run again, and appends go on across the horizon."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -21,8 +22,9 @@ from catalog.consistency import CatalogReport, check_catalog
 from catalog.database import upgrade
 from catalog.embedded_postgres import OWNER_ROLE
 from catalog.errors import ConcurrencyError
-from catalog.lookups import part_events
+from catalog.lookups import ingested_in_log, part_events, predicted_class
 from catalog.partitions import ensure_partitions_at, partitions
+from catalog.queries import latest_prediction_id
 from catalog.settings import Settings
 from catalog.store import NewEvent
 from catalog.synthetic import FactoryShape, ontology_event, simulated_day
@@ -119,6 +121,18 @@ def test_appends_go_on_across_the_horizon_with_the_archived_streams_versions(yea
                                               for s in asked}
     assert year.store.read_streams(asked)[archived_whole] and year.store.read_streams(asked)[stream] == history
     assert _consistent(check_catalog(year))
+
+
+def test_the_writers_lookups_by_image_read_the_archive_too(year):
+    prediction = year.store.read(limit=1, types=["PredictionRecorded"])[0]
+    sha = prediction.payload["sha256"]
+    archive_log(year, before=2 * PARTITION + 1, actor=ACTOR)
+    assert prediction.position <= year.store.archived_through()  # only in the lake now
+    assert predicted_class(year, sha, prediction.event_id) == prediction.payload["predicted_class"]
+    assert predicted_class(year, sha, uuid.uuid4()) is None
+    assert ingested_in_log(year, sha) and not ingested_in_log(year, "0" * 64)
+    assert latest_prediction_id(year, sha) == [e.event_id for e in year.store.read_stream(prediction.stream_id)
+                                               if e.type == "PredictionRecorded"][-1]
 
 
 def test_an_altered_archive_file_is_found_by_check(year):
