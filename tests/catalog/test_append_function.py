@@ -141,20 +141,26 @@ def test_an_append_links_each_event_as_python_does(writer):
         assert stored == previous
 
 
+BOTH = pytest.mark.parametrize("function, append_one", [("append_events", one_by_batch), ("append_event", call_one)],
+                               ids=["append_events", "append_event"])
+
+
+@BOTH
 @pytest.mark.parametrize("role", ["visionledger_analyst", "visionledger_auditor"])
-def test_readers_may_not_call_it(database, role):
+def test_readers_may_not_call_them(database, role, function, append_one):
     with psycopg.connect(database.dsn(role)) as reader, pytest.raises(psycopg.errors.InsufficientPrivilege,
                                                                        match="permission denied for function"):
-        call(reader, [excluded(0)])
+        append_one(reader, excluded(0))
 
 
-def test_it_runs_with_the_callers_privileges_and_at_read_committed_only(database, writer):
+@BOTH
+def test_they_run_with_the_callers_privileges_and_at_read_committed_only(database, writer, function, append_one):
     with psycopg.connect(database.dsn(OWNER_ROLE)) as owner:
-        assert owner.execute("SELECT prosecdef FROM pg_proc WHERE oid = 'catalog.append_events'::regproc"
+        assert owner.execute(f"SELECT prosecdef FROM pg_proc WHERE oid = 'catalog.{function}'::regproc"
                              ).fetchone() == (False,)
     writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     with pytest.raises(psycopg.errors.InvalidTransactionState, match="must run at READ COMMITTED"):
-        call(writer, [excluded(0)])
+        append_one(writer, excluded(0))
 
 
 @pytest.mark.parametrize("append_one", [call_one, one_by_batch], ids=["append_event", "append_events"])
@@ -193,19 +199,3 @@ def test_single_and_batched_appends_link_one_chain(writer):
         previous = chain_link(previous, position, version, recorded_at, p.digest)
         assert stored == previous
     assert [r[2] for r in recorded] == sorted(r[2] for r in recorded)  # recorded_at never decreases
-
-
-@pytest.mark.parametrize("role", ["visionledger_analyst", "visionledger_auditor"])
-def test_readers_may_not_call_the_single_event_append(database, role):
-    with psycopg.connect(database.dsn(role)) as reader, pytest.raises(psycopg.errors.InsufficientPrivilege,
-                                                                       match="permission denied for function"):
-        call_one(reader, excluded(0))
-
-
-def test_the_single_event_append_runs_with_the_callers_privileges_and_at_read_committed_only(database, writer):
-    with psycopg.connect(database.dsn(OWNER_ROLE)) as owner:
-        assert owner.execute("SELECT prosecdef FROM pg_proc WHERE oid = 'catalog.append_event'::regproc"
-                             ).fetchone() == (False,)
-    writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-    with pytest.raises(psycopg.errors.InvalidTransactionState, match="must run at READ COMMITTED"):
-        call_one(writer, excluded(0))
