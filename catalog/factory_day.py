@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from catalog.errors import EventValidationError
-from catalog.events import LINE_STREAM_PREFIX, ImageIngested, LineTimeZoneSet, describe_validation_error
+from catalog.events import ImageIngested, LineTimeZoneSet, describe_validation_error
 
 if TYPE_CHECKING:
     from catalog import Catalog
@@ -78,11 +78,12 @@ def local_day_sql(moment: str, zone: str) -> str:
 
 def zones_as_of(position: str) -> str:
     """SQL: a relation (line, time_zone) of each line's zone as the log said at ``position`` (an SQL
-    expression): what a dataset version reads, since it must rebuild to the same bytes whatever is set later.
-    Joined rather than looked up row by row: a version reads a million images."""
-    return (f"(SELECT z.line, (SELECT e.payload->>'time_zone' FROM catalog.events e"
-            f" WHERE e.stream_id = '{LINE_STREAM_PREFIX}' || z.line AND e.position <= {position}"
-            " ORDER BY e.version DESC LIMIT 1) AS time_zone FROM projections.line_time_zones z)")
+    expression): what a dataset version reads, since it must rebuild to the same bytes whatever is set later,
+    and whatever of the log is archived (the zones' history is a read model). Joined rather than looked up row
+    by row: a version reads a million images."""
+    return ("(SELECT z.line, (SELECT h.time_zone FROM projections.line_time_zone_history h"
+            f" WHERE h.line = z.line AND h.position <= {position} ORDER BY h.position DESC LIMIT 1) AS time_zone"
+            " FROM projections.line_time_zones z)")
 
 
 def hour_sql(moment: str, line: str) -> str:

@@ -390,6 +390,21 @@ LINE_TIME_ZONES = Projection(
     key_of={"LineTimeZoneSet": lambda e, p: (p["line"],)},
 )
 
+# Every zone each line was set to, at its position: a dataset version reads the zones as they were at its
+# position (catalog.factory_day.zones_as_of), which the log's table alone cannot tell once the events that set
+# them are archived; a rebuild folds them from the archive too.
+LINE_TIME_ZONE_HISTORY = Projection(
+    name="line_time_zone_history",
+    table="line_time_zone_history",
+    key=("line", "position"),
+    columns=("line", "position", "time_zone", "set_at"),
+    folds={"LineTimeZoneSet": lambda row, e, p: {
+        "line": p["line"], "position": e.position, "time_zone": p["time_zone"], "set_at": e.occurred_at,
+    }},
+    key_of={"LineTimeZoneSet": lambda e, p: (p["line"], e.position)},
+    append_only=True,
+)
+
 # -- people ---------------------------------------------------------------------------------------------------
 
 
@@ -460,5 +475,5 @@ STATION_TOKENS = Projection(
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     IMAGES, IMAGE_SIGHTINGS, PARTS, CURRENT_LABELS, LABEL_HISTORY, CORRECTIONS, CURATION_HISTORY, REVIEW_QUEUE,
     ONTOLOGY_VERSIONS, LATEST_PREDICTIONS, PART_DISPOSITIONS, DATASET_VERSIONS, MODELS, REGRESSION_REPLAYS,
-    MODEL_PROMOTIONS, ENGINES, LINE_TIME_ZONES, USERS, STATION_TOKENS,
+    MODEL_PROMOTIONS, ENGINES, LINE_TIME_ZONES, LINE_TIME_ZONE_HISTORY, USERS, STATION_TOKENS,
 )

@@ -22,13 +22,14 @@ from catalog.consistency import CatalogReport, check_catalog
 from catalog.database import upgrade
 from catalog.embedded_postgres import OWNER_ROLE
 from catalog.errors import ConcurrencyError
+from catalog.factory_day import zones_as_of
 from catalog.lookups import ingested_in_log, part_events, predicted_class
 from catalog.partitions import ensure_partitions_at, partitions
 from catalog.queries import latest_prediction_id
 from catalog.settings import Settings
 from catalog.store import NewEvent
 from catalog.synthetic import FactoryShape, ontology_event, simulated_day
-from tests.builders import cli_env, run_cli
+from tests.builders import cli_env, query, run_cli
 from tests.conftest import database_at_revision
 
 PARTITION = 300
@@ -37,6 +38,7 @@ DAYS = 4
 FIRST_DAY = date(2026, 1, 5)
 FIRST_PART = f"L0-{FIRST_DAY:%Y%m%d}-00000"
 ACTOR = "test:archivist"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -133,6 +135,25 @@ def test_the_writers_lookups_by_image_read_the_archive_too(year):
     assert ingested_in_log(year, sha) and not ingested_in_log(year, "0" * 64)
     assert latest_prediction_id(year, sha) == [e.event_id for e in year.store.read_stream(prediction.stream_id)
                                                if e.type == "PredictionRecorded"][-1]
+
+
+def test_the_line_zones_a_version_reads_as_of_its_position_survive_the_archive(cat, database):
+    ensure_partitions_at(database.dsn(OWNER_ROLE), size=PARTITION, ahead=4)
+    cat.store.append([ontology_event(), NewEvent(ev.LineTimeZoneSet(line="line-0", time_zone="Asia/Tokyo"), T0)])
+    for n in range(2):
+        cat.store.append(list(simulated_day(FIRST_DAY + timedelta(days=n), shape=SHAPE)))
+    cat.store.append([NewEvent(ev.LineTimeZoneSet(line="line-0", time_zone="Europe/Paris"), T0)])
+    cat.catch_up()
+    at = PARTITION + 1  # a version's position: after Tokyo was set, before Paris
+
+    def zones_then() -> list[tuple]:
+        return query(cat, f"SELECT line, time_zone FROM {zones_as_of('%(p)s')} z", {"p": at})
+
+    assert zones_then() == [("line-0", "Asia/Tokyo")]
+    archive_log(cat, before=PARTITION + 1, actor=ACTOR)  # the partition that holds the Tokyo event
+    assert cat.store.archived_through() == PARTITION
+    assert zones_then() == [("line-0", "Asia/Tokyo")]
+    assert _consistent(check_catalog(cat))  # the read models rebuilt from zero, through the archive, agree
 
 
 def test_an_altered_archive_file_is_found_by_check(year):

@@ -398,6 +398,16 @@ def test_line_time_zones_keep_each_lines_latest_zone() -> None:
                     ("line-b",): {"line": "line-b", "time_zone": "America/Chicago", "set_at": T0, "position": 2}}
 
 
+def test_line_time_zone_history_keeps_every_zone_at_its_position() -> None:
+    later = T0 + timedelta(days=3)
+    rows = fold(rm.LINE_TIME_ZONE_HISTORY, page(ev.LineTimeZoneSet(line="line-a", time_zone="UTC"),
+                                                ev.LineTimeZoneSet(line="line-b", time_zone="America/Chicago"),
+                                                (ev.LineTimeZoneSet(line="line-a", time_zone="Europe/Berlin"), later)))
+    assert rows == {("line-a", 1): {"line": "line-a", "position": 1, "time_zone": "UTC", "set_at": T0},
+                    ("line-b", 2): {"line": "line-b", "position": 2, "time_zone": "America/Chicago", "set_at": T0},
+                    ("line-a", 3): {"line": "line-a", "position": 3, "time_zone": "Europe/Berlin", "set_at": later}}
+
+
 def test_users_count_failed_logins_in_a_row_until_a_success_or_a_new_password():
     ana = [ev.UserCreated(username="ana", full_name="Ana"), ev.UserRoleGranted(username="ana", role="curator"),
            ev.UserRoleGranted(username="ana", role="annotator"), ev.UserRoleRevoked(username="ana", role="curator")]
