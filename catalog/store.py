@@ -206,12 +206,15 @@ class EventStore(EventLog):
         try:
             return self._append(events, expected_versions or {})
         except NoPartition:
-            # The owner keeps partitions ahead (catalog.partitions), but a long bulk load outruns any fixed
-            # number: the writers may add more, of the size the owner chose, and the append runs again.
-            with self.db.connect() as conn:
-                conn.exec_driver_sql("SELECT catalog.add_event_partitions(%(n)s)", {"n": len(events)})
-                conn.commit()
+            self._add_partitions(len(events))
             return self._append(events, expected_versions or {})
+
+    def _add_partitions(self, events: int) -> None:
+        """The owner keeps partitions ahead (catalog.partitions), but a long bulk load outruns any fixed number:
+        the writers may add more, of the size the owner chose, enough for ``events`` more."""
+        with self.db.connect() as conn:
+            conn.exec_driver_sql("SELECT catalog.add_event_partitions(%(n)s)", {"n": events})
+            conn.commit()
 
     def _append(self, events: Sequence[NewEvent], expected: Mapping[str, int]) -> AppendResult:
         prepared = prepare_events(events) if len(events) < COPY_THRESHOLD else None
@@ -269,10 +272,8 @@ class EventStore(EventLog):
     def _staged_result(self, call: Future, ids: list[uuid.UUID], batch: Sequence[NewEvent]) -> AppendResult:
         try:
             return _result(ids, *call.result())
-        except NoPartition:  # as in append: the writers add partitions of the owner's size, then run it again
-            with self.db.connect() as conn:
-                conn.exec_driver_sql("SELECT catalog.add_event_partitions(%(n)s)", {"n": len(batch)})
-                conn.commit()
+        except NoPartition:  # as in append
+            self._add_partitions(len(batch))
             return self._append(batch, {})
 
     @staticmethod
