@@ -131,6 +131,12 @@ def _append_parameters(prepared: Sequence[PreparedEvent], expected_versions: Map
     return [*columns, *_expected_parameters(expected_versions)]
 
 
+def _append_event_parameters(p: PreparedEvent, expected_version: int | None) -> list:
+    """APPEND_EVENT's arguments: the event's columns, then its stream's expected version (None: any)."""
+    return [p.event_id, p.stream_id, p.type, p.schema_version, _as_json(p.payload), _as_json(p.metadata),
+            p.occurred_at, p.digest, expected_version]
+
+
 def _expected_parameters(expected_versions: Mapping[str, int]) -> list[list]:
     return [list(expected_versions), list(expected_versions.values())]
 
@@ -229,9 +235,7 @@ class EventStore(EventLog):
                 elif len(prepared) == 1 and set(expected) <= {prepared[0].stream_id}:
                     [p] = prepared
                     ids = [p.event_id]
-                    query, parameters = APPEND_EVENT, [p.event_id, p.stream_id, p.type, p.schema_version,
-                                                       _as_json(p.payload), _as_json(p.metadata), p.occurred_at,
-                                                       p.digest, expected.get(p.stream_id)]
+                    query, parameters = APPEND_EVENT, _append_event_parameters(p, expected.get(p.stream_id))
                 else:
                     ids = [p.event_id for p in prepared]
                     query, parameters = APPEND_EVENTS, _append_parameters(prepared, expected)

@@ -17,7 +17,7 @@ from catalog import events as ev
 from catalog.chain import chain_link, content_digest, recorded_micros
 from catalog.embedded_postgres import OWNER_ROLE
 from catalog.event_log import NewEvent, prepare_events
-from catalog.store import APPEND_EVENT, APPEND_EVENTS, _append_parameters, _as_json
+from catalog.store import APPEND_EVENT, APPEND_EVENTS, _append_event_parameters, _append_parameters
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -37,8 +37,7 @@ def call(conn: psycopg.Connection, events: list[NewEvent], expected: dict[str, i
 def call_one(conn: psycopg.Connection, event: NewEvent, expected_version: int | None = None):
     """One call of catalog.append_event, committed: (positions, duplicates), as a batch of one answers."""
     [p] = prepare_events([event])
-    row = conn.execute(APPEND_EVENT, [p.event_id, p.stream_id, p.type, p.schema_version, _as_json(p.payload),
-                                      _as_json(p.metadata), p.occurred_at, p.digest, expected_version]).fetchone()
+    row = conn.execute(APPEND_EVENT, _append_event_parameters(p, expected_version)).fetchone()
     conn.commit()
     return row
 
