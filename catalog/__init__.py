@@ -83,9 +83,7 @@ class Catalog:
                catch_up: bool = True) -> AppendResult:
         """Append events atomically (see :meth:`EventStore.append`), then bring the projections up to date
         unless ``catch_up`` is False (bulk loaders catch up once at the end)."""
-        result = self.store.append(events, expected_versions=expected_versions)
-        if result.positions:
-            self._appended = max(self._appended or 0, *result.positions)
+        result = self._remember(self.store.append(events, expected_versions=expected_versions))
         if catch_up and result.appended:
             self.projections.catch_up()
         return result
@@ -95,9 +93,13 @@ class Catalog:
         while this one is stored), yielding each one's result. The projections are not caught up: a bulk
         loader catches up once at the end."""
         for result in self.store.append_batches(batches):
-            if result.positions:
-                self._appended = max(self._appended or 0, *result.positions)
-            yield result
+            yield self._remember(result)
+
+    def _remember(self, result: AppendResult) -> AppendResult:
+        """``result``, its last position kept as the least a read after it must see (read-your-writes)."""
+        if result.positions:
+            self._appended = max(self._appended or 0, *result.positions)
+        return result
 
     def record(self, data: EventData, *, occurred_at: datetime, actor: str | None = None, source: str | None = None,
                event_id: uuid.UUID | None = None, causation_id: str | None = None,
