@@ -52,7 +52,7 @@ __all__ = [
     "event_id_for", "open",
 ]
 
-HEAD_REVISION = "0021"
+HEAD_REVISION = "0022"
 Progress = Callable[[int, int], None]  # called with (done, total) as long work advances
 
 

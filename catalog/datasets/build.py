@@ -20,7 +20,6 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Engine
 
 from catalog.datasets.spec import SPLITS, DatasetSpec, DatasetSpecError
-from catalog.events import IMAGE_STREAM_PREFIX
 from catalog.factory_day import local_day_sql, zone_or_default, zones_as_of
 from catalog.ontology import Ontology, OntologyError
 from catalog.queries import where_conditions
@@ -115,10 +114,9 @@ def _candidates(conn: psycopg.Connection, spec: DatasetSpec, position: int) -> p
         " LEFT JOIN LATERAL (SELECT c.excluded FROM projections.curation_history c"
         "   WHERE c.sha256 = i.sha256 AND c.position <= %(p)s ORDER BY c.position DESC LIMIT 1) c ON true"
         # a correction keeps the label's regions and mask: they come from the last label recorded by then
-        " LEFT JOIN LATERAL (SELECT e.payload->>'mask_uri' AS mask_uri, (e.payload->'regions')::text AS regions"
-        # (`position + 0`: walk the stream's own index; intersecting it with every position <= p costs far more)
-        f"   FROM catalog.events e WHERE e.stream_id = '{IMAGE_STREAM_PREFIX}' || i.sha256 AND e.type = 'LabelRecorded'"
-        "   AND e.position + 0 <= %(p)s ORDER BY e.version DESC LIMIT 1) m ON true"
+        " LEFT JOIN LATERAL (SELECT h.mask_uri, h.regions::text AS regions FROM projections.label_history h"
+        "   WHERE h.sha256 = i.sha256 AND h.position <= %(p)s AND h.source = 'label'"
+        "   ORDER BY h.position DESC LIMIT 1) m ON true"
         " WHERE i.ingested_position <= %(p)s AND i.last_position > %(p)s AND NOT coalesce(c.excluded, false)"
         f"{filters}"
     )

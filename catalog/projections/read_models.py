@@ -176,6 +176,8 @@ def _history_row(row: Row | None, e: PageEvent, p: dict[str, Any]) -> Row:
         "position": e.position, "sha256": p["sha256"], "label": p["label"] if is_label else p["new_label"],
         "label_id": p.get("label_id"), "annotator": p["annotator"] if is_label else p["corrected_by"],
         "ontology_version": p["ontology_version"], "source": "label" if is_label else "correction",
+        # where the defect is: drawn by a label, which a correction keeps (none on a correction's row)
+        "regions": p.get("regions", []) if is_label else None, "mask_uri": p.get("mask_uri") if is_label else None,
         "labeled_at": e.occurred_at,
     }
 
@@ -184,9 +186,11 @@ LABEL_HISTORY = Projection(
     name="label_history",
     table="label_history",
     key=("position",),
-    columns=("position", "sha256", "label", "label_id", "annotator", "ontology_version", "source", "labeled_at"),
+    columns=("position", "sha256", "label", "label_id", "annotator", "ontology_version", "source", "regions",
+             "mask_uri", "labeled_at"),
     folds={"LabelRecorded": _history_row, "CorrectionRecorded": _history_row},
     key_of={"LabelRecorded": lambda e, p: (e.position,), "CorrectionRecorded": lambda e, p: (e.position,)},
+    jsonb_columns=frozenset({"regions"}),
     append_only=True,
     sql=set_based.LABEL_HISTORY,
 )

@@ -191,11 +191,14 @@ CURRENT_LABELS = (
 )
 
 LABEL_HISTORY = (
-    "INSERT INTO {table} (position, sha256, label, label_id, annotator, ontology_version, source, labeled_at)"
+    "INSERT INTO {table} (position, sha256, label, label_id, annotator, ontology_version, source, regions, mask_uri,"
+    " labeled_at)"
     f" SELECT position, payload->>'sha256', {_LABEL}, payload->>'label_id',"
     " CASE type WHEN 'LabelRecorded' THEN payload->>'annotator' ELSE payload->>'corrected_by' END,"
     " (payload->>'ontology_version')::int,"
-    " CASE type WHEN 'LabelRecorded' THEN 'label' ELSE 'correction' END, occurred_at"
+    " CASE type WHEN 'LabelRecorded' THEN 'label' ELSE 'correction' END,"
+    " CASE type WHEN 'LabelRecorded' THEN coalesce(payload->'regions', jsonb_build_array()) END,"
+    " CASE type WHEN 'LabelRecorded' THEN payload->>'mask_uri' END, occurred_at"
     f" FROM ({_page('LabelRecorded', 'CorrectionRecorded')}) page",
 )
 

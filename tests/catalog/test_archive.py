@@ -20,6 +20,7 @@ from catalog.archive import archive_log
 from catalog.audit import part_audit
 from catalog.consistency import CatalogReport, check_catalog
 from catalog.database import upgrade
+from catalog.datasets import DatasetSpec, build_dataset_version
 from catalog.embedded_postgres import OWNER_ROLE
 from catalog.errors import ConcurrencyError
 from catalog.factory_day import zones_as_of
@@ -29,6 +30,7 @@ from catalog.queries import latest_prediction_id
 from catalog.settings import Settings
 from catalog.store import NewEvent
 from catalog.synthetic import FactoryShape, ontology_event, simulated_day
+from ingestion.labels import record_correction, record_label
 from tests.builders import cli_env, query, run_cli
 from tests.conftest import database_at_revision
 
@@ -154,6 +156,31 @@ def test_the_line_zones_a_version_reads_as_of_its_position_survive_the_archive(c
     assert cat.store.archived_through() == PARTITION
     assert zones_then() == [("line-0", "Asia/Tokyo")]
     assert _consistent(check_catalog(cat))  # the read models rebuilt from zero, through the archive, agree
+
+
+def test_the_masks_a_version_reads_as_of_its_position_survive_the_archive(cat, database):
+    ensure_partitions_at(database.dsn(OWNER_ROLE), size=PARTITION, ahead=4)
+    cat.store.append([ontology_event(), *simulated_day(FIRST_DAY, shape=SHAPE)])
+    sha = cat.store.read(limit=1, types=["ImageIngested"])[0].payload["sha256"]
+    drawn = [ev.Region(shape="box", x0=3, y0=4, x1=30, y1=40)]
+    record_label(cat, sha256=sha, label="crack", annotator="ana", regions=drawn, mask_uri=f"masks/{sha}.png")
+    assert cat.head() <= PARTITION  # the label with its mask is in the first partition
+    cat.store.append(list(simulated_day(FIRST_DAY + timedelta(days=1), shape=SHAPE)))
+    at = cat.head()  # a version's position: after the label, before its correction
+    record_correction(cat, sha256=sha, new_label="scratch", corrected_by="dana")  # the image changed since
+
+    def row_then() -> dict:
+        version = build_dataset_version(cat.db, DatasetSpec.parse(
+            {"name": "masks", "sampling": {"counts": {"crack": "all"}}, "seed": 1}), position=at)
+        return next(r for r in version.manifest.to_pylist() if r["sha256"] == sha)
+
+    before = row_then()
+    assert (before["class"], before["mask_uri"]) == ("crack", f"masks/{sha}.png")
+    assert [ev.Region.model_validate(r) for r in json.loads(before["regions"])] == drawn
+    archive_log(cat, before=PARTITION + 1, actor=ACTOR)  # the partition that holds the label
+    assert cat.store.archived_through() == PARTITION
+    assert row_then() == before
+    assert _consistent(check_catalog(cat))  # the label history rebuilt from zero, through the archive, agrees
 
 
 def test_an_altered_archive_file_is_found_by_check(year):

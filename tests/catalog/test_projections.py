@@ -10,9 +10,11 @@ import pytest
 
 import catalog
 from catalog import events as ev
+from catalog.database import libpq_dsn, make_engine, upgrade
 from catalog.projections import ProjectionRunner
-from catalog.store import NewEvent
+from catalog.store import EventStore, NewEvent
 from catalog.synthetic import FactoryShape, ontology_event, simulated_day
+from tests.conftest import database_at_revision
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SHA = "c" * 64
@@ -147,3 +149,31 @@ def test_readers_see_projections_but_cannot_change_them(busy: catalog.Catalog, d
         assert conn.execute("SELECT count(*) FROM projections.images").fetchone()[0] > 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM projections.images")
+
+
+def test_migration_0022_folds_the_label_history_again_with_each_labels_mask(pg_server, tmp_path):
+    label = ev.LabelRecorded(sha256=SHA, label_id="L1", label="spot", annotator="ana", ontology_version=1,
+                             regions=[ev.Region(shape="box", x0=1, y0=2, x1=9, y1=9)], mask_uri=f"masks/{SHA}.png")
+    correction = ev.CorrectionRecorded(sha256=SHA, correction_id="C1", target="label", label_id="L1",
+                                       old_label="spot", new_label="crack", corrected_by="dana", ontology_version=1)
+    with database_at_revision(pg_server, tmp_path, "0021") as settings:
+        engine = make_engine(settings.database_url)
+        EventStore(engine).append([NewEvent(_ingested(), T0), NewEvent(label, T0), NewEvent(correction, T0)])
+        engine.dispose()
+        owner = libpq_dsn(settings.admin_database_url)
+        with psycopg.connect(owner) as conn:  # the history as 0021 folded it: no masks
+            conn.execute("INSERT INTO projections.label_history (position, sha256, label, label_id, annotator,"
+                         " ontology_version, source, labeled_at) VALUES (2, %s, 'spot', 'L1', 'ana', 1, 'label', %s),"
+                         " (3, %s, 'crack', 'L1', 'dana', 1, 'correction', %s)", [SHA, T0, SHA, T0])
+            conn.execute("INSERT INTO projections.checkpoints VALUES ('label_history', 3)")
+        upgrade(settings.admin_database_url)
+        with psycopg.connect(owner) as conn:
+            assert conn.execute("SELECT count(*) FROM projections.label_history").fetchone() == (0,)
+            assert conn.execute("SELECT position FROM projections.checkpoints WHERE name = 'label_history'"
+                                ).fetchone() == (0,)  # readers wait for it to be folded again
+        with catalog.open(settings) as migrated:
+            migrated.catch_up()
+            assert _rows(migrated, "SELECT position, source, mask_uri, regions FROM projections.label_history"
+                                   " ORDER BY position") == [
+                (2, "label", f"masks/{SHA}.png", [label.regions[0].model_dump()]),
+                (3, "correction", None, None)]
