@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
+import psycopg
 import pytest
 
 import catalog
+from catalog.embedded_postgres import OWNER_ROLE
 from catalog.synthetic import FactoryShape, ontology_event, simulated_day
 
 SHAPE = FactoryShape(lines=2, stations=2, cameras=2, parts_per_line=150)
@@ -61,20 +64,28 @@ def test_sync_killed_with_sigkill_then_rerun_leaves_no_duplicate_and_no_gap(load
     command = [sys.executable, "-m", "apps.cli", "lake", "sync", "--chunk", "300"]
     state = loaded.lake.root / "_sync" / "state.json"
     kills = 0
-    for _ in range(3):  # kill three times at different points, each time after some progress
-        before = loaded.lake.synced_position()
-        proc = subprocess.Popen(command, env=database.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if state.exists() and json.loads(state.read_text())["position"] > before:
-                time.sleep(0.05 * (kills + 1))
-                break
-            time.sleep(0.01)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 2, "the sync finished before it could be killed: make the load bigger"
+    # Each run is killed once it has mirrored a range, a little later each time (mid-range or between ranges).
+    # As soon as the test sees that progress it asks for the log exclusively: the run may finish the range it is
+    # in, but its next read of the log waits, so a busy machine cannot let it finish the whole sync before the
+    # kill.
+    with psycopg.connect(database.dsn(OWNER_ROLE)) as lock_conn, ThreadPoolExecutor(1) as locker:
+        for delay in (0.0, 0.02, 0.05):
+            before = loaded.lake.synced_position()
+            proc = subprocess.Popen(command, env=database.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if state.exists() and json.loads(state.read_text())["position"] > before:
+                    break
+                time.sleep(0.01)
+            locked = locker.submit(lock_conn.execute, "LOCK TABLE catalog.events IN ACCESS EXCLUSIVE MODE")
+            time.sleep(delay)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+            proc.wait()
+            locked.result(timeout=30)  # granted once the killed run's session has ended or waits behind it
+            lock_conn.rollback()
+    assert kills == 3, "a sync finished before it could be killed"
     assert 0 < loaded.lake.synced_position() < loaded.head()
     subprocess.run(command, env=database.env(), check=True, capture_output=True)
     _assert_lake_equals_table(loaded)
