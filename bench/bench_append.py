@@ -17,7 +17,7 @@ import catalog
 from catalog.chain import canonical_text, content_digest
 from catalog.database import libpq_dsn
 from catalog.event_log import prepare_events
-from catalog.partitions import partition_name
+from catalog.partitions import PARTITIONS_AHEAD, ensure_partitions_at, partition_name
 from catalog.store import NewEvent, _as_json
 
 SCRATCH = "bench_scratch"
@@ -141,6 +141,29 @@ def single_latencies_ms(cat: catalog.Catalog, conn: psycopg.Connection, singles:
     return appended, inserted, indexed
 
 
+def partition_cost(cat: catalog.Catalog, conn: psycopg.Connection, singles: Sequence[NewEvent],
+                   batch: Sequence[NewEvent], more: int) -> dict[str, float]:
+    """append_one p50 (ms, against the bare INSERT + commit in turn) and a batch's µs an event, before and after
+    ``more`` partitions are added: the append's lookups by id and by stream probe every live partition (a
+    partitioned table's unique indexes hold per partition). The added partitions are empty, so their cost is a
+    lower bound for full ones."""
+    half = len(singles) // 2
+    figures = {}
+    for stage, (ones, events) in enumerate(((singles[:half], batch[:len(batch) // 2]),
+                                            (singles[half:], batch[len(batch) // 2:]))):
+        if stage:
+            ensure_partitions_at(libpq_dsn(cat.urls.owner), ahead=PARTITIONS_AHEAD + more)
+        count = conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'catalog.events'::regclass").fetchone()[0]
+        conn.execute(f"TRUNCATE {SCRATCH}.plain, {SCRATCH}.indexed_one")  # the baseline's rows start afresh
+        conn.commit()
+        one, bare, _ = single_latencies_ms(cat, conn, ones, first=0)
+        batched = timed(lambda events=events: cat.store.append(events))
+        figures |= {f"partitions_{stage}": count, f"append_one_p50_ms_{stage}": percentiles(one)["p50"],
+                    f"bare_p50_ms_{stage}": percentiles(bare)["p50"],
+                    f"batch_us_per_event_{stage}": batched.seconds / len(events) * 1e6}
+    return figures
+
+
 def chain_share_us(cat: catalog.Catalog, events: Sequence[NewEvent]) -> dict[str, float]:
     """µs per event of the chain's parts: on the client, the canonical form's re-serialisation (beyond pydantic's
     own JSON) and the content digest; on the server, the links (catalog.chain_link, one after the other)."""
@@ -194,6 +217,8 @@ def main() -> None:
         rates, client_us = batched_rates(cat, conn, events, rows, args.batch)
         in_turn, in_turn_bare = in_turn_rates(cat, conn, generate(args.events, seed=2), args.batch)
         chain_us = chain_share_us(cat, events[:args.batch])
+        partitions = partition_cost(cat, conn, generate(args.singles, seed=3), generate(2 * args.batch, seed=4),
+                                    more=30)
         # Verifying the whole chain (`visionledger check`'s share that grows with the log), in its own pages:
         verify = timed(lambda: cat.store.verify_chain())
         assert verify.result.ok, verify.result.problem
@@ -217,7 +242,7 @@ def main() -> None:
         "append_one_ms": one_p | {"mean": sum(one) / len(one), "n": len(one)},
         "bare_insert_commit_ms": bare_p, "append_one_p50_ratio": one_p["p50"] / bare_p["p50"],
         "indexed_insert_commit_ms": indexed_p, "append_one_p50_ratio_to_indexed": one_p["p50"] / indexed_p["p50"],
-        "target_append_one_p50_ratio": 1.5,
+        "target_append_one_p50_ratio": 1.5, "partition_cost": partitions,
     }
     rows_out = [
         ("EventStore.append", store, f"events/s, batches of {args.batch:,}"),
@@ -238,7 +263,11 @@ def main() -> None:
         (f"bare INSERT+commit {k}", v, "ms, in turn with append_one") for k, v in bare_p.items()
     ] + [(f"indexed INSERT+commit {k}", v, "ms, into a table with the log's indexes") for k, v in indexed_p.items()
     ] + [("append_one p50 / bare p50", one_p["p50"] / bare_p["p50"], "target ≤ 1.5"),
-         ("append_one p50 / indexed p50", one_p["p50"] / indexed_p["p50"], "the function's share")]
+         ("append_one p50 / indexed p50", one_p["p50"] / indexed_p["p50"], "the function's share")] + [
+        (f"{partitions[f'partitions_{n}']} partitions: append_one p50", partitions[f"append_one_p50_ms_{n}"],
+         f"ms (bare INSERT+commit {partitions[f'bare_p50_ms_{n}']:.3f})") for n in (0, 1)] + [
+        (f"{partitions[f'partitions_{n}']} partitions: batch", partitions[f"batch_us_per_event_{n}"],
+         "µs/event, one batch") for n in (0, 1)]
     report("bench_append", f"append: {len(events):,} events", rows_out, figures)
     if store / bare < 0.6 or one_p["p50"] / bare_p["p50"] > 1.5:
         console.print("[yellow]a target is missed: see the README for where the time goes")
